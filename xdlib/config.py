@@ -1,0 +1,383 @@
+"""Typed, validated configs for each stage, built from YAML files and papermill parameters.
+
+One flat namespace of lower_snake_case keys, shared by `params/*.yaml`, the notebooks' `parameters` cells and
+the dataclass fields below. Each stage's config *extends* its upstream stage's config, so a distillation config
+can build (or find) its teacher, and a fine-tuning config its student:
+
+    TeacherConfig  <-  DistillConfig  <-  FinetuneConfig
+
+Validation happens here, before anything heavy: unknown keys, wrong types and out-of-range values raise one
+`ConfigError` naming the key, the value and what is allowed.
+
+Run ids: a stage's id is a short hash of the fields it *owns* (defaults filled, keys sorted) plus its upstream
+run id. Fields marked `id=False` (paths, device, progress bars) cannot change the result and are left out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+STUDENT_ARCH_PATTERN = re.compile(r"^l(\d+)-h(\d+)$")
+OFFLINE_MINILM = "offline:all-MiniLM-L6-v2"
+
+
+class ConfigError(ValueError):
+    """A bad config value: the message names the key, the value and what is allowed."""
+
+
+def _opt(default: Any, help: str, *, choices: tuple | None = None, low: float | None = None,
+         high: float | None = None, id: bool = True, check: typing.Callable[[Any], str | None] | None = None):
+    """A config field: default, one-line help, allowed values, and whether it enters the run id."""
+    meta = {"help": help, "choices": choices, "low": low, "high": high, "id": id, "check": check}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _check_arch(value: str) -> str | None:
+    if STUDENT_ARCH_PATTERN.match(value):
+        return None
+    return "an architecture name like l6-h256, l6-h384, l12-h384 (any l<layers>-h<hidden>)"
+
+
+def _check_layer_map(value: Any) -> str | None:
+    if value in ("top", "uniform") or (isinstance(value, list) and all(isinstance(v, int) for v in value)):
+        return None
+    return "'top', 'uniform' or a list of teacher layer indices, one per student hidden state"
+
+
+STAGE_NAMES = ("hidden", "logits", "labels")
+
+
+def _check_stages(value: list) -> str | None:
+    if value and all(v in STAGE_NAMES for v in value) and len(set(value)) == len(value):
+        return None
+    return f"a non-empty list of distinct stages from {list(STAGE_NAMES)}"
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Stage 1 of the study: fine-tune the teacher on the source task."""
+
+    # data
+    source_task: str = _opt("rt-polarity", "source task name (python -m xdlib tasks lists them)")
+    max_length: int = _opt(64, "tokens per example after truncation", low=8, high=4096)
+    max_train_samples: int | None = _opt(None, "cap on source training examples (debug/smoke)", low=1)
+    max_eval_samples: int | None = _opt(None, "cap on dev/test examples of every task (debug/smoke)", low=1)
+    # model
+    teacher_model: str = _opt(OFFLINE_MINILM, "HF id, local folder, or offline:<name> packaged model")
+    # optim
+    teacher_epochs: float = _opt(1.0, "epochs of teacher fine-tuning", low=0.0)
+    teacher_lr: float = _opt(5e-5, "peak learning rate", low=0.0, high=1.0)
+    teacher_batch_size: int = _opt(32, "examples per optimizer step (before accumulation)", low=1)
+    lr_schedule: str = _opt("linear", "linear = warmup + linear decay; constant = the paper code's", choices=("linear", "constant"))
+    warmup_ratio: float = _opt(0.06, "fraction of steps spent warming up", low=0.0, high=1.0)
+    weight_decay: float = _opt(0.01, "AdamW weight decay", low=0.0, high=1.0)
+    grad_accum_steps: int = _opt(1, "gradient accumulation steps", low=1)
+    evals_per_epoch: int = _opt(1, "dev evaluations per epoch (model selection on dev)", low=1)
+    patience: int = _opt(5, "stop after this many dev evaluations without improvement", low=1)
+    seed: int = _opt(0, "seed for data order, dropout and initialisation", low=0)
+    # system (cannot change the result: left out of run ids)
+    device: str = _opt("auto", "auto, cpu, cuda, cuda:N or mps", id=False)
+    runs_dir: str = _opt("results/runs", "where run folders are written", id=False)
+    cache_dir: str = _opt("results/cache", "teacher-output caches", id=False)
+    progress: bool = _opt(True, "show tqdm progress bars", id=False)
+    checkpoint_every: int = _opt(200, "optimizer steps between resumable checkpoints", low=1, id=False)
+
+    # ---- construction -------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TeacherConfig":
+        values = dict(values)
+        for meta_key in ("name", "version", "include", "grid", "description"):
+            values.pop(meta_key, None)  # params-file metadata, not config fields
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"unknown parameter(s) {', '.join(map(repr, unknown))} for {cls.__name__}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        hints = typing.get_type_hints(cls)
+        clean = {k: _coerce(k, v, hints[k], known[k].metadata) for k, v in values.items()}
+        cfg = cls(**clean)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "TeacherConfig":
+        values = load_params(path)
+        values.pop("grid", None)
+        values.update(overrides or {})
+        return cls.from_dict(values)
+
+    def replace(self, **changes: Any) -> "TeacherConfig":
+        return type(self).from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Cross-field checks; per-field checks happen in `from_dict`."""
+
+    # ---- run ids --------------------------------------------------------------------------------------------
+    stage: typing.ClassVar[str] = "teacher"
+
+    def own_fields(self) -> list[str]:
+        parent = type(self).__mro__[1]
+        inherited = {f.name for f in dataclasses.fields(parent)} if dataclasses.is_dataclass(parent) else set()
+        return [f.name for f in dataclasses.fields(self) if f.name not in inherited and f.metadata["id"]]
+
+    def id_fields(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in sorted(self.own_fields())}
+
+    def upstream(self) -> "TeacherConfig | None":
+        return None
+
+    def run_id(self) -> str:
+        up = self.upstream()
+        payload = {"stage": self.stage, "fields": self.id_fields(), "upstream": up.run_id() if up else None}
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+        return f"{_slug(self.label())}-{digest}"
+
+    def label(self) -> str:
+        return self.source_task
+
+    def teacher_config(self) -> "TeacherConfig":
+        names = {f.name for f in dataclasses.fields(TeacherConfig)}
+        return TeacherConfig(**{k: v for k, v in self.to_dict().items() if k in names})
+
+
+@dataclass(frozen=True)
+class DistillConfig(TeacherConfig):
+    """Stage 2: distil the fine-tuned teacher into a student over the transfer set, stage by stage."""
+
+    # student
+    student_arch: str = _opt("l3-h384", "l<layers>-h<hidden>; registered: l6-h256, l6-h384, l12-h384", check=_check_arch)
+    student_heads: int | None = _opt(None, "attention heads (default: the architecture table or hidden/64)", low=1)
+    student_init: str = _opt(OFFLINE_MINILM, "random, or a model (HF id, folder, offline:<name>) to copy layers from")
+    student_layers: list[int] | None = _opt(None, "which layers of student_init to copy (default: evenly spaced)")
+    student_embeddings: str = _opt("init", "init = from student_init; pca = teacher word embeddings PCA-compressed",
+                                   choices=("init", "pca"))
+    freeze_word_embeddings: bool = _opt(False, "keep word embeddings frozen (the paper's multilingual recipe)")
+    # transfer set
+    augmentation: list[str] = _opt([], "augmentation resources added to the source inputs")
+    augment_max_examples: int | None = _opt(None, "cap on examples taken from each augmentation resource", low=1)
+    # recipe
+    distill_stages: list[str] = _opt(list(STAGE_NAMES), "stages in order: hidden, logits, labels", check=_check_stages)
+    distill_mode: str = _opt("stagewise", "stagewise (the paper's) or joint (all losses, all trainable: ablation)",
+                             choices=("stagewise", "joint"))
+    layer_map: Any = _opt("top", "student layer i -> teacher layer: top, uniform or an explicit list",
+                          check=_check_layer_map)
+    attention_loss: bool = _opt(False, "add attention-map MSE over the top layers to the hidden stage")
+    logit_loss: str = _opt("mse", "mse (the paper's) or kl (with temperature)", choices=("mse", "kl"))
+    temperature: float = _opt(1.0, "softmax temperature for the kl logit loss", low=1e-3)
+    gradual_unfreezing: bool = _opt(True, "unfreeze from the top layer down, one layer per phase, in logits/labels")
+    unfreeze_embeddings_last: bool = _opt(True, "embeddings are the last unit unfrozen (else with the bottom layer)")
+    distill_epochs: float = _opt(1.0, "epochs over the transfer set per stage", low=0.0)
+    distill_lr: float = _opt(1e-4, "peak learning rate for distillation", low=0.0, high=1.0)
+    distill_batch_size: int = _opt(32, "examples per optimizer step", low=1)
+    cache_dtype: str = _opt("float16", "storage dtype of cached teacher outputs", choices=("float16", "float32"))
+
+    stage: typing.ClassVar[str] = "distill"
+
+    def validate(self) -> None:
+        super().validate()
+        layers, _ = parse_arch(self.student_arch)
+        if isinstance(self.layer_map, list) and len(self.layer_map) != layers + 1:
+            raise ConfigError(
+                f"layer_map={self.layer_map!r} has {len(self.layer_map)} entries; {self.student_arch} needs "
+                f"{layers + 1} (embedding output + one per layer)"
+            )
+        if self.student_layers is not None:
+            if len(self.student_layers) != layers:
+                raise ConfigError(
+                    f"student_layers={self.student_layers!r} has {len(self.student_layers)} entries; "
+                    f"{self.student_arch} has {layers} layers"
+                )
+            if self.student_init == "random":
+                raise ConfigError("student_layers is set but student_init='random'; allowed: a model to copy from")
+        if self.student_embeddings == "pca" and self.student_init != "random":
+            raise ConfigError(
+                f"student_embeddings='pca' needs student_init='random' (got {self.student_init!r}): the PCA "
+                "embeddings replace the init's vocabulary"
+            )
+
+    def upstream(self) -> TeacherConfig:
+        return self.teacher_config()
+
+    def label(self) -> str:
+        return f"{self.source_task}-{self.student_arch}"
+
+    def distill_config(self) -> "DistillConfig":
+        names = {f.name for f in dataclasses.fields(DistillConfig)}
+        return DistillConfig(**{k: v for k, v in self.to_dict().items() if k in names})
+
+
+STUDENT_SOURCES = ("distilled", "undistilled", "teacher")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(DistillConfig):
+    """Stage 3: fine-tune a student (or a baseline) on a target task; select on dev, then test once."""
+
+    target_task: str = _opt("rt-polarity", "target task name")
+    student: str = _opt("distilled", "distilled (this config's distillation run), undistilled (same arch and init, "
+                        "no distillation: baseline), teacher (the teacher's pretrained model: baseline), or an HF "
+                        "id / folder")
+    target_max_train_samples: int | None = _opt(None, "cap on target training examples", low=1)
+    finetune_epochs: float = _opt(2.0, "epochs on the target task", low=0.0)
+    finetune_lr: float = _opt(1e-4, "peak learning rate", low=0.0, high=1.0)
+    finetune_batch_size: int = _opt(32, "examples per optimizer step", low=1)
+
+    stage: typing.ClassVar[str] = "finetune"
+
+    def upstream(self) -> TeacherConfig | None:
+        if self.student == "distilled":
+            return self.distill_config()
+        return None
+
+    def id_fields(self) -> dict[str, Any]:
+        fields = super().id_fields()
+        # Baselines don't depend on a distillation run, but do depend on what they start from.
+        if self.student == "undistilled":
+            fields["baseline_student"] = {k: getattr(self, k) for k in (
+                "student_arch", "student_heads", "student_init", "student_layers", "student_embeddings",
+                "freeze_word_embeddings", "teacher_model")}
+        elif self.student == "teacher":
+            fields["baseline_teacher"] = self.teacher_model
+        return fields
+
+    def label(self) -> str:
+        who = self.student_arch if self.student in ("distilled", "undistilled") else _slug(self.student)
+        return f"{self.target_task}-{self.student}-{who}"
+
+
+STAGES: dict[str, type[TeacherConfig]] = {"teacher": TeacherConfig, "distill": DistillConfig, "finetune": FinetuneConfig}
+
+
+def config_for_stage(stage: str) -> type[TeacherConfig]:
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
+    return STAGES[stage]
+
+
+# ---- helpers -------------------------------------------------------------------------------------------------
+
+def parse_arch(name: str) -> tuple[int, int]:
+    """'l6-h384' -> (6, 384)."""
+    match = STUDENT_ARCH_PATTERN.match(name)
+    if not match:
+        raise ConfigError(f"student_arch={name!r} is not allowed; allowed: {_check_arch('')}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def load_params(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a params YAML file; `include: other.yaml` (relative to this file) is read first and overridden."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file {str(path)!r} does not exist")
+    if path.resolve() in _seen:
+        raise ConfigError(f"params file {str(path)!r} includes itself (cycle: {' -> '.join(map(str, _seen))})")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"params file {str(path)!r} is not valid YAML: {err}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"params file {str(path)!r} must hold a mapping of key: value, got {type(values).__name__}")
+    include = values.pop("include", None)
+    if include is None:
+        return values
+    base = load_params(path.parent / include, _seen + (path.resolve(),))
+    grid = {**(base.pop("grid", None) or {}), **(values.pop("grid", None) or {})}
+    merged = {**base, **values}
+    if grid:
+        merged["grid"] = grid
+    return merged
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")[:40]
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(key: str, value: Any, tp: Any, meta: typing.Mapping[str, Any]) -> Any:
+    """Check `value` against the annotation and the field's metadata; return the clean value."""
+
+    def fail(allowed: str) -> typing.NoReturn:
+        raise ConfigError(f"parameter {key}={value!r} is not allowed; allowed: {allowed}")
+
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        clean = value
+    elif origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return _coerce(key, value, inner, meta)
+    elif origin is list:
+        if not isinstance(value, (list, tuple)):
+            fail(f"a list of {_type_name(args[0])}")
+        clean = [_coerce(key, v, args[0], {**meta, "check": None}) for v in value]
+    elif tp is bool:
+        if not isinstance(value, bool):
+            fail("true or false")
+        clean = value
+    elif tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail("an integer" + _range_text(meta))
+        clean = value
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail("a number" + _range_text(meta))
+        clean = float(value)
+    elif tp is str:
+        if not isinstance(value, str):
+            fail("a string" + (f" from {list(meta['choices'])}" if meta.get("choices") else ""))
+        clean = value
+    else:  # pragma: no cover - only the types above are used
+        raise TypeError(tp)
+    if meta.get("choices") and clean not in meta["choices"]:
+        fail(", ".join(map(str, meta["choices"])))
+    low, high = meta.get("low"), meta.get("high")
+    if isinstance(clean, (int, float)) and not isinstance(clean, bool):
+        if (low is not None and clean < low) or (high is not None and clean > high):
+            fail(f"a number{_range_text(meta)}")
+    if meta.get("check"):
+        problem = meta["check"](clean)
+        if problem:
+            fail(problem)
+    return clean
+
+
+def _range_text(meta: typing.Mapping[str, Any]) -> str:
+    low, high = meta.get("low"), meta.get("high")
+    if low is not None and high is not None:
+        return f" in [{low}, {high}]"
+    if low is not None:
+        return f" >= {low}"
+    if high is not None:
+        return f" <= {high}"
+    return ""
+
+
+def describe(cls: type[TeacherConfig]) -> list[tuple[str, Any, str]]:
+    """(name, default, help) for every field: used by `python -m xdlib params` and the docs."""
+    out = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        out.append((f.name, default, f.metadata["help"]))
+    return out

@@ -1,0 +1,275 @@
+"""The teacher-output cache and the stage machine with gradual unfreezing.
+
+Stages (Mukherjee et al. 2021, Sec. 3; reference `run_xtreme_distil.py`):
+  hidden  - MSE between projected student hidden states and the teacher's top-aligned ones (+ attention maps)
+  logits  - MSE (or KL) between student and teacher logits on the transfer set
+  labels  - cross-entropy on the labelled source data
+In logits and labels, the student starts with only its head trainable and unfreezes one unit per phase from the
+top layer down, embeddings last. Unlike the reference code: units are single layers (not the whole encoder),
+models are selected on dev (never test), and the teacher is run once: its outputs are cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import losses
+from .data import collate, encode, eval_batches, gather_units
+from .finetune import model_inputs, unit_logits
+from .models import HiddenProjection, encoder_units
+from .tasks import Split, Task
+from .train import LoopSettings, autocast, train
+
+log = logging.getLogger(__name__)
+
+
+# ---- teacher-output cache -----------------------------------------------------------------------------------
+
+@dataclass
+class TeacherCache:
+    """Teacher outputs at each example's units, packed: example i owns rows offsets[i]:offsets[i+1].
+
+    hidden: (total_units, N_t + 1, H_t) every hidden state incl. the embedding output; logits: (total_units, C).
+    Stored as .npy files (fp16 by default) and memory-mapped, so it costs disk, not RAM, at paper scale.
+    """
+
+    hidden: np.ndarray
+    logits: np.ndarray
+    offsets: np.ndarray
+
+    @classmethod
+    def open(cls, path: Path) -> "TeacherCache":
+        load = lambda name: np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)  # noqa: E731
+        return cls(load("hidden"), load("logits"), load("offsets"))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def units(self, i: int) -> int:
+        return int(self.offsets[i + 1] - self.offsets[i])
+
+    def batch(self, indices: list[int], counts: list[int], layers: list[int], device) -> tuple[torch.Tensor, ...]:
+        """hidden (B, U, len(layers), H_t), logits (B, U, C), mask (B, U) for the first counts[b] units."""
+        U = max(counts)
+        H, C = self.hidden.shape[-1], self.logits.shape[-1]
+        hidden = torch.zeros(len(indices), U, len(layers), H)
+        logits = torch.zeros(len(indices), U, C)
+        mask = torch.zeros(len(indices), U, dtype=torch.long)
+        for b, (i, n) in enumerate(zip(indices, counts)):
+            start = int(self.offsets[i])
+            hidden[b, :n] = torch.from_numpy(np.asarray(self.hidden[start: start + n][:, layers], dtype=np.float32))
+            logits[b, :n] = torch.from_numpy(np.asarray(self.logits[start: start + n], dtype=np.float32))
+            mask[b, :n] = 1
+        return hidden.to(device), logits.to(device), mask.to(device)
+
+    def nbytes(self) -> int:
+        return int(self.hidden.nbytes + self.logits.nbytes + self.offsets.nbytes)
+
+
+def cache_key(teacher_id: str, rows: Split, max_length: int, dtype: str) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps([teacher_id, max_length, dtype]).encode())
+    for row in rows:
+        digest.update(json.dumps([row.get("text"), row.get("text_pair"), row.get("words")]).encode())
+    return digest.hexdigest()[:16]
+
+
+@torch.inference_mode()
+def build_teacher_cache(teacher, tokenizer, rows: Split, task: Task, max_length: int, path: Path, device,
+                        dtype: str = "float16", batch_size: int = 64) -> TeacherCache:
+    """Run the teacher once over `rows` and store its outputs at the loss units (atomic: tmp dir + rename)."""
+    if (path / "DONE").is_file():
+        return TeacherCache.open(path)
+    teacher.eval().to(device)
+    encoded = encode(tokenizer, rows, task, max_length)
+    counts = [len(e["units"]) for e in encoded]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(counts)
+    cfg = teacher.config
+    n_states, width = cfg.num_hidden_layers + 1, cfg.hidden_size
+    n_labels = teacher.num_labels if task.kind != "regression" else 1
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    np_dtype = np.float16 if dtype == "float16" else np.float32
+    hidden = np.lib.format.open_memmap(tmp / "hidden.npy", "w+", np_dtype, (int(offsets[-1]), n_states, width))
+    logits = np.lib.format.open_memmap(tmp / "logits.npy", "w+", np_dtype, (int(offsets[-1]), n_labels))
+    for idx in eval_batches([len(e["input_ids"]) for e in encoded], batch_size):
+        batch = collate([encoded[i] for i in idx], tokenizer.pad_token_id, device)
+        with autocast(torch.device(device)):
+            out = teacher(**model_inputs(batch), output_hidden_states=True)
+        states = torch.stack([gather_units(h, batch["unit_pos"]) for h in out.hidden_states], dim=2)  # (B,U,S,H)
+        unit_out = unit_logits(out.logits, batch)  # (B, U, C)
+        for row, i in enumerate(idx):
+            n = counts[i]
+            hidden[offsets[i]: offsets[i] + n] = states[row, :n].float().cpu().numpy()
+            logits[offsets[i]: offsets[i] + n] = unit_out[row, :n].float().cpu().numpy()
+    hidden.flush()
+    logits.flush()
+    del hidden, logits
+    np.save(tmp / "offsets.npy", offsets, allow_pickle=False)
+    (tmp / "DONE").write_text("")
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return TeacherCache.open(path)
+
+
+# ---- the student being distilled ----------------------------------------------------------------------------
+
+class DistillModule(nn.Module):
+    """Student + projection; forward(batch) returns the loss of the current phase's `objective`."""
+
+    def __init__(self, student: nn.Module, projection: HiddenProjection, *, logit_loss: str = "mse",
+                 temperature: float = 1.0, attention_loss: bool = False, teacher: nn.Module | None = None):
+        super().__init__()
+        self.student = student
+        self.projection = projection
+        self.logit_loss = losses.LOGIT_LOSSES.get(logit_loss)
+        self.temperature = temperature
+        self.attention_loss = attention_loss
+        self.objective = "hidden"
+        # The live teacher is needed only for attention maps (too big to cache); not a submodule: never trained.
+        self._teacher = [teacher] if teacher is not None else []
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        want_hidden = self.objective in ("hidden", "joint")
+        out = self.student(**model_inputs(batch), output_hidden_states=want_hidden,
+                           output_attentions=want_hidden and self.attention_loss)
+        mask = batch["unit_mask"]
+        total = torch.zeros((), device=mask.device)
+        if want_hidden:
+            states = [gather_units(h, batch["unit_pos"]) for h in out.hidden_states]  # L+1 x (B, U, H_s)
+            projected = self.projection(states)
+            teacher_states = batch["teacher_hidden"].unbind(2)  # L+1 x (B, U, H_t)
+            total = total + losses.hidden_mse(projected, teacher_states, mask)
+            if self.attention_loss:
+                with torch.no_grad():
+                    t_out = self._teacher[0](**model_inputs(batch), output_attentions=True)
+                n = len(out.attentions)
+                total = total + losses.attention_mse(list(out.attentions), list(t_out.attentions[-n:]),
+                                                     batch["attention_mask"])
+        if self.objective in ("logits", "joint"):
+            logits = unit_logits(out.logits, batch)
+            total = total + self.logit_loss(logits, batch["teacher_logits"], mask, self.temperature)
+        if self.objective in ("labels", "joint") and "labels" in batch:
+            logits = unit_logits(out.logits, batch)
+            labels = batch["labels"]
+            total = total + losses.label_loss(logits if labels.dim() == 2 else logits[:, 0], labels)
+        return total
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str  # checkpoint folder name, e.g. "2-logits-u3"
+    objective: str  # hidden | logits | labels | joint
+    units: int  # how many unfreezing units (from the top) are trainable; -1 = all
+    epochs: float
+
+
+def plan_phases(stages: list[str], mode: str, gradual: bool, n_units: int, epochs: float) -> list[Phase]:
+    """The stage machine as a flat list of phases.
+
+    stagewise: hidden trains everything at once; logits and labels each run n_units phases when gradual (head
+    only, + top layer, ..., + embeddings), splitting the stage's epochs evenly. joint: one phase, all losses.
+    """
+    if mode == "joint":
+        return [Phase("joint", "joint", -1, epochs)]
+    phases = []
+    for s, stage in enumerate(stages, start=1):
+        if stage == "hidden" or not gradual:
+            phases.append(Phase(f"{s}-{stage}", stage, -1, epochs))
+        else:
+            phases += [Phase(f"{s}-{stage}-u{k}", stage, k, epochs / n_units) for k in range(1, n_units + 1)]
+    return phases
+
+
+def unfreezing_units(student, embeddings_last: bool, frozen: set[int]) -> list[list[nn.Parameter]]:
+    units = encoder_units(student)
+    if not embeddings_last:
+        units = units[:-2] + [units[-2] + units[-1]]
+    return [[p for p in unit if id(p) not in frozen] for unit in units]
+
+
+def student_counts(student_enc: list[dict], cache: TeacherCache) -> list[int]:
+    """Units both sides have (tokenizers may truncate different numbers of words); trims student units."""
+    counts = []
+    for i, ex in enumerate(student_enc):
+        n = min(len(ex["units"]), cache.units(i))
+        ex["units"] = ex["units"][:n]
+        counts.append(n)
+    return counts
+
+
+def distil(module: DistillModule, tokenizer, task: Task, transfer_rows: Split, source: dict[str, Split],
+           caches: dict[str, TeacherCache], layer_index: list[int], phases: list[Phase], base: LoopSettings,
+           ckpt_root: Path, device, dev_metric, max_length: int, embeddings_last: bool = True,
+           on_update=None) -> list[dict]:
+    """Run every phase in order (finished phases are skipped on resume); returns each phase's summary."""
+    module.to(device)
+    pad = tokenizer.pad_token_id
+    transfer_enc = encode(tokenizer, transfer_rows, task, max_length)
+    transfer_counts = student_counts(transfer_enc, caches["transfer"])
+    dev_enc = encode(tokenizer, source["dev"], task, max_length)
+    dev_counts = student_counts(dev_enc, caches["dev"])
+    label_enc = encode(tokenizer, source["train"], task, max_length)
+
+    def distil_batch(enc, counts, cache, idx):
+        batch = collate([enc[i] for i in idx], pad, device)
+        hidden, logits, mask = cache.batch(idx, [counts[i] for i in idx], layer_index, device)
+        batch.update(teacher_hidden=hidden, teacher_logits=logits, unit_mask=mask)
+        if "labels" in batch and "label" not in enc[idx[0]]:
+            batch.pop("labels")
+        return batch
+
+    @torch.inference_mode()
+    def dev_hidden_loss() -> float:
+        total, n = 0.0, 0
+        saved = module.objective
+        module.objective = "hidden"
+        for idx in eval_batches([len(e["input_ids"]) for e in dev_enc], 64):
+            total += float(module(distil_batch(dev_enc, dev_counts, caches["dev"], idx))) * len(idx)
+            n += len(idx)
+        module.objective = saved
+        return total / max(n, 1)
+
+    frozen = {id(p) for p in module.student.parameters() if not p.requires_grad}
+    units = unfreezing_units(module.student, embeddings_last, frozen)
+    everything = [p for p in module.parameters() if id(p) not in frozen]
+    head_ids = {id(p) for p in units[0]}
+    summaries = []
+    for phase in phases:
+        module.objective = phase.objective
+        if phase.objective == "hidden":  # the head takes no part: keep it out (DDP wants no unused params)
+            trainable = [p for p in everything if id(p) not in head_ids]
+        elif phase.units < 0:
+            trainable = everything
+        else:
+            trainable = [p for unit in units[: phase.units] for p in unit]
+        if phase.objective == "labels":
+            lengths = [len(e["input_ids"]) for e in label_enc]
+            make_batch = lambda idx: collate([label_enc[i] for i in idx], pad, device)  # noqa: E731
+        else:
+            lengths = [len(e["input_ids"]) for e in transfer_enc]
+            make_batch = lambda idx: distil_batch(transfer_enc, transfer_counts, caches["transfer"], idx)  # noqa: E731
+        if phase.objective == "hidden":
+            evaluate, higher = dev_hidden_loss, False
+        else:
+            evaluate, higher = dev_metric, task.higher_is_better
+        settings = LoopSettings(**{**base.__dict__, "epochs": phase.epochs})
+        summary = train(module, trainable, lengths, make_batch, settings, ckpt_root / phase.name,
+                        evaluate=evaluate, higher_is_better=higher, device=device, desc=phase.name,
+                        on_update=on_update)
+        summaries.append({"phase": phase.name, **summary})
+        log.info("phase %s: dev %s", phase.name, summary["best_dev"])
+    return summaries

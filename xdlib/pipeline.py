@@ -1,0 +1,234 @@
+"""The stage functions behind the notebooks: run_teacher, run_distill, run_finetune.
+
+Each takes a validated config, reuses a complete run with the same id, runs its upstream stage first when that
+is missing, and writes results/runs/<stage>/<run_id>/ (config.yaml, metrics.json, provenance.json, model/,
+DONE last). A killed run resumes from its checkpoints when called again with the same config.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from . import __version__, models, runs
+from .config import ConfigError, DistillConfig, FinetuneConfig, TeacherConfig
+from .data import check_augmentation_name, transfer_set
+from .distill import DistillModule, TeacherCache, build_teacher_cache, cache_key, distil, plan_phases
+from .finetune import cap, evaluate, fit_task
+from .models import HiddenProjection, build_student, layer_map, load_with_head
+from .tasks import TASKS, get_task
+from .train import LoopSettings, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def preflight(cfg: TeacherConfig) -> None:
+    """Every check that needs no training: task names, augmentation names, model references (a Hub id is
+    looked up now, so 'no network' is reported before any heavy work)."""
+    for key in ("source_task", "target_task"):
+        name = getattr(cfg, key, None)
+        if name is not None and name not in TASKS:
+            raise ConfigError(f"{key}={name!r} is not a registered task; known: {', '.join(TASKS.names())}")
+    for name in getattr(cfg, "augmentation", []):
+        problem = check_augmentation_name(name)
+        if problem:
+            raise ConfigError(f"augmentation entry {name!r} is not allowed; allowed: {problem}")
+    models.check_model_reachable(cfg.teacher_model, "teacher_model")
+    if isinstance(cfg, DistillConfig) and cfg.student_init != "random":
+        models.check_model_reachable(cfg.student_init, "student_init")
+    if isinstance(cfg, FinetuneConfig) and cfg.student not in ("distilled", "undistilled", "teacher"):
+        models.check_model_reachable(cfg.student, "student")
+    if isinstance(cfg, DistillConfig):
+        models.architecture(cfg.student_arch, cfg.student_heads)
+
+
+def loop_settings(cfg: TeacherConfig, prefix: str) -> LoopSettings:
+    return LoopSettings(
+        epochs=getattr(cfg, f"{prefix}_epochs"), lr=getattr(cfg, f"{prefix}_lr"),
+        batch_size=getattr(cfg, f"{prefix}_batch_size"), lr_schedule=cfg.lr_schedule, warmup_ratio=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay, grad_accum_steps=cfg.grad_accum_steps, evals_per_epoch=cfg.evals_per_epoch,
+        patience=cfg.patience, seed=cfg.seed, checkpoint_every=cfg.checkpoint_every, progress=cfg.progress,
+    )
+
+
+def load_source(cfg: TeacherConfig, task_name: str, train_cap: int | None) -> dict:
+    data = get_task(task_name).load()
+    return {
+        "train": cap(data["train"], train_cap, cfg.seed),
+        "dev": cap(data["dev"], cfg.max_eval_samples, cfg.seed),
+        "test": cap(data.get("test", []), cfg.max_eval_samples, cfg.seed),
+    }
+
+
+def _save_hf(model, tokenizer, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
+def _split_metrics(model, tokenizer, task, data, max_length, device) -> dict:
+    out = {"task": task.name, "task_version": task.version, "main_metric": task.metric}
+    for split in ("dev", "test"):
+        if data.get(split):
+            for key, value in evaluate(model, tokenizer, task, data[split], max_length, device).items():
+                out[f"{split}_{key}"] = value
+    return out
+
+
+# ---- stage 1: teacher --------------------------------------------------------------------------------------------
+
+def run_teacher(cfg: TeacherConfig) -> Path:
+    cfg = cfg.teacher_config()
+    path = runs.run_dir(cfg.runs_dir, "teacher", cfg.run_id())
+    if runs.is_complete(path):
+        return path
+    preflight(cfg)
+    device = resolve_device(cfg.device)
+    task = get_task(cfg.source_task)
+    data = load_source(cfg, cfg.source_task, cfg.max_train_samples)
+    with runs.open_run(path, cfg.to_dict(), device, {"seed": cfg.seed}) as prov:
+        torch.manual_seed(cfg.seed)
+        model, tokenizer = load_with_head(cfg.teacher_model, task.head, task.num_labels)
+        summary = fit_task(model, tokenizer, task, data, cfg.max_length, loop_settings(cfg, "teacher"),
+                           path / "checkpoints", device, desc="teacher")
+        metrics = _split_metrics(model, tokenizer, task, data, cfg.max_length, device)
+        metrics.update(stage="teacher", run_id=path.name, parameters=models.count_parameters(model),
+                       train_examples=len(data["train"]), xdlib_version=__version__)
+        _save_hf(model, tokenizer, path / "model")
+        runs.write_json(path / "metrics.json", metrics)
+        runs.write_json(path / "train_summary.json", summary)
+        prov["upstream"] = None
+    shutil.rmtree(path / "checkpoints", ignore_errors=True)
+    return path
+
+
+# ---- stage 2: distillation ---------------------------------------------------------------------------------------
+
+def run_distill(cfg: DistillConfig, on_update=None) -> Path:
+    cfg = cfg.distill_config()
+    path = runs.run_dir(cfg.runs_dir, "distill", cfg.run_id())
+    if runs.is_complete(path):
+        return path
+    preflight(cfg)
+    teacher_dir = run_teacher(cfg)
+    device = resolve_device(cfg.device)
+    task = get_task(cfg.source_task)
+    if task.kind not in ("single", "pair", "regression", "token"):
+        raise ConfigError(f"source_task={cfg.source_task!r} ({task.kind}) cannot be distilled yet")
+    source = load_source(cfg, cfg.source_task, cfg.max_train_samples)
+    transfer_rows, composition = transfer_set(source["train"], cfg.augmentation, cfg.seed, cfg.augment_max_examples)
+
+    with runs.open_run(path, cfg.to_dict(), device, {"seed": cfg.seed}) as prov:
+        teacher, t_tok = load_with_head(str(teacher_dir / "model"), task.head, task.num_labels,
+                                        **({"attn_implementation": "eager"} if cfg.attention_loss else {}))
+        teacher_id = teacher_dir.name
+        caches = {}
+        for name, rows in (("transfer", transfer_rows), ("dev", source["dev"])):
+            key = cache_key(teacher_id, rows, cfg.max_length, cfg.cache_dtype)
+            caches[name] = build_teacher_cache(teacher, t_tok, rows, task, cfg.max_length,
+                                               Path(cfg.cache_dir) / "teacher-outputs" / key, device, cfg.cache_dtype)
+        student, s_tok = build_student(
+            cfg.student_arch, task.head, task.num_labels, init=cfg.student_init, teacher_ref=str(teacher_dir / "model"),
+            heads=cfg.student_heads, layers=cfg.student_layers, embeddings=cfg.student_embeddings,
+            freeze_word_embeddings=cfg.freeze_word_embeddings, seed=cfg.seed,
+        )
+        if cfg.attention_loss and s_tok.get_vocab() != t_tok.get_vocab():
+            raise ConfigError("attention_loss=true needs teacher and student to share a tokenizer; they differ")
+        if cfg.attention_loss:
+            student.config._attn_implementation = "eager"
+            student.set_attn_implementation("eager")
+        s_layers, t_layers = student.config.num_hidden_layers, teacher.config.num_hidden_layers
+        index = layer_map(cfg.layer_map, s_layers, t_layers)
+        torch.manual_seed(cfg.seed)
+        projection = HiddenProjection(s_layers + 1, student.config.hidden_size, teacher.config.hidden_size)
+        module = DistillModule(student, projection, logit_loss=cfg.logit_loss, temperature=cfg.temperature,
+                               attention_loss=cfg.attention_loss, teacher=teacher.to(device) if cfg.attention_loss else None)
+        n_units = len(models.encoder_units(student)) - (0 if cfg.unfreeze_embeddings_last else 1)
+        phases = plan_phases(cfg.distill_stages, cfg.distill_mode, cfg.gradual_unfreezing, n_units, cfg.distill_epochs)
+
+        def dev_metric() -> float:
+            return evaluate(student, s_tok, task, source["dev"], cfg.max_length, device)[task.metric]
+
+        summaries = distil(module, s_tok, task, transfer_rows, source, caches, index, phases,
+                           loop_settings(cfg, "distill"), path / "checkpoints", device, dev_metric,
+                           max_length=cfg.max_length, embeddings_last=cfg.unfreeze_embeddings_last,
+                           on_update=on_update)
+        metrics = _split_metrics(student, s_tok, task, source, cfg.max_length, device)
+        teacher_metrics = runs.read_metrics(teacher_dir)
+        main = f"test_{task.metric}"
+        metrics.update(
+            stage="distill", run_id=path.name, teacher_run=teacher_id, parameters=models.count_parameters(student),
+            teacher_parameters=models.count_parameters(teacher),
+            flops_ratio=models.encoder_flops_per_token(teacher.config) / models.encoder_flops_per_token(student.config),
+            teacher_test=teacher_metrics.get(main), transfer_composition=composition, layer_map=index,
+            cache_bytes_per_example=caches["transfer"].nbytes() / max(1, len(caches["transfer"])),
+            phases=[{k: s[k] for k in ("phase", "updates", "best_dev", "first_losses", "last_losses")} for s in summaries],
+            xdlib_version=__version__,
+        )
+        if metrics.get(main) is not None and teacher_metrics.get(main):
+            metrics["retention"] = metrics[main] / teacher_metrics[main]
+        _save_hf(student, s_tok, path / "model")
+        from safetensors.torch import save_model
+
+        save_model(projection, str(path / "projection.safetensors"))
+        runs.write_json(path / "metrics.json", metrics)
+        prov["upstream"] = {"teacher": teacher_id}
+    shutil.rmtree(path / "checkpoints", ignore_errors=True)
+    return path
+
+
+# ---- stage 3: student fine-tuning ---------------------------------------------------------------------------------
+
+def _fresh_head_from(encoder_dir: str, head: str, num_labels: int, seed: int):
+    """A head model whose encoder comes from `encoder_dir` and whose task head is freshly initialised: the
+    checkpoint is task-agnostic, its source-task head is not reused."""
+    encoder = AutoModel.from_pretrained(encoder_dir)
+    torch.manual_seed(seed)
+    config = encoder.config.__class__.from_dict({**encoder.config.to_dict(), **models.head_kwargs(head, num_labels)})
+    model = models.HEAD_CLASSES[head].from_config(config)
+    model.base_model.load_state_dict(encoder.state_dict(), strict=False)
+    return model, AutoTokenizer.from_pretrained(encoder_dir)
+
+
+def run_finetune(cfg: FinetuneConfig) -> Path:
+    path = runs.run_dir(cfg.runs_dir, "finetune", cfg.run_id())
+    if runs.is_complete(path):
+        return path
+    preflight(cfg)
+    device = resolve_device(cfg.device)
+    task = get_task(cfg.target_task)
+    data = load_source(cfg, cfg.target_task, cfg.target_max_train_samples)
+    upstream = None
+    with runs.open_run(path, cfg.to_dict(), device, {"seed": cfg.seed}) as prov:
+        if cfg.student == "distilled":
+            upstream = run_distill(cfg)
+            model, tokenizer = _fresh_head_from(str(upstream / "model"), task.head, task.num_labels, cfg.seed)
+        elif cfg.student == "undistilled":
+            model, tokenizer = build_student(
+                cfg.student_arch, task.head, task.num_labels, init=cfg.student_init, teacher_ref=cfg.teacher_model,
+                heads=cfg.student_heads, layers=cfg.student_layers, embeddings=cfg.student_embeddings,
+                freeze_word_embeddings=cfg.freeze_word_embeddings, seed=cfg.seed,
+            )
+        else:
+            ref = cfg.teacher_model if cfg.student == "teacher" else cfg.student
+            model, tokenizer = _fresh_head_from(models.resolve_model(ref), task.head, task.num_labels, cfg.seed)
+        summary = fit_task(model, tokenizer, task, data, cfg.max_length, loop_settings(cfg, "finetune"),
+                           path / "checkpoints", device, desc=f"finetune {task.name}")
+        metrics = _split_metrics(model, tokenizer, task, data, cfg.max_length, device)
+        metrics.update(stage="finetune", run_id=path.name, student=cfg.student,
+                       distill_run=upstream.name if upstream else None, parameters=models.count_parameters(model),
+                       train_examples=len(data["train"]), best_dev=summary["best_dev"], xdlib_version=__version__)
+        runs.write_json(path / "metrics.json", metrics)
+        prov["upstream"] = {"distill": upstream.name if upstream else None}
+    shutil.rmtree(path / "checkpoints", ignore_errors=True)
+    return path
+
+
+RUNNERS = {"teacher": run_teacher, "distill": run_distill, "finetune": run_finetune}

@@ -1,0 +1,94 @@
+"""The run store: results/runs/<stage>/<run_id>/ with config.yaml, metrics.json, provenance.json, model/ and
+DONE (written last). A run without DONE is never read as a result; rerunning it resumes from its checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import yaml
+
+PACKAGES = ("torch", "transformers", "datasets", "safetensors", "tokenizers", "numpy", "pandas", "papermill")
+
+
+def atomic_write(path: str | Path, text: str) -> None:
+    """Write `text` to a temp file beside `path`, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    atomic_write(path, json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
+
+
+def run_dir(runs_dir: str | Path, stage: str, run_id: str) -> Path:
+    return Path(runs_dir) / stage / run_id
+
+
+def is_complete(path: str | Path) -> bool:
+    return (Path(path) / "DONE").is_file()
+
+
+def git_state() -> dict[str, Any]:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10)
+        return {"git_sha": sha.stdout.strip() or None, "git_dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_sha": None, "git_dirty": None}
+
+
+def environment(device: torch.device | str) -> dict[str, Any]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    device = torch.device(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return {
+        "python": sys.version.split()[0], "packages": versions, "device": str(device), "device_name": name,
+        "threads": torch.get_num_threads(), "platform": platform.platform(), **git_state(),
+    }
+
+
+@contextmanager
+def open_run(path: Path, config: dict, device, seeds: dict) -> Iterator[dict]:
+    """Set up a run dir; on clean exit write provenance and then DONE. Yields a dict for extra provenance."""
+    path.mkdir(parents=True, exist_ok=True)
+    atomic_write(path / "config.yaml", yaml.safe_dump(config, sort_keys=True))
+    extra: dict = {}
+    start = time.time()
+    yield extra
+    write_json(path / "provenance.json", {
+        **environment(device), "seeds": seeds, "start": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start)),
+        "end": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()), "wall_seconds": round(time.time() - start, 2),
+        **extra,
+    })
+    atomic_write(path / "DONE", "")
+
+
+def read_metrics(path: str | Path) -> dict | None:
+    """metrics.json of a complete run, else None."""
+    path = Path(path)
+    if not is_complete(path):
+        return None
+    return json.loads((path / "metrics.json").read_text())
