@@ -23,8 +23,14 @@ def make_tiny_encoder(path: Path, hidden: int = 64, layers: int = 4, heads: int 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TOY_VOCAB]
     tokenizer = BertTokenizerFast(vocab={word: i for i, word in enumerate(vocab)})
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                        intermediate_size=4 * hidden, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        max_position_embeddings=64,
+    )
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
@@ -35,15 +41,34 @@ def tiny_encoder(tmp_path_factory) -> Path:
     return make_tiny_encoder(tmp_path_factory.mktemp("tiny-encoder"))
 
 
-@pytest.fixture()
-def base_params(tmp_path, tiny_encoder) -> dict:
+def smoke_params(tmp_path: Path, encoder: Path) -> dict:
     """Smoke-size params for the toy task with tiny models; every run lands in tmp_path."""
     return {
-        "source_task": "toy-sentiment", "teacher_model": str(tiny_encoder), "max_length": 32,
-        "teacher_epochs": 5.0, "teacher_lr": 3e-4, "teacher_batch_size": 16,
-        "student_arch": "l2-h32", "student_init": "random", "student_heads": 2,
-        "distill_epochs": 2.0, "distill_lr": 1e-3, "distill_batch_size": 16,
-        "finetune_epochs": 3.0, "finetune_lr": 1e-3, "finetune_batch_size": 16, "target_task": "toy-sentiment",
-        "runs_dir": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache"), "progress": False,
-        "warmup_ratio": 0.0, "evals_per_epoch": 2,
+        "source_task": "toy-sentiment",
+        "teacher_model": str(encoder),
+        "max_length": 32,
+        "teacher_epochs": 8.0,
+        "teacher_lr": 1e-3,
+        "teacher_batch_size": 16,
+        "student_arch": "l2-h32",
+        "student_init": "random",
+        "student_heads": 2,
+        "distill_epochs": 2.0,
+        "distill_lr": 3e-3,
+        "distill_batch_size": 16,
+        "finetune_epochs": 3.0,
+        "finetune_lr": 1e-3,
+        "finetune_batch_size": 16,
+        "target_task": "toy-sentiment",
+        "runs_dir": str(tmp_path / "runs"),
+        "cache_dir": str(tmp_path / "cache"),
+        "progress": False,
+        "warmup_ratio": 0.0,
+        "evals_per_epoch": 2,
+        "patience": 20,
     }
+
+
+@pytest.fixture()
+def base_params(tmp_path, tiny_encoder) -> dict:
+    return smoke_params(tmp_path, tiny_encoder)

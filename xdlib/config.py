@@ -35,8 +35,16 @@ class ConfigError(ValueError):
     """A bad config value: the message names the key, the value and what is allowed."""
 
 
-def _opt(default: Any, help: str, *, choices: tuple | None = None, low: float | None = None,
-         high: float | None = None, id: bool = True, check: typing.Callable[[Any], str | None] | None = None):
+def _opt(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    id: bool = True,
+    check: typing.Callable[[Any], str | None] | None = None,
+):
     """A config field: default, one-line help, allowed values, and whether it enters the run id."""
     meta = {"help": help, "choices": choices, "low": low, "high": high, "id": id, "check": check}
     if isinstance(default, list):
@@ -80,7 +88,9 @@ class TeacherConfig:
     teacher_epochs: float = _opt(1.0, "epochs of teacher fine-tuning", low=0.0)
     teacher_lr: float = _opt(5e-5, "peak learning rate", low=0.0, high=1.0)
     teacher_batch_size: int = _opt(32, "examples per optimizer step (before accumulation)", low=1)
-    lr_schedule: str = _opt("linear", "linear = warmup + linear decay; constant = the paper code's", choices=("linear", "constant"))
+    lr_schedule: str = _opt(
+        "linear", "linear = warmup + linear decay; constant = the paper code's", choices=("linear", "constant")
+    )
     warmup_ratio: float = _opt(0.06, "fraction of steps spent warming up", low=0.0, high=1.0)
     weight_decay: float = _opt(0.01, "AdamW weight decay", low=0.0, high=1.0)
     grad_accum_steps: int = _opt(1, "gradient accumulation steps", low=1)
@@ -96,7 +106,7 @@ class TeacherConfig:
 
     # ---- construction -------------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TeacherConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TeacherConfig:
         values = dict(values)
         for meta_key in ("name", "version", "include", "grid", "description"):
             values.pop(meta_key, None)  # params-file metadata, not config fields
@@ -114,13 +124,13 @@ class TeacherConfig:
         return cfg
 
     @classmethod
-    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "TeacherConfig":
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TeacherConfig:
         values = load_params(path)
         values.pop("grid", None)
         values.update(overrides or {})
         return cls.from_dict(values)
 
-    def replace(self, **changes: Any) -> "TeacherConfig":
+    def replace(self, **changes: Any) -> TeacherConfig:
         return type(self).from_dict({**self.to_dict(), **changes})
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,7 +150,7 @@ class TeacherConfig:
     def id_fields(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in sorted(self.own_fields())}
 
-    def upstream(self) -> "TeacherConfig | None":
+    def upstream(self) -> TeacherConfig | None:
         return None
 
     def run_id(self) -> str:
@@ -152,7 +162,7 @@ class TeacherConfig:
     def label(self) -> str:
         return self.source_task
 
-    def teacher_config(self) -> "TeacherConfig":
+    def teacher_config(self) -> TeacherConfig:
         names = {f.name for f in dataclasses.fields(TeacherConfig)}
         return TeacherConfig(**{k: v for k, v in self.to_dict().items() if k in names})
 
@@ -162,22 +172,29 @@ class DistillConfig(TeacherConfig):
     """Stage 2: distil the fine-tuned teacher into a student over the transfer set, stage by stage."""
 
     # student
-    student_arch: str = _opt("l3-h384", "l<layers>-h<hidden>; registered: l6-h256, l6-h384, l12-h384", check=_check_arch)
+    student_arch: str = _opt(
+        "l3-h384", "l<layers>-h<hidden>; registered: l6-h256, l6-h384, l12-h384", check=_check_arch
+    )
     student_heads: int | None = _opt(None, "attention heads (default: the architecture table or hidden/64)", low=1)
     student_init: str = _opt(OFFLINE_MINILM, "random, or a model (HF id, folder, offline:<name>) to copy layers from")
     student_layers: list[int] | None = _opt(None, "which layers of student_init to copy (default: evenly spaced)")
-    student_embeddings: str = _opt("init", "init = from student_init; pca = teacher word embeddings PCA-compressed",
-                                   choices=("init", "pca"))
+    student_embeddings: str = _opt(
+        "init", "init = from student_init; pca = teacher word embeddings PCA-compressed", choices=("init", "pca")
+    )
     freeze_word_embeddings: bool = _opt(False, "keep word embeddings frozen (the paper's multilingual recipe)")
     # transfer set
     augmentation: list[str] = _opt([], "augmentation resources added to the source inputs")
     augment_max_examples: int | None = _opt(None, "cap on examples taken from each augmentation resource", low=1)
     # recipe
     distill_stages: list[str] = _opt(list(STAGE_NAMES), "stages in order: hidden, logits, labels", check=_check_stages)
-    distill_mode: str = _opt("stagewise", "stagewise (the paper's) or joint (all losses, all trainable: ablation)",
-                             choices=("stagewise", "joint"))
-    layer_map: Any = _opt("top", "student layer i -> teacher layer: top, uniform or an explicit list",
-                          check=_check_layer_map)
+    distill_mode: str = _opt(
+        "stagewise",
+        "stagewise (the paper's) or joint (all losses, all trainable: ablation)",
+        choices=("stagewise", "joint"),
+    )
+    layer_map: Any = _opt(
+        "top", "student layer i -> teacher layer: top, uniform or an explicit list", check=_check_layer_map
+    )
     attention_loss: bool = _opt(False, "add attention-map MSE over the top layers to the hidden stage")
     logit_loss: str = _opt("mse", "mse (the paper's) or kl (with temperature)", choices=("mse", "kl"))
     temperature: float = _opt(1.0, "softmax temperature for the kl logit loss", low=1e-3)
@@ -218,7 +235,7 @@ class DistillConfig(TeacherConfig):
     def label(self) -> str:
         return f"{self.source_task}-{self.student_arch}"
 
-    def distill_config(self) -> "DistillConfig":
+    def distill_config(self) -> DistillConfig:
         names = {f.name for f in dataclasses.fields(DistillConfig)}
         return DistillConfig(**{k: v for k, v in self.to_dict().items() if k in names})
 
@@ -231,9 +248,12 @@ class FinetuneConfig(DistillConfig):
     """Stage 3: fine-tune a student (or a baseline) on a target task; select on dev, then test once."""
 
     target_task: str = _opt("rt-polarity", "target task name")
-    student: str = _opt("distilled", "distilled (this config's distillation run), undistilled (same arch and init, "
-                        "no distillation: baseline), teacher (the teacher's pretrained model: baseline), or an HF "
-                        "id / folder")
+    student: str = _opt(
+        "distilled",
+        "distilled (this config's distillation run), undistilled (same arch and init, "
+        "no distillation: baseline), teacher (the teacher's pretrained model: baseline), or an HF "
+        "id / folder",
+    )
     target_max_train_samples: int | None = _opt(None, "cap on target training examples", low=1)
     finetune_epochs: float = _opt(2.0, "epochs on the target task", low=0.0)
     finetune_lr: float = _opt(1e-4, "peak learning rate", low=0.0, high=1.0)
@@ -250,9 +270,18 @@ class FinetuneConfig(DistillConfig):
         fields = super().id_fields()
         # Baselines don't depend on a distillation run, but do depend on what they start from.
         if self.student == "undistilled":
-            fields["baseline_student"] = {k: getattr(self, k) for k in (
-                "student_arch", "student_heads", "student_init", "student_layers", "student_embeddings",
-                "freeze_word_embeddings", "teacher_model")}
+            fields["baseline_student"] = {
+                k: getattr(self, k)
+                for k in (
+                    "student_arch",
+                    "student_heads",
+                    "student_init",
+                    "student_layers",
+                    "student_embeddings",
+                    "freeze_word_embeddings",
+                    "teacher_model",
+                )
+            }
         elif self.student == "teacher":
             fields["baseline_teacher"] = self.teacher_model
         return fields
@@ -262,7 +291,11 @@ class FinetuneConfig(DistillConfig):
         return f"{self.target_task}-{self.student}-{who}"
 
 
-STAGES: dict[str, type[TeacherConfig]] = {"teacher": TeacherConfig, "distill": DistillConfig, "finetune": FinetuneConfig}
+STAGES: dict[str, type[TeacherConfig]] = {
+    "teacher": TeacherConfig,
+    "distill": DistillConfig,
+    "finetune": FinetuneConfig,
+}
 
 
 def config_for_stage(stage: str) -> type[TeacherConfig]:
@@ -272,6 +305,7 @@ def config_for_stage(stage: str) -> type[TeacherConfig]:
 
 
 # ---- helpers -------------------------------------------------------------------------------------------------
+
 
 def parse_arch(name: str) -> tuple[int, int]:
     """'l6-h384' -> (6, 384)."""
@@ -355,7 +389,7 @@ def _coerce(key: str, value: Any, tp: Any, meta: typing.Mapping[str, Any]) -> An
     low, high = meta.get("low"), meta.get("high")
     if isinstance(clean, (int, float)) and not isinstance(clean, bool):
         if (low is not None and clean < low) or (high is not None and clean > high):
-            fail(f"a number{_range_text(meta)}")
+            fail(("an integer" if isinstance(clean, int) else "a number") + _range_text(meta))
     if meta.get("check"):
         problem = meta["check"](clean)
         if problem:

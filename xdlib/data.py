@@ -9,7 +9,7 @@ length are batched together, so little compute is spent on padding.
 from __future__ import annotations
 
 import random
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -24,8 +24,9 @@ def encode(tokenizer, rows: Split, task: Task, max_length: int) -> list[dict]:
     else:
         texts = [r["text"] for r in rows]
         pairs = [r.get("text_pair") for r in rows]
-        enc = tokenizer(texts, pairs if any(p is not None for p in pairs) else None, truncation=True,
-                        max_length=max_length)
+        enc = tokenizer(
+            texts, pairs if any(p is not None for p in pairs) else None, truncation=True, max_length=max_length
+        )
     out = []
     for i, row in enumerate(rows):
         ex = {"input_ids": enc["input_ids"][i]}
@@ -93,8 +94,9 @@ def collate(examples: list[dict], pad_id: int, device: torch.device | str = "cpu
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
-                           group: int = 50) -> list[list[int]]:
+def length_grouped_batches(
+    lengths: list[int], batch_size: int, seed: int, epoch: int, group: int = 50
+) -> list[list[int]]:
     """Shuffle, sort by length inside mega-batches of `group` batches, split, shuffle the batch order.
 
     Deterministic in (seed, epoch) and independent of torch's RNG, so a resumed run sees the same order.
@@ -105,8 +107,8 @@ def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, epoch
     batches = []
     span = batch_size * group
     for start in range(0, len(order), span):
-        chunk = sorted(order[start: start + span], key=lambda i: -lengths[i])
-        batches += [chunk[j: j + batch_size] for j in range(0, len(chunk), batch_size)]
+        chunk = sorted(order[start : start + span], key=lambda i: -lengths[i])
+        batches += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
     return batches
 
@@ -114,7 +116,7 @@ def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, epoch
 def eval_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     """Length-sorted batches for inference (order is restored by the caller through the indices)."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[j: j + batch_size] for j in range(0, len(order), batch_size)]
+    return [order[j : j + batch_size] for j in range(0, len(order), batch_size)]
 
 
 def gather_units(hidden: torch.Tensor, unit_pos: torch.Tensor) -> torch.Tensor:

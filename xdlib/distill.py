@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 # ---- teacher-output cache -----------------------------------------------------------------------------------
 
+
 @dataclass
 class TeacherCache:
     """Teacher outputs at each example's units, packed: example i owns rows offsets[i]:offsets[i+1].
@@ -49,7 +50,7 @@ class TeacherCache:
     offsets: np.ndarray
 
     @classmethod
-    def open(cls, path: Path) -> "TeacherCache":
+    def open(cls, path: Path) -> TeacherCache:
         load = lambda name: np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)  # noqa: E731
         return cls(load("hidden"), load("logits"), load("offsets"))
 
@@ -68,8 +69,8 @@ class TeacherCache:
         mask = torch.zeros(len(indices), U, dtype=torch.long)
         for b, (i, n) in enumerate(zip(indices, counts)):
             start = int(self.offsets[i])
-            hidden[b, :n] = torch.from_numpy(np.asarray(self.hidden[start: start + n][:, layers], dtype=np.float32))
-            logits[b, :n] = torch.from_numpy(np.asarray(self.logits[start: start + n], dtype=np.float32))
+            hidden[b, :n] = torch.from_numpy(np.asarray(self.hidden[start : start + n][:, layers], dtype=np.float32))
+            logits[b, :n] = torch.from_numpy(np.asarray(self.logits[start : start + n], dtype=np.float32))
             mask[b, :n] = 1
         return hidden.to(device), logits.to(device), mask.to(device)
 
@@ -86,8 +87,17 @@ def cache_key(teacher_id: str, rows: Split, max_length: int, dtype: str) -> str:
 
 
 @torch.inference_mode()
-def build_teacher_cache(teacher, tokenizer, rows: Split, task: Task, max_length: int, path: Path, device,
-                        dtype: str = "float16", batch_size: int = 64) -> TeacherCache:
+def build_teacher_cache(
+    teacher,
+    tokenizer,
+    rows: Split,
+    task: Task,
+    max_length: int,
+    path: Path,
+    device,
+    dtype: str = "float16",
+    batch_size: int = 64,
+) -> TeacherCache:
     """Run the teacher once over `rows` and store its outputs at the loss units (atomic: tmp dir + rename)."""
     if (path / "DONE").is_file():
         return TeacherCache.open(path)
@@ -112,8 +122,8 @@ def build_teacher_cache(teacher, tokenizer, rows: Split, task: Task, max_length:
         unit_out = unit_logits(out.logits, batch)  # (B, U, C)
         for row, i in enumerate(idx):
             n = counts[i]
-            hidden[offsets[i]: offsets[i] + n] = states[row, :n].float().cpu().numpy()
-            logits[offsets[i]: offsets[i] + n] = unit_out[row, :n].float().cpu().numpy()
+            hidden[offsets[i] : offsets[i] + n] = states[row, :n].float().cpu().numpy()
+            logits[offsets[i] : offsets[i] + n] = unit_out[row, :n].float().cpu().numpy()
     hidden.flush()
     logits.flush()
     del hidden, logits
@@ -127,11 +137,20 @@ def build_teacher_cache(teacher, tokenizer, rows: Split, task: Task, max_length:
 
 # ---- the student being distilled ----------------------------------------------------------------------------
 
+
 class DistillModule(nn.Module):
     """Student + projection; forward(batch) returns the loss of the current phase's `objective`."""
 
-    def __init__(self, student: nn.Module, projection: HiddenProjection, *, logit_loss: str = "mse",
-                 temperature: float = 1.0, attention_loss: bool = False, teacher: nn.Module | None = None):
+    def __init__(
+        self,
+        student: nn.Module,
+        projection: HiddenProjection,
+        *,
+        logit_loss: str = "mse",
+        temperature: float = 1.0,
+        attention_loss: bool = False,
+        teacher: nn.Module | None = None,
+    ):
         super().__init__()
         self.student = student
         self.projection = projection
@@ -144,8 +163,11 @@ class DistillModule(nn.Module):
 
     def forward(self, batch: dict) -> torch.Tensor:
         want_hidden = self.objective in ("hidden", "joint")
-        out = self.student(**model_inputs(batch), output_hidden_states=want_hidden,
-                           output_attentions=want_hidden and self.attention_loss)
+        out = self.student(
+            **model_inputs(batch),
+            output_hidden_states=want_hidden,
+            output_attentions=want_hidden and self.attention_loss,
+        )
         mask = batch["unit_mask"]
         total = torch.zeros((), device=mask.device)
         if want_hidden:
@@ -157,8 +179,9 @@ class DistillModule(nn.Module):
                 with torch.no_grad():
                     t_out = self._teacher[0](**model_inputs(batch), output_attentions=True)
                 n = len(out.attentions)
-                total = total + losses.attention_mse(list(out.attentions), list(t_out.attentions[-n:]),
-                                                     batch["attention_mask"])
+                total = total + losses.attention_mse(
+                    list(out.attentions), list(t_out.attentions[-n:]), batch["attention_mask"]
+                )
         if self.objective in ("logits", "joint"):
             logits = unit_logits(out.logits, batch)
             total = total + self.logit_loss(logits, batch["teacher_logits"], mask, self.temperature)
@@ -211,10 +234,23 @@ def student_counts(student_enc: list[dict], cache: TeacherCache) -> list[int]:
     return counts
 
 
-def distil(module: DistillModule, tokenizer, task: Task, transfer_rows: Split, source: dict[str, Split],
-           caches: dict[str, TeacherCache], layer_index: list[int], phases: list[Phase], base: LoopSettings,
-           ckpt_root: Path, device, dev_metric, max_length: int, embeddings_last: bool = True,
-           on_update=None) -> list[dict]:
+def distil(
+    module: DistillModule,
+    tokenizer,
+    task: Task,
+    transfer_rows: Split,
+    source: dict[str, Split],
+    caches: dict[str, TeacherCache],
+    layer_index: list[int],
+    phases: list[Phase],
+    base: LoopSettings,
+    ckpt_root: Path,
+    device,
+    dev_metric,
+    max_length: int,
+    embeddings_last: bool = True,
+    on_update=None,
+) -> list[dict]:
     """Run every phase in order (finished phases are skipped on resume); returns each phase's summary."""
     module.to(device)
     pad = tokenizer.pad_token_id
@@ -267,9 +303,19 @@ def distil(module: DistillModule, tokenizer, task: Task, transfer_rows: Split, s
         else:
             evaluate, higher = dev_metric, task.higher_is_better
         settings = LoopSettings(**{**base.__dict__, "epochs": phase.epochs})
-        summary = train(module, trainable, lengths, make_batch, settings, ckpt_root / phase.name,
-                        evaluate=evaluate, higher_is_better=higher, device=device, desc=phase.name,
-                        on_update=on_update)
+        summary = train(
+            module,
+            trainable,
+            lengths,
+            make_batch,
+            settings,
+            ckpt_root / phase.name,
+            evaluate=evaluate,
+            higher_is_better=higher,
+            device=device,
+            desc=phase.name,
+            on_update=on_update,
+        )
         summaries.append({"phase": phase.name, **summary})
         log.info("phase %s: dev %s", phase.name, summary["best_dev"])
     return summaries

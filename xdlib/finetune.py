@@ -68,8 +68,17 @@ def evaluate(model, tokenizer, task: Task, rows: Split, max_length: int, device,
     return metrics.compute(task, preds, [r["label"] for r in rows])
 
 
-def fit_task(model, tokenizer, task: Task, data: dict[str, Split], max_length: int, settings: LoopSettings,
-             ckpt_dir: Path, device, desc: str) -> dict:
+def fit_task(
+    model,
+    tokenizer,
+    task: Task,
+    data: dict[str, Split],
+    max_length: int,
+    settings: LoopSettings,
+    ckpt_dir: Path,
+    device,
+    desc: str,
+) -> dict:
     """Fine-tune `model` on data['train'], selecting on data['dev'] by the task's main metric."""
     model.to(device)
     train_enc = encode(tokenizer, data["train"], task, max_length)
@@ -79,9 +88,16 @@ def fit_task(model, tokenizer, task: Task, data: dict[str, Split], max_length: i
         return evaluate(model, tokenizer, task, data["dev"], max_length, device, dev_enc)[task.metric]
 
     return train(
-        TaskLoss(model), list(model.parameters()), [len(e["input_ids"]) for e in train_enc],
-        lambda idx: collate([train_enc[i] for i in idx], tokenizer.pad_token_id, device), settings, ckpt_dir,
-        evaluate=dev_score, higher_is_better=task.higher_is_better, device=device, desc=desc,
+        TaskLoss(model),
+        list(model.parameters()),
+        [len(e["input_ids"]) for e in train_enc],
+        lambda idx: collate([train_enc[i] for i in idx], tokenizer.pad_token_id, device),
+        settings,
+        ckpt_dir,
+        evaluate=dev_score,
+        higher_is_better=task.higher_is_better,
+        device=device,
+        desc=desc,
     )
 
 

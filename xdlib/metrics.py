@@ -17,7 +17,15 @@ from sklearn.metrics import f1_score, matthews_corrcoef
 def classification(preds: np.ndarray, labels: np.ndarray, num_labels: int) -> dict[str, float]:
     out = {"accuracy": float((preds == labels).mean())}
     average = "binary" if num_labels == 2 else "macro"
-    out["f1"] = float(f1_score(labels, preds, average=average, labels=list(range(num_labels)) if average == "macro" else None, zero_division=0))
+    out["f1"] = float(
+        f1_score(
+            labels,
+            preds,
+            average=average,
+            labels=list(range(num_labels)) if average == "macro" else None,
+            zero_division=0,
+        )
+    )
     out["mcc"] = float(matthews_corrcoef(labels, preds))
     return out
 
@@ -34,7 +42,8 @@ def regression(preds: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 def span_f1(pred_tags: list[list[str]], gold_tags: list[list[str]]) -> dict[str, float]:
     """Entity-level precision/recall/F1 (seqeval, default CoNLL mode) plus token accuracy."""
-    from seqeval.metrics import f1_score as seq_f1, precision_score, recall_score
+    from seqeval.metrics import f1_score as seq_f1
+    from seqeval.metrics import precision_score, recall_score
 
     flat_p = [t for s in pred_tags for t in s]
     flat_g = [t for s in gold_tags for t in s]

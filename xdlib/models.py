@@ -54,17 +54,23 @@ HEADS_BY_HIDDEN = {256: 8, 384: 12, 512: 8, 768: 12, 1024: 16}
 
 
 def architecture(name: str, heads: int | None = None) -> Architecture:
-    """Look up a registered student or parse any `l<N>-h<M>`; head count from the table or hidden/64."""
+    """Look up a registered student or parse any `l<N>-h<M>`; head count explicit, from the table, or chosen."""
     layers, hidden = parse_arch(name)
     if name in ARCHITECTURES and heads is None:
         return ARCHITECTURES[name]
-    heads = heads or HEADS_BY_HIDDEN.get(hidden) or max(h for h in (16, 12, 8, 6, 4, 2, 1) if hidden % h == 0)
+    # otherwise the most heads that keep head dimension >= 32 (BERT-family heads are 32-64 wide)
+    heads = (
+        heads
+        or HEADS_BY_HIDDEN.get(hidden)
+        or next((h for h in (16, 12, 8, 6, 4, 3, 2) if hidden % h == 0 and hidden // h >= 32), 1)
+    )
     if hidden % heads:
         raise ConfigError(f"student_heads={heads} does not divide hidden size {hidden} of {name}; pick a divisor")
     return Architecture(layers, hidden, heads, 4 * hidden)
 
 
 # ---- model references ----------------------------------------------------------------------------------------
+
 
 def resolve_model(ref: str) -> str:
     """`offline:<name>` -> cached folder, a local folder -> itself, anything else -> a Hub id (unchanged)."""
@@ -128,6 +134,7 @@ def load_with_head(ref: str, head: str, num_labels: int, **extra) -> tuple[PreTr
 
 # ---- students --------------------------------------------------------------------------------------------------
 
+
 def evenly_spaced_layers(source_layers: int, target_layers: int) -> list[int]:
     """Which of `source_layers` to copy into a `target_layers` student: 6 -> 3 gives [0, 2, 4]."""
     if target_layers > source_layers:
@@ -147,8 +154,8 @@ def pca_embeddings(weight: torch.Tensor, width: int) -> torch.Tensor:
         raise ConfigError(f"PCA embeddings need student hidden <= teacher hidden ({width} > {weight.shape[1]})")
     centered = weight.float() - weight.float().mean(0, keepdim=True)
     # Exact SVD of the (H_t, H_t) covariance is cheap even for a 120k-word vocabulary.
-    _, _, v = torch.linalg.svd(centered.T @ centered)
-    projected = centered @ v[:, :width]  # (vocab, width) = (vocab, H_t) @ (H_t, width)
+    eigvecs, _, _ = torch.linalg.svd(centered.T @ centered)  # symmetric PSD: U holds the eigenvectors, descending
+    projected = centered @ eigvecs[:, :width]  # (vocab, width) = (vocab, H_t) @ (H_t, width)
     return projected * (weight.float().std() / projected.std())
 
 
@@ -175,8 +182,12 @@ def build_student(
     if init == "random":
         tokenizer = AutoTokenizer.from_pretrained(resolve_model(teacher_ref))
         config = BertConfig(
-            vocab_size=len(tokenizer), hidden_size=arch.hidden, num_hidden_layers=arch.layers,
-            num_attention_heads=arch.heads, intermediate_size=arch.intermediate, **head_kwargs(head, num_labels),
+            vocab_size=len(tokenizer),
+            hidden_size=arch.hidden,
+            num_hidden_layers=arch.layers,
+            num_attention_heads=arch.heads,
+            intermediate_size=arch.intermediate,
+            **head_kwargs(head, num_labels),
         )
         model = BERT_HEAD_CLASSES[head](config)
         if embeddings == "pca":
@@ -198,7 +209,9 @@ def build_student(
                 "(optionally with student_embeddings='pca')"
             )
         if not hasattr(pretrained, "encoder") or not hasattr(pretrained.encoder, "layer"):
-            raise ConfigError(f"student_init={init!r} is a {pcfg.model_type} model; layer copying needs a BERT-like one")
+            raise ConfigError(
+                f"student_init={init!r} is a {pcfg.model_type} model; layer copying needs a BERT-like one"
+            )
         chosen = layers if layers is not None else evenly_spaced_layers(pcfg.num_hidden_layers, arch.layers)
         if any(i < 0 or i >= pcfg.num_hidden_layers for i in chosen):
             raise ConfigError(f"student_layers={chosen} out of range for a {pcfg.num_hidden_layers}-layer init")
@@ -247,8 +260,11 @@ class HiddenProjection(nn.Module):
         super().__init__()
         self.identity = student_hidden == teacher_hidden
         self.proj = nn.ModuleList(
-            [] if self.identity else
-            [nn.Sequential(nn.Dropout(dropout), nn.Linear(student_hidden, teacher_hidden)) for _ in range(n_states)]
+            []
+            if self.identity
+            else [
+                nn.Sequential(nn.Dropout(dropout), nn.Linear(student_hidden, teacher_hidden)) for _ in range(n_states)
+            ]
         )
         for layer in self.proj:
             nn.init.trunc_normal_(layer[1].weight, std=0.02)

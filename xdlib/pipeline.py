@@ -17,7 +17,7 @@ from transformers import AutoModel, AutoTokenizer
 from . import __version__, models, runs
 from .config import ConfigError, DistillConfig, FinetuneConfig, TeacherConfig
 from .data import check_augmentation_name, transfer_set
-from .distill import DistillModule, TeacherCache, build_teacher_cache, cache_key, distil, plan_phases
+from .distill import DistillModule, build_teacher_cache, cache_key, distil, plan_phases
 from .finetune import cap, evaluate, fit_task
 from .models import HiddenProjection, build_student, layer_map, load_with_head
 from .tasks import TASKS, get_task
@@ -48,10 +48,18 @@ def preflight(cfg: TeacherConfig) -> None:
 
 def loop_settings(cfg: TeacherConfig, prefix: str) -> LoopSettings:
     return LoopSettings(
-        epochs=getattr(cfg, f"{prefix}_epochs"), lr=getattr(cfg, f"{prefix}_lr"),
-        batch_size=getattr(cfg, f"{prefix}_batch_size"), lr_schedule=cfg.lr_schedule, warmup_ratio=cfg.warmup_ratio,
-        weight_decay=cfg.weight_decay, grad_accum_steps=cfg.grad_accum_steps, evals_per_epoch=cfg.evals_per_epoch,
-        patience=cfg.patience, seed=cfg.seed, checkpoint_every=cfg.checkpoint_every, progress=cfg.progress,
+        epochs=getattr(cfg, f"{prefix}_epochs"),
+        lr=getattr(cfg, f"{prefix}_lr"),
+        batch_size=getattr(cfg, f"{prefix}_batch_size"),
+        lr_schedule=cfg.lr_schedule,
+        warmup_ratio=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        grad_accum_steps=cfg.grad_accum_steps,
+        evals_per_epoch=cfg.evals_per_epoch,
+        patience=cfg.patience,
+        seed=cfg.seed,
+        checkpoint_every=cfg.checkpoint_every,
+        progress=cfg.progress,
     )
 
 
@@ -84,6 +92,7 @@ def _split_metrics(model, tokenizer, task, data, max_length, device) -> dict:
 
 # ---- stage 1: teacher --------------------------------------------------------------------------------------------
 
+
 def run_teacher(cfg: TeacherConfig) -> Path:
     cfg = cfg.teacher_config()
     path = runs.run_dir(cfg.runs_dir, "teacher", cfg.run_id())
@@ -96,11 +105,25 @@ def run_teacher(cfg: TeacherConfig) -> Path:
     with runs.open_run(path, cfg.to_dict(), device, {"seed": cfg.seed}) as prov:
         torch.manual_seed(cfg.seed)
         model, tokenizer = load_with_head(cfg.teacher_model, task.head, task.num_labels)
-        summary = fit_task(model, tokenizer, task, data, cfg.max_length, loop_settings(cfg, "teacher"),
-                           path / "checkpoints", device, desc="teacher")
+        summary = fit_task(
+            model,
+            tokenizer,
+            task,
+            data,
+            cfg.max_length,
+            loop_settings(cfg, "teacher"),
+            path / "checkpoints",
+            device,
+            desc="teacher",
+        )
         metrics = _split_metrics(model, tokenizer, task, data, cfg.max_length, device)
-        metrics.update(stage="teacher", run_id=path.name, parameters=models.count_parameters(model),
-                       train_examples=len(data["train"]), xdlib_version=__version__)
+        metrics.update(
+            stage="teacher",
+            run_id=path.name,
+            parameters=models.count_parameters(model),
+            train_examples=len(data["train"]),
+            xdlib_version=__version__,
+        )
         _save_hf(model, tokenizer, path / "model")
         runs.write_json(path / "metrics.json", metrics)
         runs.write_json(path / "train_summary.json", summary)
@@ -110,6 +133,7 @@ def run_teacher(cfg: TeacherConfig) -> Path:
 
 
 # ---- stage 2: distillation ---------------------------------------------------------------------------------------
+
 
 def run_distill(cfg: DistillConfig, on_update=None) -> Path:
     cfg = cfg.distill_config()
@@ -126,18 +150,37 @@ def run_distill(cfg: DistillConfig, on_update=None) -> Path:
     transfer_rows, composition = transfer_set(source["train"], cfg.augmentation, cfg.seed, cfg.augment_max_examples)
 
     with runs.open_run(path, cfg.to_dict(), device, {"seed": cfg.seed}) as prov:
-        teacher, t_tok = load_with_head(str(teacher_dir / "model"), task.head, task.num_labels,
-                                        **({"attn_implementation": "eager"} if cfg.attention_loss else {}))
+        teacher, t_tok = load_with_head(
+            str(teacher_dir / "model"),
+            task.head,
+            task.num_labels,
+            **({"attn_implementation": "eager"} if cfg.attention_loss else {}),
+        )
         teacher_id = teacher_dir.name
         caches = {}
         for name, rows in (("transfer", transfer_rows), ("dev", source["dev"])):
             key = cache_key(teacher_id, rows, cfg.max_length, cfg.cache_dtype)
-            caches[name] = build_teacher_cache(teacher, t_tok, rows, task, cfg.max_length,
-                                               Path(cfg.cache_dir) / "teacher-outputs" / key, device, cfg.cache_dtype)
+            caches[name] = build_teacher_cache(
+                teacher,
+                t_tok,
+                rows,
+                task,
+                cfg.max_length,
+                Path(cfg.cache_dir) / "teacher-outputs" / key,
+                device,
+                cfg.cache_dtype,
+            )
         student, s_tok = build_student(
-            cfg.student_arch, task.head, task.num_labels, init=cfg.student_init, teacher_ref=str(teacher_dir / "model"),
-            heads=cfg.student_heads, layers=cfg.student_layers, embeddings=cfg.student_embeddings,
-            freeze_word_embeddings=cfg.freeze_word_embeddings, seed=cfg.seed,
+            cfg.student_arch,
+            task.head,
+            task.num_labels,
+            init=cfg.student_init,
+            teacher_ref=str(teacher_dir / "model"),
+            heads=cfg.student_heads,
+            layers=cfg.student_layers,
+            embeddings=cfg.student_embeddings,
+            freeze_word_embeddings=cfg.freeze_word_embeddings,
+            seed=cfg.seed,
         )
         if cfg.attention_loss and s_tok.get_vocab() != t_tok.get_vocab():
             raise ConfigError("attention_loss=true needs teacher and student to share a tokenizer; they differ")
@@ -148,28 +191,54 @@ def run_distill(cfg: DistillConfig, on_update=None) -> Path:
         index = layer_map(cfg.layer_map, s_layers, t_layers)
         torch.manual_seed(cfg.seed)
         projection = HiddenProjection(s_layers + 1, student.config.hidden_size, teacher.config.hidden_size)
-        module = DistillModule(student, projection, logit_loss=cfg.logit_loss, temperature=cfg.temperature,
-                               attention_loss=cfg.attention_loss, teacher=teacher.to(device) if cfg.attention_loss else None)
+        module = DistillModule(
+            student,
+            projection,
+            logit_loss=cfg.logit_loss,
+            temperature=cfg.temperature,
+            attention_loss=cfg.attention_loss,
+            teacher=teacher.to(device) if cfg.attention_loss else None,
+        )
         n_units = len(models.encoder_units(student)) - (0 if cfg.unfreeze_embeddings_last else 1)
         phases = plan_phases(cfg.distill_stages, cfg.distill_mode, cfg.gradual_unfreezing, n_units, cfg.distill_epochs)
 
         def dev_metric() -> float:
             return evaluate(student, s_tok, task, source["dev"], cfg.max_length, device)[task.metric]
 
-        summaries = distil(module, s_tok, task, transfer_rows, source, caches, index, phases,
-                           loop_settings(cfg, "distill"), path / "checkpoints", device, dev_metric,
-                           max_length=cfg.max_length, embeddings_last=cfg.unfreeze_embeddings_last,
-                           on_update=on_update)
+        summaries = distil(
+            module,
+            s_tok,
+            task,
+            transfer_rows,
+            source,
+            caches,
+            index,
+            phases,
+            loop_settings(cfg, "distill"),
+            path / "checkpoints",
+            device,
+            dev_metric,
+            max_length=cfg.max_length,
+            embeddings_last=cfg.unfreeze_embeddings_last,
+            on_update=on_update,
+        )
         metrics = _split_metrics(student, s_tok, task, source, cfg.max_length, device)
         teacher_metrics = runs.read_metrics(teacher_dir)
         main = f"test_{task.metric}"
         metrics.update(
-            stage="distill", run_id=path.name, teacher_run=teacher_id, parameters=models.count_parameters(student),
+            stage="distill",
+            run_id=path.name,
+            teacher_run=teacher_id,
+            parameters=models.count_parameters(student),
             teacher_parameters=models.count_parameters(teacher),
             flops_ratio=models.encoder_flops_per_token(teacher.config) / models.encoder_flops_per_token(student.config),
-            teacher_test=teacher_metrics.get(main), transfer_composition=composition, layer_map=index,
+            teacher_test=teacher_metrics.get(main),
+            transfer_composition=composition,
+            layer_map=index,
             cache_bytes_per_example=caches["transfer"].nbytes() / max(1, len(caches["transfer"])),
-            phases=[{k: s[k] for k in ("phase", "updates", "best_dev", "first_losses", "last_losses")} for s in summaries],
+            phases=[
+                {k: s[k] for k in ("phase", "updates", "best_dev", "first_losses", "last_losses")} for s in summaries
+            ],
             xdlib_version=__version__,
         )
         if metrics.get(main) is not None and teacher_metrics.get(main):
@@ -185,6 +254,7 @@ def run_distill(cfg: DistillConfig, on_update=None) -> Path:
 
 
 # ---- stage 3: student fine-tuning ---------------------------------------------------------------------------------
+
 
 def _fresh_head_from(encoder_dir: str, head: str, num_labels: int, seed: int):
     """A head model whose encoder comes from `encoder_dir` and whose task head is freshly initialised: the
@@ -212,19 +282,42 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
             model, tokenizer = _fresh_head_from(str(upstream / "model"), task.head, task.num_labels, cfg.seed)
         elif cfg.student == "undistilled":
             model, tokenizer = build_student(
-                cfg.student_arch, task.head, task.num_labels, init=cfg.student_init, teacher_ref=cfg.teacher_model,
-                heads=cfg.student_heads, layers=cfg.student_layers, embeddings=cfg.student_embeddings,
-                freeze_word_embeddings=cfg.freeze_word_embeddings, seed=cfg.seed,
+                cfg.student_arch,
+                task.head,
+                task.num_labels,
+                init=cfg.student_init,
+                teacher_ref=cfg.teacher_model,
+                heads=cfg.student_heads,
+                layers=cfg.student_layers,
+                embeddings=cfg.student_embeddings,
+                freeze_word_embeddings=cfg.freeze_word_embeddings,
+                seed=cfg.seed,
             )
         else:
             ref = cfg.teacher_model if cfg.student == "teacher" else cfg.student
             model, tokenizer = _fresh_head_from(models.resolve_model(ref), task.head, task.num_labels, cfg.seed)
-        summary = fit_task(model, tokenizer, task, data, cfg.max_length, loop_settings(cfg, "finetune"),
-                           path / "checkpoints", device, desc=f"finetune {task.name}")
+        summary = fit_task(
+            model,
+            tokenizer,
+            task,
+            data,
+            cfg.max_length,
+            loop_settings(cfg, "finetune"),
+            path / "checkpoints",
+            device,
+            desc=f"finetune {task.name}",
+        )
         metrics = _split_metrics(model, tokenizer, task, data, cfg.max_length, device)
-        metrics.update(stage="finetune", run_id=path.name, student=cfg.student,
-                       distill_run=upstream.name if upstream else None, parameters=models.count_parameters(model),
-                       train_examples=len(data["train"]), best_dev=summary["best_dev"], xdlib_version=__version__)
+        metrics.update(
+            stage="finetune",
+            run_id=path.name,
+            student=cfg.student,
+            distill_run=upstream.name if upstream else None,
+            parameters=models.count_parameters(model),
+            train_examples=len(data["train"]),
+            best_dev=summary["best_dev"],
+            xdlib_version=__version__,
+        )
         runs.write_json(path / "metrics.json", metrics)
         prov["upstream"] = {"distill": upstream.name if upstream else None}
     shutil.rmtree(path / "checkpoints", ignore_errors=True)

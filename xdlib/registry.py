@@ -5,7 +5,8 @@ An unknown name raises one error that lists every registered name (STYLE.md rule
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -38,9 +39,7 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise UnknownNameError(
-                f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._items))}"
-            ) from None
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._items))}") from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

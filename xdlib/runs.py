@@ -11,10 +11,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import yaml
@@ -48,8 +49,13 @@ def git_state() -> dict[str, Any]:
     root = Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return {"git_sha": sha.stdout.strip() or None, "git_dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"git_sha": None, "git_dirty": None}
@@ -65,8 +71,13 @@ def environment(device: torch.device | str) -> dict[str, Any]:
     device = torch.device(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     return {
-        "python": sys.version.split()[0], "packages": versions, "device": str(device), "device_name": name,
-        "threads": torch.get_num_threads(), "platform": platform.platform(), **git_state(),
+        "python": sys.version.split()[0],
+        "packages": versions,
+        "device": str(device),
+        "device_name": name,
+        "threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        **git_state(),
     }
 
 
@@ -78,11 +89,17 @@ def open_run(path: Path, config: dict, device, seeds: dict) -> Iterator[dict]:
     extra: dict = {}
     start = time.time()
     yield extra
-    write_json(path / "provenance.json", {
-        **environment(device), "seeds": seeds, "start": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start)),
-        "end": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()), "wall_seconds": round(time.time() - start, 2),
-        **extra,
-    })
+    write_json(
+        path / "provenance.json",
+        {
+            **environment(device),
+            "seeds": seeds,
+            "start": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start)),
+            "end": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
+            "wall_seconds": round(time.time() - start, 2),
+            **extra,
+        },
+    )
     atomic_write(path / "DONE", "")
 
 

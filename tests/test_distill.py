@@ -1,0 +1,131 @@
+"""End-to-end distillation with tiny models on a generated task: losses fall, the student agrees with its
+teacher, checkpoints are ordinary HF folders, and an interrupted run resumes to the same weights."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+from xdlib import runs
+from xdlib.config import FinetuneConfig
+from xdlib.data import encode
+from xdlib.finetune import predict
+from xdlib.pipeline import run_distill, run_finetune
+from xdlib.tasks import get_task
+from xdlib.train import Interrupted
+
+
+@pytest.fixture(scope="module")
+def distilled(tmp_path_factory, tiny_encoder):
+    tmp = tmp_path_factory.mktemp("distill")
+    from conftest import smoke_params
+
+    params = smoke_params(tmp, tiny_encoder)
+    path = run_distill(FinetuneConfig.from_dict(params).distill_config())
+    return params, path
+
+
+def test_every_stage_lowers_its_loss(distilled):
+    _, path = distilled
+    metrics = json.loads((path / "metrics.json").read_text())
+    by_stage = {}
+    for phase in metrics["phases"]:
+        by_stage.setdefault(phase["phase"].split("-")[1], []).append(phase)
+    assert set(by_stage) == {"hidden", "logits", "labels"}
+    for stage, phases in by_stage.items():  # first losses of the stage's first phase vs last of its last one
+        start, end = sum(phases[0]["first_losses"]) / 5, sum(phases[-1]["last_losses"]) / 5
+        assert end < 0.8 * start, (stage, start, end)
+
+
+def test_student_agrees_with_teacher_on_held_out(distilled):
+    params, path = distilled
+    metrics = json.loads((path / "metrics.json").read_text())
+    teacher_dir = runs.run_dir(params["runs_dir"], "teacher", metrics["teacher_run"]) / "model"
+    task = get_task("toy-sentiment")
+    rows = task.load()["test"]
+    preds = []
+    for folder in (teacher_dir, path / "model"):
+        model = AutoModelForSequenceClassification.from_pretrained(folder)
+        tok = AutoTokenizer.from_pretrained(folder)
+        preds.append(predict(model, encode(tok, rows, task, 32), task, tok.pad_token_id, "cpu"))
+    agreement = sum(a == b for a, b in zip(*preds)) / len(rows)
+    assert agreement >= 0.85, agreement
+    assert metrics["test_accuracy"] > 0.7  # chance is 0.5
+    assert metrics["flops_ratio"] > 2
+
+
+def test_checkpoint_is_an_ordinary_hf_folder(distilled):
+    _, path = distilled
+    encoder = AutoModel.from_pretrained(path / "model")
+    classifier = AutoModelForSequenceClassification.from_pretrained(path / "model")
+    ids = AutoTokenizer.from_pretrained(path / "model")("good movie", return_tensors="pt")
+    assert encoder(**ids).last_hidden_state.shape == (1, ids["input_ids"].shape[1], 32)
+    assert classifier(**ids).logits.shape == (1, 2)
+    assert (path / "DONE").is_file() and (path / "provenance.json").is_file()
+    prov = json.loads((path / "provenance.json").read_text())
+    assert {"git_sha", "packages", "device", "seeds", "wall_seconds"} <= set(prov)
+
+
+def test_finetune_reuses_the_distilled_student(distilled):
+    params, path = distilled
+    before = path.stat().st_mtime
+    out = run_finetune(FinetuneConfig.from_dict(params))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["distill_run"] == path.name and path.stat().st_mtime == before
+    assert metrics["test_accuracy"] > 0.6
+
+
+def test_resume_after_interruption_gives_identical_weights(tmp_path, tiny_encoder):
+    from conftest import smoke_params
+
+    params = smoke_params(tmp_path / "a", tiny_encoder) | {"checkpoint_every": 3, "distill_epochs": 1.0}
+    cfg = FinetuneConfig.from_dict(params).distill_config()
+    calls = {"n": 0}
+
+    def kill_midway(update):
+        calls["n"] += 1
+        if calls["n"] == 40:  # inside the logits stage, between checkpoints
+            raise Interrupted("simulated kill")
+
+    with pytest.raises(Interrupted):
+        run_distill(cfg, on_update=kill_midway)
+    run_dir = runs.run_dir(cfg.runs_dir, "distill", cfg.run_id())
+    assert not runs.is_complete(run_dir) and runs.read_metrics(run_dir) is None
+    resumed = run_distill(cfg)
+    straight = run_distill(cfg.replace(runs_dir=str(tmp_path / "b" / "runs")))
+    a, b = load_file(resumed / "model" / "model.safetensors"), load_file(straight / "model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_token_task_distils_on_word_units(tmp_path, tiny_encoder):
+    from conftest import smoke_params
+
+    params = smoke_params(tmp_path, tiny_encoder) | {"source_task": "toy-ner", "target_task": "toy-ner"}
+    path = run_distill(FinetuneConfig.from_dict(params).distill_config())
+    metrics = json.loads((path / "metrics.json").read_text())
+    assert metrics["main_metric"] == "f1" and metrics["test_f1"] > 0.5  # entity F1; predicting all O scores 0
+    assert metrics["teacher_test"] > 0.5
+
+
+def test_joint_mode_with_kl_and_attention_loss(tmp_path, tiny_encoder):
+    from conftest import smoke_params
+
+    params = smoke_params(tmp_path, tiny_encoder) | {
+        "distill_mode": "joint",
+        "logit_loss": "kl",
+        "temperature": 2.0,
+        "attention_loss": True,
+        "student_init": str(tiny_encoder),
+        "student_arch": "l2-h64",
+        "student_heads": None,
+    }
+    path = run_distill(FinetuneConfig.from_dict(params).distill_config())
+    metrics = json.loads((path / "metrics.json").read_text())
+    (phase,) = metrics["phases"]
+    assert phase["phase"] == "joint"
+    assert sum(phase["last_losses"]) < 0.8 * sum(phase["first_losses"])
+    assert metrics["test_accuracy"] > 0.7
