@@ -16,7 +16,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from . import __version__, models, runs
 from .config import ConfigError, DistillConfig, FinetuneConfig, TeacherConfig
-from .data import check_augmentation_name, transfer_set
+from .data import check_augmentation_name, encode, transfer_set
 from .distill import DistillModule, build_teacher_cache, cache_key, distil, plan_phases
 from .finetune import cap, evaluate, fit_task
 from .models import HiddenProjection, build_student, layer_map, load_with_head
@@ -88,6 +88,23 @@ def _split_metrics(model, tokenizer, task, data, max_length, device) -> dict:
             for key, value in evaluate(model, tokenizer, task, data[split], max_length, device).items():
                 out[f"{split}_{key}"] = value
     return out
+
+
+def _student_for(cfg: DistillConfig, task, teacher_ref: str):
+    """The student (with `task`'s head) that `cfg`'s student_* fields describe; the distilled student and its
+    undistilled baseline start from exactly this."""
+    return build_student(
+        cfg.student_arch,
+        task.head,
+        task.num_labels,
+        init=cfg.student_init,
+        teacher_ref=teacher_ref,
+        heads=cfg.student_heads,
+        layers=cfg.student_layers,
+        embeddings=cfg.student_embeddings,
+        freeze_word_embeddings=cfg.freeze_word_embeddings,
+        seed=cfg.seed,
+    )
 
 
 # ---- stage 1: teacher --------------------------------------------------------------------------------------------
@@ -170,18 +187,7 @@ def run_distill(cfg: DistillConfig, on_update=None) -> Path:
                 device,
                 cfg.cache_dtype,
             )
-        student, s_tok = build_student(
-            cfg.student_arch,
-            task.head,
-            task.num_labels,
-            init=cfg.student_init,
-            teacher_ref=str(teacher_dir / "model"),
-            heads=cfg.student_heads,
-            layers=cfg.student_layers,
-            embeddings=cfg.student_embeddings,
-            freeze_word_embeddings=cfg.freeze_word_embeddings,
-            seed=cfg.seed,
-        )
+        student, s_tok = _student_for(cfg, task, teacher_ref=str(teacher_dir / "model"))
         if cfg.attention_loss and s_tok.get_vocab() != t_tok.get_vocab():
             raise ConfigError("attention_loss=true needs teacher and student to share a tokenizer; they differ")
         if cfg.attention_loss:
@@ -202,8 +208,10 @@ def run_distill(cfg: DistillConfig, on_update=None) -> Path:
         n_units = len(models.encoder_units(student)) - (0 if cfg.unfreeze_embeddings_last else 1)
         phases = plan_phases(cfg.distill_stages, cfg.distill_mode, cfg.gradual_unfreezing, n_units, cfg.distill_epochs)
 
+        dev_enc = encode(s_tok, source["dev"], task, cfg.max_length)  # once, not at every dev evaluation
+
         def dev_metric() -> float:
-            return evaluate(student, s_tok, task, source["dev"], cfg.max_length, device)[task.metric]
+            return evaluate(student, s_tok, task, source["dev"], cfg.max_length, device, dev_enc)[task.metric]
 
         summaries = distil(
             module,
@@ -281,18 +289,7 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
             upstream = run_distill(cfg)
             model, tokenizer = _fresh_head_from(str(upstream / "model"), task.head, task.num_labels, cfg.seed)
         elif cfg.student == "undistilled":
-            model, tokenizer = build_student(
-                cfg.student_arch,
-                task.head,
-                task.num_labels,
-                init=cfg.student_init,
-                teacher_ref=cfg.teacher_model,
-                heads=cfg.student_heads,
-                layers=cfg.student_layers,
-                embeddings=cfg.student_embeddings,
-                freeze_word_embeddings=cfg.freeze_word_embeddings,
-                seed=cfg.seed,
-            )
+            model, tokenizer = _student_for(cfg, task, teacher_ref=cfg.teacher_model)
         else:
             ref = cfg.teacher_model if cfg.student == "teacher" else cfg.student
             model, tokenizer = _fresh_head_from(models.resolve_model(ref), task.head, task.num_labels, cfg.seed)
