@@ -1,6 +1,6 @@
 """Command line: `python -m xdlib <command>`.
 
-tasks                              every registered task: kind, source, metric, labels
+tasks [--params F]                 every task: kind, metric, origin, split sizes, source
 params [stage]                     every parameter of a stage with its default and meaning
 run <stage> [--params F] [-p k=v]  one stage (teacher | distill | finetune); upstream stages run if missing
 study <params.yaml> [--dry-run]    every cell of the file's grid (finetune runs), then a results table
@@ -80,12 +80,36 @@ def study(path: str, overrides: dict, dry_run: bool) -> int:
     return 0
 
 
+def list_tasks(params: str | None) -> None:
+    """Every task: kind, main metric, origin and source; split sizes for offline and local tasks (loaded: the
+    first call downloads the pinned wheels); Hub tasks are listed without loading."""
+    from .tasks import DataError, get_task, task_names
+
+    local = load_params(params).get("local_tasks") if params else None
+    print(f"{'task':16s} {'kind':10s} {'metric':9s} {'origin':9s} {'train':>7s} {'dev':>6s} {'test':>6s}  source")
+    for name in task_names(local):
+        task = get_task(name, local)
+        sizes = ["", "", ""]
+        if task.origin in ("offline", "local", "generated"):
+            try:
+                data = task.load()
+                sizes = [str(len(data.get(s, []))) for s in ("train", "dev", "test")]
+            except DataError as err:
+                sizes = ["error", "", ""]
+                print(f"  {name}: {err}", file=sys.stderr)
+        print(
+            f"{name:16s} {task.kind:10s} {task.metric:9s} {task.origin:9s} {sizes[0]:>7s} {sizes[1]:>6s} {sizes[2]:>6s}  {task.source}"
+        )
+    print("hub tasks need the network; offline tasks are real data packaged on PyPI (sizes after leakage removal)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m xdlib", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("tasks")
+    p_tasks = sub.add_parser("tasks")
+    p_tasks.add_argument("--params", help="also list this params file's local_tasks")
     p_params = sub.add_parser("params")
     p_params.add_argument("stage", nargs="?", default="finetune")
     p_run = sub.add_parser("run")
@@ -100,11 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         if args.command == "tasks":
-            from .tasks import TASKS
-
-            for name in TASKS:
-                task = TASKS.get(name)
-                print(f"{name:15s} {task.kind:10s} {task.metric:9s} {task.source}")
+            list_tasks(args.params)
         elif args.command == "params":
             for name, default, help_text in describe(config_for_stage(args.stage)):
                 print(f"{name:26s} {default!r:32s} {help_text}")

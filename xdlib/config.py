@@ -64,6 +64,12 @@ def _check_layer_map(value: Any) -> str | None:
     return "'top', 'uniform' or a list of teacher layer indices, one per student hidden state"
 
 
+def _check_local_tasks(value: Any) -> str | None:
+    from .tasks import check_local_tasks  # tasks imports heavy modules only lazily
+
+    return check_local_tasks(value)
+
+
 STAGE_NAMES = ("hidden", "logits", "labels")
 
 
@@ -82,6 +88,13 @@ class TeacherConfig:
     max_length: int = _opt(64, "tokens per example after truncation", low=8, high=4096)
     max_train_samples: int | None = _opt(None, "cap on source training examples (debug/smoke)", low=1)
     max_eval_samples: int | None = _opt(None, "cap on dev/test examples of every task (debug/smoke)", low=1)
+    local_tasks: Any = _opt(
+        None,
+        "your own tasks from files: {name: {kind, train, dev, test, format, ...}} (README: local files)",
+        check=_check_local_tasks,
+    )
+    doc_stride: int = _opt(128, "QA: tokens shared by consecutive windows of a long context", low=1)
+    max_answer_length: int = _opt(30, "QA: longest answer span in tokens", low=1)
     # model
     teacher_model: str = _opt(OFFLINE_MINILM, "HF id, local folder, or offline:<name> packaged model")
     # optim
@@ -185,6 +198,10 @@ class DistillConfig(TeacherConfig):
     # transfer set
     augmentation: list[str] = _opt([], "augmentation resources added to the source inputs")
     augment_max_examples: int | None = _opt(None, "cap on examples taken from each augmentation resource", low=1)
+    augment_ratio: float | None = _opt(
+        None, "mixing ratio: at most this many rows per source row from each augmentation resource", low=0.001
+    )
+    augment_mlm_model: str = _opt("bert-base-uncased", "masked LM (HF id / folder) for the mlm augmentation")
     # recipe
     distill_stages: list[str] = _opt(list(STAGE_NAMES), "stages in order: hidden, logits, labels", check=_check_stages)
     distill_mode: str = _opt(
@@ -241,6 +258,8 @@ class DistillConfig(TeacherConfig):
 
 
 STUDENT_SOURCES = ("distilled", "undistilled", "teacher")
+# Teacher fields that only concern the source task: a baseline fine-tuned on a target does not depend on them.
+SOURCE_ONLY = ("source_task", "max_train_samples", "teacher_epochs", "teacher_lr", "teacher_batch_size")
 
 
 @dataclass(frozen=True)
@@ -268,7 +287,12 @@ class FinetuneConfig(DistillConfig):
 
     def id_fields(self) -> dict[str, Any]:
         fields = super().id_fields()
-        # Baselines don't depend on a distillation run, but do depend on what they start from.
+        if self.student == "distilled":
+            return fields  # everything else is in the distillation run id (upstream)
+        # Baselines have no upstream run: their id holds the shared settings (seed, lengths, optimiser, teacher
+        # model) and, for the undistilled student, everything its initialisation depends on.
+        shared = {k: v for k, v in self.teacher_config().id_fields().items() if k not in SOURCE_ONLY}
+        fields["baseline"] = shared
         if self.student == "undistilled":
             fields["baseline_student"] = {
                 k: getattr(self, k)
@@ -279,11 +303,8 @@ class FinetuneConfig(DistillConfig):
                     "student_layers",
                     "student_embeddings",
                     "freeze_word_embeddings",
-                    "teacher_model",
                 )
             }
-        elif self.student == "teacher":
-            fields["baseline_teacher"] = self.teacher_model
         return fields
 
     def label(self) -> str:

@@ -5,6 +5,7 @@ Used to fine-tune the teacher on its source task and a student (or baseline) on 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,16 @@ from torch import nn
 
 from . import losses, metrics
 from .data import collate, encode, eval_batches, gather_units
+from .qa import QALoss, encode_qa, fit_threshold, predict_qa, qa_metrics
 from .tasks import Split, Task
 from .train import LoopSettings, autocast, train
+
+
+@dataclass(frozen=True)
+class QAOptions:
+    doc_stride: int = 128
+    max_answer_length: int = 30
+    n_best: int = 20
 
 
 def unit_logits(model_output_logits: torch.Tensor, batch: dict) -> torch.Tensor:
@@ -62,10 +71,47 @@ def predict(model: nn.Module, encoded: list[dict], task: Task, pad_id: int, devi
     return out
 
 
-def evaluate(model, tokenizer, task: Task, rows: Split, max_length: int, device, encoded=None) -> dict[str, float]:
+def evaluate(
+    model, tokenizer, task: Task, rows: Split, max_length: int, device, encoded=None, qa: QAOptions | None = None
+) -> dict[str, float]:
+    """All metrics of `task` on `rows`. QA uses the best no-answer threshold *of these rows* (use
+    `evaluate_splits` to fit it on dev and apply it to test)."""
+    if task.kind == "qa":
+        qa = qa or QAOptions()
+        encoded = encoded if encoded is not None else encode_qa(tokenizer, rows, max_length, qa.doc_stride)
+        answers, margins = predict_qa(
+            model, encoded, rows, tokenizer.pad_token_id, device, qa.n_best, qa.max_answer_length
+        )
+        threshold = fit_threshold(answers, margins, rows)
+        return {**qa_metrics(answers, margins, rows, threshold), "null_threshold": threshold}
     encoded = encoded if encoded is not None else encode(tokenizer, rows, task, max_length)
     preds = predict(model, encoded, task, tokenizer.pad_token_id, device)
     return metrics.compute(task, preds, [r["label"] for r in rows])
+
+
+def evaluate_splits(model, tokenizer, task: Task, data: dict[str, Split], max_length: int, device, qa=None) -> dict:
+    """Split-prefixed metrics (dev_*, test_*, and extra reported splits such as test_mismatched) of the model as it
+    is now; QA's no-answer threshold is chosen on dev and applied unchanged to the other splits."""
+    out = {"task": task.name, "task_version": task.version, "main_metric": task.metric}
+    threshold = None
+    for split in ["dev"] + sorted(s for s in data if s not in ("train", "dev")):
+        rows = data.get(split)
+        if not rows:
+            continue
+        if task.kind == "qa":
+            qa = qa or QAOptions()
+            feats = encode_qa(tokenizer, rows, max_length, qa.doc_stride)
+            answers, margins = predict_qa(
+                model, feats, rows, tokenizer.pad_token_id, device, qa.n_best, qa.max_answer_length
+            )
+            if threshold is None:
+                threshold = fit_threshold(answers, margins, rows)
+                out["null_threshold"] = threshold
+            values = qa_metrics(answers, margins, rows, threshold)
+        else:
+            values = evaluate(model, tokenizer, task, rows, max_length, device)
+        out.update({f"{split}_{k}": v for k, v in values.items()})
+    return out
 
 
 def fit_task(
@@ -78,17 +124,25 @@ def fit_task(
     ckpt_dir: Path,
     device,
     desc: str,
+    qa: QAOptions | None = None,
 ) -> dict:
     """Fine-tune `model` on data['train'], selecting on data['dev'] by the task's main metric."""
     model.to(device)
-    train_enc = encode(tokenizer, data["train"], task, max_length)
-    dev_enc = encode(tokenizer, data["dev"], task, max_length)
+    if task.kind == "qa":
+        qa = qa or QAOptions()
+        train_enc = encode_qa(tokenizer, data["train"], max_length, qa.doc_stride)
+        dev_enc = encode_qa(tokenizer, data["dev"], max_length, qa.doc_stride)
+        loss = QALoss(model)
+    else:
+        train_enc = encode(tokenizer, data["train"], task, max_length)
+        dev_enc = encode(tokenizer, data["dev"], task, max_length)
+        loss = TaskLoss(model)
 
     def dev_score() -> float:
-        return evaluate(model, tokenizer, task, data["dev"], max_length, device, dev_enc)[task.metric]
+        return evaluate(model, tokenizer, task, data["dev"], max_length, device, dev_enc, qa)[task.metric]
 
     return train(
-        TaskLoss(model),
+        loss,
         list(model.parameters()),
         [len(e["input_ids"]) for e in train_enc],
         lambda idx: collate([train_enc[i] for i in idx], tokenizer.pad_token_id, device),

@@ -16,11 +16,11 @@ from transformers import AutoModel, AutoTokenizer
 
 from . import __version__, models, runs
 from .config import ConfigError, DistillConfig, FinetuneConfig, TeacherConfig
-from .data import check_augmentation_name, encode, transfer_set
+from .data import AugmentOptions, check_augmentation_name, encode, transfer_set
 from .distill import DistillModule, build_teacher_cache, cache_key, distil, plan_phases
-from .finetune import cap, evaluate, fit_task
+from .finetune import QAOptions, cap, evaluate, evaluate_splits, fit_task
 from .models import HiddenProjection, build_student, layer_map, load_with_head
-from .tasks import TASKS, get_task
+from .tasks import get_task, held_out_keys, normalise, row_texts, task_names
 from .train import LoopSettings, resolve_device
 
 log = logging.getLogger(__name__)
@@ -29,14 +29,24 @@ log = logging.getLogger(__name__)
 def preflight(cfg: TeacherConfig) -> None:
     """Every check that needs no training: task names, augmentation names, model references (a Hub id is
     looked up now, so 'no network' is reported before any heavy work)."""
+    known = task_names(cfg.local_tasks)
     for key in ("source_task", "target_task"):
         name = getattr(cfg, key, None)
-        if name is not None and name not in TASKS:
-            raise ConfigError(f"{key}={name!r} is not a registered task; known: {', '.join(TASKS.names())}")
+        if name is not None and name not in known:
+            raise ConfigError(f"{key}={name!r} is not a registered task; known: {', '.join(known)}")
     for name in getattr(cfg, "augmentation", []):
-        problem = check_augmentation_name(name)
+        problem = check_augmentation_name(name, cfg.local_tasks)
         if problem:
             raise ConfigError(f"augmentation entry {name!r} is not allowed; allowed: {problem}")
+    if isinstance(cfg, DistillConfig):
+        source = get_task(cfg.source_task, cfg.local_tasks)
+        if source.kind == "qa":
+            raise ConfigError(
+                f"source_task={cfg.source_task!r} is extractive QA, which cannot be a distillation source yet; "
+                "allowed: single, pair, regression or token tasks (QA works as a target_task)"
+            )
+        if "mlm" in cfg.augmentation:
+            models.check_model_reachable(cfg.augment_mlm_model, "augment_mlm_model")
     models.check_model_reachable(cfg.teacher_model, "teacher_model")
     if isinstance(cfg, DistillConfig) and cfg.student_init != "random":
         models.check_model_reachable(cfg.student_init, "student_init")
@@ -64,12 +74,31 @@ def loop_settings(cfg: TeacherConfig, prefix: str) -> LoopSettings:
 
 
 def load_source(cfg: TeacherConfig, task_name: str, train_cap: int | None) -> dict:
-    data = get_task(task_name).load()
+    """Every split of a task; train capped at `train_cap`, the evaluation splits at max_eval_samples."""
+    data = get_task(task_name, cfg.local_tasks).load()
     return {
-        "train": cap(data["train"], train_cap, cfg.seed),
-        "dev": cap(data["dev"], cfg.max_eval_samples, cfg.seed),
-        "test": cap(data.get("test", []), cfg.max_eval_samples, cfg.seed),
+        split: cap(rows, train_cap if split == "train" else cfg.max_eval_samples, cfg.seed)
+        for split, rows in data.items()
     }
+
+
+def augment_options(cfg: DistillConfig, n_source: int) -> AugmentOptions:
+    caps = [
+        c for c in (cfg.augment_max_examples, cfg.augment_ratio and max(1, round(cfg.augment_ratio * n_source))) if c
+    ]
+    return AugmentOptions(
+        seed=cfg.seed, cap=min(caps) if caps else None, mlm_model=cfg.augment_mlm_model, local_tasks=cfg.local_tasks
+    )
+
+
+def qa_options(cfg: TeacherConfig) -> QAOptions:
+    return QAOptions(doc_stride=cfg.doc_stride, max_answer_length=cfg.max_answer_length)
+
+
+def held_out_text(source: dict) -> frozenset[str]:
+    """Text no transfer set may contain: every offline task's dev/test text plus the source's own."""
+    own = {normalise(t) for split, rows in source.items() if split != "train" for r in rows for t in row_texts(r)}
+    return held_out_keys() | frozenset(own)
 
 
 def _save_hf(model, tokenizer, path: Path) -> None:
@@ -79,15 +108,6 @@ def _save_hf(model, tokenizer, path: Path) -> None:
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
-
-
-def _split_metrics(model, tokenizer, task, data, max_length, device) -> dict:
-    out = {"task": task.name, "task_version": task.version, "main_metric": task.metric}
-    for split in ("dev", "test"):
-        if data.get(split):
-            for key, value in evaluate(model, tokenizer, task, data[split], max_length, device).items():
-                out[f"{split}_{key}"] = value
-    return out
 
 
 def _student_for(cfg: DistillConfig, task, teacher_ref: str):
@@ -117,7 +137,7 @@ def run_teacher(cfg: TeacherConfig) -> Path:
         return path
     preflight(cfg)
     device = resolve_device(cfg.device)
-    task = get_task(cfg.source_task)
+    task = get_task(cfg.source_task, cfg.local_tasks)
     data = load_source(cfg, cfg.source_task, cfg.max_train_samples)
     with runs.open_run(path, cfg.to_dict(), device, {"seed": cfg.seed}) as prov:
         torch.manual_seed(cfg.seed)
@@ -132,8 +152,9 @@ def run_teacher(cfg: TeacherConfig) -> Path:
             path / "checkpoints",
             device,
             desc="teacher",
+            qa=qa_options(cfg),
         )
-        metrics = _split_metrics(model, tokenizer, task, data, cfg.max_length, device)
+        metrics = evaluate_splits(model, tokenizer, task, data, cfg.max_length, device, qa_options(cfg))
         metrics.update(
             stage="teacher",
             run_id=path.name,
@@ -160,11 +181,11 @@ def run_distill(cfg: DistillConfig, on_update=None) -> Path:
     preflight(cfg)
     teacher_dir = run_teacher(cfg)
     device = resolve_device(cfg.device)
-    task = get_task(cfg.source_task)
-    if task.kind not in ("single", "pair", "regression", "token"):
-        raise ConfigError(f"source_task={cfg.source_task!r} ({task.kind}) cannot be distilled yet")
+    task = get_task(cfg.source_task, cfg.local_tasks)
     source = load_source(cfg, cfg.source_task, cfg.max_train_samples)
-    transfer_rows, composition = transfer_set(source["train"], cfg.augmentation, cfg.seed, cfg.augment_max_examples)
+    transfer_rows, composition = transfer_set(
+        source["train"], cfg.augmentation, augment_options(cfg, len(source["train"])), held_out_text(source)
+    )
 
     with runs.open_run(path, cfg.to_dict(), device, {"seed": cfg.seed}) as prov:
         teacher, t_tok = load_with_head(
@@ -230,7 +251,7 @@ def run_distill(cfg: DistillConfig, on_update=None) -> Path:
             embeddings_last=cfg.unfreeze_embeddings_last,
             on_update=on_update,
         )
-        metrics = _split_metrics(student, s_tok, task, source, cfg.max_length, device)
+        metrics = evaluate_splits(student, s_tok, task, source, cfg.max_length, device)
         teacher_metrics = runs.read_metrics(teacher_dir)
         main = f"test_{task.metric}"
         metrics.update(
@@ -281,7 +302,7 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
         return path
     preflight(cfg)
     device = resolve_device(cfg.device)
-    task = get_task(cfg.target_task)
+    task = get_task(cfg.target_task, cfg.local_tasks)
     data = load_source(cfg, cfg.target_task, cfg.target_max_train_samples)
     upstream = None
     with runs.open_run(path, cfg.to_dict(), device, {"seed": cfg.seed}) as prov:
@@ -303,8 +324,9 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
             path / "checkpoints",
             device,
             desc=f"finetune {task.name}",
+            qa=qa_options(cfg),
         )
-        metrics = _split_metrics(model, tokenizer, task, data, cfg.max_length, device)
+        metrics = evaluate_splits(model, tokenizer, task, data, cfg.max_length, device, qa_options(cfg))
         metrics.update(
             stage="finetune",
             run_id=path.name,

@@ -1,0 +1,42 @@
+"""Every task kind fine-tunes a tiny model end to end (pipeline.run_finetune) and beats chance on its test split."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from xdlib.config import FinetuneConfig
+from xdlib.pipeline import run_finetune
+from xdlib.tasks import get_task
+
+
+def chance(name: str) -> float:
+    """The score of the best constant prediction on the test split, in the task's main metric."""
+    task = get_task(name)
+    test = task.load()["test"]
+    if task.kind in ("single", "pair"):
+        return max(Counter(r["label"] for r in test).values()) / len(test)
+    if task.kind == "qa":  # always "no answer": F1 100 on NoAns questions, 0 elsewhere
+        return 100.0 * sum(not r["answers"] for r in test) / len(test)
+    return 0.0  # pearson of a constant; span F1 of all-O
+
+
+@pytest.mark.parametrize(
+    ("name", "margin", "overrides"),
+    [
+        ("toy-sentiment", 0.2, {}),
+        ("toy-pair", 0.2, {}),
+        ("toy-regression", 0.5, {}),
+        ("toy-ner", 0.5, {}),
+        ("toy-qa", 20.0, {"finetune_epochs": 8.0, "max_length": 40, "doc_stride": 16}),
+    ],
+)
+def test_each_kind_beats_chance(base_params, name, margin, overrides):
+    cfg = FinetuneConfig.from_dict(base_params | {"target_task": name, "student": "teacher"} | overrides)
+    path = run_finetune(cfg)
+    metrics = json.loads((path / "metrics.json").read_text())
+    main = metrics["main_metric"]
+    assert metrics["task_version"] == "1" and metrics["test_" + main] > chance(name) + margin, metrics
+    assert metrics["dev_" + main] == pytest.approx(metrics["best_dev"], abs=1e-6)  # chosen on dev, tested once
+    if name == "toy-qa":
+        assert {"test_HasAns_f1", "test_NoAns_f1", "null_threshold"} <= set(metrics)
