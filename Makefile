@@ -5,7 +5,7 @@ PARAMS ?= params/default.yaml
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: study test test-fast lint install clean
+.PHONY: study report notebooks test test-fast lint install clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -15,8 +15,14 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-study: $(VENV)/.installed  ## run the embedded default study (offline, CPU) and print its table
+study: $(VENV)/.installed  ## run the embedded default study (offline, CPU): sweep, then tables and figures
 	$(PY) -m xdlib study $(PARAMS)
+
+report: $(VENV)/.installed  ## rebuild results/tables and results/figures from the run store
+	$(PY) -m xdlib report
+
+notebooks: $(VENV)/.installed  ## after changing a config field or a notebooks/*.py: re-pair the .ipynb files
+	$(PY) -m xdlib.notebook
 
 test: $(VENV)/.installed  ## every test tier that runs on a CPU
 	$(PY) -m pytest -q

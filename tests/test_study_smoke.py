@@ -25,4 +25,4 @@ def test_smoke_study_distilled_student_beats_majority_on_real_data(tmp_path, cap
     assert json.loads((distill / "metrics.json").read_text())["flops_ratio"] == pytest.approx(2.0)
     # a second call reuses every complete run
     assert main(args) == 0
-    assert "(complete)" in capsys.readouterr().out
+    assert "1 complete" in capsys.readouterr().out

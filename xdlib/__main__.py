@@ -3,16 +3,18 @@
 tasks [--params F]                 every task: kind, metric, origin, split sizes, source
 params [stage]                     every parameter of a stage with its default and meaning
 run <stage> [--params F] [-p k=v]  one stage (teacher | distill | finetune); upstream stages run if missing
-study <params.yaml> [--dry-run]    every cell of the file's grid (finetune runs), then a results table
+sweep <params.yaml> [--dry-run] [--executor inline|local|slurm] [--workers N]
+                                   every cell of the grid through the notebooks (papermill); status table
+report [--runs D] [--out D]        tables and figures from the complete runs only
+study <params.yaml>                sweep, then report (what `make study` runs)
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
 import logging
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -30,53 +32,25 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
-def expand_grid(values: dict) -> list[dict]:
-    """A params file's `grid:` (key -> list of values, or a list of such dicts) -> one dict per cell."""
-    grid = values.pop("grid", None) or {}
-    blocks = grid if isinstance(grid, list) else [grid]
-    cells = []
-    for block in blocks:
-        if not isinstance(block, dict) or not all(isinstance(v, list) for v in block.values()):
-            raise ConfigError("grid must map each key to a list of values (or be a list of such mappings)")
-        keys = list(block)
-        for combo in itertools.product(*(block[k] for k in keys)):
-            cell = {**values, **dict(zip(keys, combo))}
-            if cell not in cells:
-                cells.append(cell)
-    return cells or [values]
+def run_sweep(args, overrides: dict) -> int:
+    from .sweep import sweep
+
+    status = sweep(args.params, overrides, args.dry_run, args.executor, args.workers)
+    shown = status.drop(columns=["log", "wall_s", "error"]) if args.dry_run else status
+    print(shown.fillna("-").to_string(index=False))
+    counts = status["state"].value_counts().to_dict()
+    print(f"{len(status)} cells: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    failed = int((status["state"] == "failed").sum() + (status["state"] == "blocked").sum())
+    if failed:
+        print(f"{failed} cell(s) failed; see the error and log columns", file=sys.stderr)
+    return 1 if failed else 0
 
 
-def study(path: str, overrides: dict, dry_run: bool) -> int:
-    from . import runs
-    from .pipeline import preflight, run_finetune
+def run_report(runs_dir: str, out_dir: str) -> int:
+    from .report import build_report
 
-    values = load_params(path)
-    values.update(overrides)
-    configs = [FinetuneConfig.from_dict(cell) for cell in expand_grid(values)]
-    for cfg in configs:  # validate everything before any training
-        preflight(cfg)
-    rows = []
-    for i, cfg in enumerate(configs, 1):
-        done = runs.is_complete(runs.run_dir(cfg.runs_dir, "finetune", cfg.run_id()))
-        print(f"[{i}/{len(configs)}] {cfg.run_id()} {'(complete)' if done else ''}", flush=True)
-        if dry_run:
-            continue
-        metrics = json.loads((run_finetune(cfg) / "metrics.json").read_text())
-        rows.append(
-            {
-                "source": cfg.source_task,
-                "student": cfg.student,
-                "arch": cfg.student_arch,
-                "target": cfg.target_task,
-                "metric": metrics["main_metric"],
-                "dev": metrics.get(f"dev_{metrics['main_metric']}"),
-                "test": metrics.get(f"test_{metrics['main_metric']}"),
-            }
-        )
-    if rows:
-        import pandas as pd
-
-        print(pd.DataFrame(rows).to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    for path in build_report(runs_dir, out_dir):
+        print(path)
     return 0
 
 
@@ -116,10 +90,16 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("stage")
     p_run.add_argument("--params")
     p_run.add_argument("-p", dest="overrides", action="append", default=[])
-    p_study = sub.add_parser("study")
-    p_study.add_argument("params")
-    p_study.add_argument("-p", dest="overrides", action="append", default=[])
-    p_study.add_argument("--dry-run", action="store_true")
+    for command in ("sweep", "study"):
+        p_sweep = sub.add_parser(command)
+        p_sweep.add_argument("params")
+        p_sweep.add_argument("-p", dest="overrides", action="append", default=[])
+        p_sweep.add_argument("--dry-run", action="store_true", help="print the plan and what is done; run nothing")
+        p_sweep.add_argument("--executor", default="inline", help="inline (default), local or slurm (submitit)")
+        p_sweep.add_argument("--workers", type=int, default=1, help="parallel jobs for the local executor")
+    p_report = sub.add_parser("report")
+    p_report.add_argument("--runs", default="results/runs")
+    p_report.add_argument("--out", default="results")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
@@ -139,8 +119,14 @@ def main(argv: list[str] | None = None) -> int:
             values = {k: v for k, v in values.items() if k in known}
             values.update(parse_overrides(args.overrides))  # -p is strict: only this stage's keys
             print(RUNNERS[args.stage](cls.from_dict(values)))
-        elif args.command == "study":
-            return study(args.params, parse_overrides(args.overrides), args.dry_run)
+        elif args.command in ("sweep", "study"):
+            code = run_sweep(args, parse_overrides(args.overrides))
+            if args.command == "study" and not args.dry_run:
+                runs_dir = Path(FinetuneConfig.from_yaml(args.params, parse_overrides(args.overrides)).runs_dir)
+                code = run_report(str(runs_dir), str(runs_dir.parent)) or code  # tables beside the run store
+            return code
+        elif args.command == "report":
+            return run_report(args.runs, args.out)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -121,7 +121,7 @@ class TeacherConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TeacherConfig:
         values = dict(values)
-        for meta_key in ("name", "version", "include", "grid", "description"):
+        for meta_key in ("name", "version", "include", "grid", "description", "slurm"):
             values.pop(meta_key, None)  # params-file metadata, not config fields
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(known))
@@ -337,7 +337,8 @@ def parse_arch(name: str) -> tuple[int, int]:
 
 
 def load_params(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read a params YAML file; `include: other.yaml` (relative to this file) is read first and overridden."""
+    """Read a params YAML file; `include: other.yaml` (relative to this file) is read first and overridden
+    key by key; a `grid:` in the including file replaces the included file's grid."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params file {str(path)!r} does not exist")
@@ -353,7 +354,8 @@ def load_params(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any
     if include is None:
         return values
     base = load_params(path.parent / include, _seen + (path.resolve(),))
-    grid = {**(base.pop("grid", None) or {}), **(values.pop("grid", None) or {})}
+    base_grid, own_grid = base.pop("grid", None), values.pop("grid", None)
+    grid = own_grid if own_grid is not None else base_grid  # a file's own grid replaces the included one
     merged = {**base, **values}
     if grid:
         merged["grid"] = grid

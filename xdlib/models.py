@@ -79,8 +79,9 @@ def resolve_model(ref: str) -> str:
     return ref
 
 
-def check_model_reachable(ref: str, key: str) -> None:
-    """Fail fast, with one clear message, on a missing folder or an unreachable Hub id (before heavy work)."""
+def check_model_reachable(ref: str, key: str, network: bool = True) -> None:
+    """Fail fast, with one clear message, on a missing folder or an unreachable Hub id (before heavy work).
+    With network=False (dry runs) a Hub id is accepted unchecked."""
     if ref == "random":
         return
     if ref.startswith("offline:"):
@@ -92,6 +93,8 @@ def check_model_reachable(ref: str, key: str) -> None:
     if ref.startswith((".", "/", "~")) or os.sep in ref and Path(ref).exists():
         if not (Path(ref).expanduser() / "config.json").is_file():
             raise ConfigError(f"{key}={ref!r}: no HF model folder (config.json) there")
+        return
+    if not network:
         return
     try:
         AutoConfig.from_pretrained(ref)
@@ -294,3 +297,27 @@ def layer_map(mode, student_layers: int, teacher_layers: int) -> list[int]:
             )
         return [teacher_layers - student_layers + i for i in range(student_layers + 1)]
     return [round(i * teacher_layers / student_layers) for i in range(student_layers + 1)]
+
+
+@torch.inference_mode()
+def inference_seconds(model, batch_size: int = 32, length: int = 128, repeats: int = 5, device="cpu") -> float:
+    """Median seconds of one encoder forward pass on a random (batch_size, length) batch, after a warm-up."""
+    import statistics
+    import time
+
+    encoder = model.base_model.eval().to(device)
+    length = min(length, encoder.config.max_position_embeddings)
+    ids = torch.randint(5, encoder.config.vocab_size, (batch_size, length), generator=torch.Generator().manual_seed(0))
+    ids = ids.to(device)
+    mask = torch.ones_like(ids)
+    encoder(input_ids=ids, attention_mask=mask)
+    times = []
+    for _ in range(repeats):
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        encoder(input_ids=ids, attention_mask=mask)
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

@@ -1,0 +1,141 @@
+"""The notebooks: jupytext pairs in sync, parameters cells equal to the configs, every notebook executed through
+papermill at smoke size, and a sweep that is killed mid-way and rerun."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jupytext
+import nbformat
+import papermill
+import pytest
+import yaml
+
+from xdlib.config import ConfigError
+from xdlib.notebook import NOTEBOOKS, STAGE_NOTEBOOKS, parameters_source, stage_config
+from xdlib.report import TABLES, build_report
+
+pytestmark = pytest.mark.notebooks
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("py", sorted(NOTEBOOKS.glob("*.py")), ids=lambda p: p.stem)
+def test_jupytext_pair_in_sync_and_without_outputs(py):
+    ipynb = nbformat.read(py.with_suffix(".ipynb"), as_version=4)
+    assert ipynb.metadata["kernelspec"]["name"] == "python3"
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in ipynb.cells if c.cell_type == "code")
+    text = jupytext.read(py)
+    assert [(c.cell_type, c.source) for c in text.cells] == [(c.cell_type, c.source) for c in ipynb.cells], (
+        f"{py.name} and its .ipynb differ: run `python -m xdlib.notebook`"
+    )
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_NOTEBOOKS))
+def test_parameters_cell_is_the_config(stage):
+    nb = jupytext.read(NOTEBOOKS / f"{STAGE_NOTEBOOKS[stage]}.py")
+    (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert cell.source == parameters_source(stage), "run `python -m xdlib.notebook` after changing a config field"
+
+
+def test_unknown_notebook_parameter_is_an_error():
+    with pytest.raises(ConfigError, match=r"unknown notebook parameter\(s\) 'lr'.*known: .*teacher_lr"):
+        stage_config("teacher", {"source_task": "rt-polarity", "lr": 1e-3})
+
+
+def _execute(name: str, out: Path, parameters: dict) -> nbformat.NotebookNode:
+    papermill.execute_notebook(
+        str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=parameters, cwd=str(ROOT), progress_bar=False
+    )
+    return nbformat.read(out, as_version=4)
+
+
+def test_every_notebook_runs_under_papermill(tmp_path, base_params):
+    params = base_params | {"source_task": "toy-sentiment", "target_task": "toy-regression"}
+    from xdlib.config import DistillConfig, FinetuneConfig, TeacherConfig
+
+    stage_params = {
+        "teacher": {k: v for k, v in params.items() if k in TeacherConfig.__dataclass_fields__},
+        "distill": {k: v for k, v in params.items() if k in DistillConfig.__dataclass_fields__},
+        "finetune": params,
+    }
+    runs = Path(params["runs_dir"])
+    for stage in ("teacher", "distill", "finetune"):
+        _execute(stage, tmp_path / f"{stage}.ipynb", stage_params[stage])
+        (run,) = (runs / stage).iterdir()
+        metrics = json.loads((run / "metrics.json").read_text())
+        main = metrics["main_metric"]
+        values = [metrics[f"{s}_{main}"] for s in ("dev", "test")]
+        assert all(math.isfinite(v) for v in values)
+        floor = {"teacher": 0.8, "distill": 0.7, "finetune": 0.5}[stage]  # accuracy, accuracy, pearson
+        assert values[1] > floor, (stage, metrics)
+    with pytest.raises(papermill.PapermillExecutionError, match="unknown notebook parameter"):
+        _execute("teacher", tmp_path / "bad.ipynb", {"learning_rate": 1.0})
+    out = _execute("report", tmp_path / "report.ipynb", {"runs_dir": str(runs), "out_dir": str(tmp_path / "results")})
+    assert any("complete runs" in o.get("text", "") for c in out.cells for o in c.get("outputs", []))
+    assert (tmp_path / "results" / "tables" / "results_matrix.csv").is_file()
+    assert (tmp_path / "results" / "figures" / "transfer_matrix.png").is_file()
+
+
+def _write_sweep_params(tmp_path: Path, base: dict) -> Path:
+    values = base | {"name": "kill-test"}
+    values["grid"] = {"source_task": ["toy-sentiment", "toy-pair"], "target_task": ["toy-sentiment", "toy-regression"]}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def _tables(out: Path) -> dict:
+    return {name: (out / "tables" / f"{name}.csv").read_text() for name in TABLES}
+
+
+def test_sweep_killed_midway_then_rerun(tmp_path, base_params):
+    params = _write_sweep_params(tmp_path, base_params)
+    runs = Path(base_params["runs_dir"])
+    cmd = [sys.executable, "-m", "xdlib", "sweep", str(params)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    first = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 300
+    while not list(runs.glob("finetune/*/DONE")) and time.time() < deadline:  # killed in the fine-tuning wave
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    done_before = {p.parent: p.stat().st_mtime_ns for p in runs.glob("*/*/DONE")}
+    assert 1 <= len(list(runs.glob("finetune/*/DONE"))) < 4, "killed after the first fine-tuning"
+    # the rerun (submitit's local executor, two workers) finishes and reruns nothing complete
+    rerun = subprocess.run(
+        cmd + ["--executor", "local", "--workers", "2"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+    assert {p.parent: p.stat().st_mtime_ns for p in runs.glob("*/*/DONE") if p.parent in done_before} == done_before
+    assert len(list(runs.glob("finetune/*/DONE"))) == 4 and len(list(runs.glob("distill/*/DONE"))) == 2
+    status = (runs.parent / "sweeps" / "kill-test" / "status.csv").read_text()
+    assert "failed" not in status and 1 <= status.count(",done,") <= 3 and status.count(",complete,") >= 1
+    rerun_ran = [p for p in runs.glob("finetune/*/DONE") if p.parent not in done_before]
+    assert all((p.parent / "notebook.ipynb").is_file() for p in rerun_ran)  # the executed notebook is stored
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and "4 complete" in again.stdout
+    # the report is a pure function of the run store
+    out = tmp_path / "report"
+    build_report(runs, out)
+    first_tables = _tables(out)
+    for table in (out / "tables").iterdir():
+        table.unlink()
+    build_report(runs, out)
+    assert _tables(out) == first_tables
+    assert "toy-pair" in first_tables["results_matrix"] and "n/a" in (out / "tables" / "headline.md").read_text()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "params").rglob("*.yaml")), ids=lambda p: p.stem)
+def test_every_params_file_validates_and_dry_runs(path):
+    from xdlib.sweep import sweep
+
+    status = sweep(path, dry_run=True)
+    assert len(status) >= 1 and set(status["state"]) <= {"planned", "complete"}
+    assert status["finetune_run"].is_unique

@@ -1,0 +1,266 @@
+"""The study's tables and figures, as pure functions of the run store (nothing is trained or measured here).
+
+`collect(runs_dir)` reads every complete run (DONE present; anything else is never counted) into one DataFrame;
+`build_report(runs_dir, out_dir)` writes results/tables/*.csv|md and results/figures/*.png:
+
+- results_matrix: every model variant (distilled student per source/architecture/augmentation, the undistilled
+  baselines, the teacher) x every target task, test score of the main metric x100, mean over seeds (± std, n);
+- augmentation: the same student and source with different transfer sets (bars with seed spread);
+- architectures: parameters, transformer FLOPs and measured inference speedup vs the teacher, source-task
+  retention, mean target score;
+- headline: the paper's table layout (GLUE dev accuracy, SQuAD v2 F1) with the paper's numbers
+  (shared/paper.md), ours beside them where we have the same architecture and target, and the delta; "n/a"
+  where a cell cannot be compared;
+- runs: every run used, with its git sha, so each number traces back to its config.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from .tasks import TASKS
+
+# shared/paper.md, "Headline results": GLUE dev accuracy, SQuAD v2 F1 (the MiniLM paper's baselines included)
+PAPER_COLUMNS = ("mnli", "qnli", "qqp", "rte", "sst2", "mrpc", "squad_v2")
+PAPER_HEADLINE = {
+    # model: (params, speedup, MNLI, QNLI, QQP, RTE, SST-2, MRPC, SQuAD2)
+    "BERT-base": ("109M", "1x", 84.5, 91.7, 91.3, 68.6, 93.2, 87.3, 76.8),
+    "DistilBERT": ("66M", "2x", 82.2, 89.2, 88.5, 59.9, 91.3, 87.5, 70.7),
+    "TinyBERT": ("66M", "2x", 83.5, 90.5, 90.6, 72.2, 91.6, 88.4, 73.1),
+    "MiniLM 6x768": ("66M", "2x", 84.0, 91.0, 91.0, 71.5, 92.0, 88.4, 76.4),
+    "MiniLM 6x384": ("22M", "5.3x", 82.8, 90.3, 90.6, 68.9, 91.3, 86.6, 72.9),
+    "XtremeDistil l6-h256": ("13M", "8.7x", 83.9, 89.5, 90.6, 80.1, 91.2, 90.0, 74.1),
+    "XtremeDistil l6-h384": ("22M", "5.3x", 85.4, 90.3, 91.0, 80.9, 92.3, 90.0, 76.6),
+    "XtremeDistil l12-h384": ("33M", "2.7x", 87.2, 91.9, 91.3, 85.6, 93.1, 90.4, 80.2),
+}
+TABLES = ("results_matrix", "results_long", "augmentation", "architectures", "headline", "runs")
+
+
+def _flat(value):
+    if isinstance(value, list):
+        return "+".join(map(str, value)) if value else "-"
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def collect(runs_dir: str | Path) -> pd.DataFrame:
+    """One row per complete run: stage, run_id, its config fields, scalar metrics and provenance."""
+    rows = []
+    for done in sorted(Path(runs_dir).glob("*/*/DONE")):
+        path = done.parent
+        config = yaml.safe_load((path / "config.yaml").read_text())
+        metrics = json.loads((path / "metrics.json").read_text())
+        prov = json.loads((path / "provenance.json").read_text()) if (path / "provenance.json").is_file() else {}
+        row = {"stage": path.parent.name, "run_id": path.name}
+        row.update({k: _flat(v) for k, v in config.items()})
+        row.update({f"m_{k}": v for k, v in metrics.items() if isinstance(v, (int, float, str)) or v is None})
+        row.update(git_sha=prov.get("git_sha"), git_dirty=prov.get("git_dirty"), device=prov.get("device_name"))
+        row["wall_seconds"] = prov.get("wall_seconds")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _score(frame: pd.DataFrame) -> pd.Series:
+    """Test score of each run's main metric on a 0-100 scale (QA metrics already are)."""
+    values = [row.get(f"m_test_{row['m_main_metric']}") for _, row in frame.iterrows()]
+    scale = [1.0 if TASKS.get(t).kind == "qa" else 100.0 if t in TASKS else 1.0 for t in frame["m_task"]]
+    return pd.Series(np.asarray(values, dtype=float) * np.asarray(scale), index=frame.index)
+
+
+def _variant(row) -> str:
+    if row["student"] == "distilled":
+        aug = "source only" if row["augmentation"] == "-" else f"+{row['augmentation']}"
+        return f"{row['student_arch']} distilled from {row['source_task']} ({aug})"
+    if row["student"] == "undistilled":
+        return f"{row['student_arch']} undistilled"
+    if row["student"] == "teacher":
+        return f"teacher {Path(str(row['teacher_model'])).name}"
+    return f"model {row['student']}"
+
+
+def finetune_scores(frame: pd.DataFrame) -> pd.DataFrame:
+    ft = frame[frame["stage"] == "finetune"].copy()
+    if ft.empty:
+        return ft
+    ft["score"] = _score(ft)
+    ft["variant"] = ft.apply(_variant, axis=1)
+    return ft
+
+
+def _mean_std(values: pd.Series) -> pd.Series:
+    return pd.Series(
+        {"mean": values.mean(), "std": values.std(ddof=1) if len(values) > 1 else np.nan, "n": len(values)}
+    )
+
+
+def _cell(mean, std, n) -> str:
+    if pd.isna(mean):
+        return "n/a"
+    return f"{mean:.1f} ± {std:.1f}" if n > 1 and not pd.isna(std) else f"{mean:.1f}"
+
+
+def results_tables(ft: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """(long table, matrix of means with Avg, markdown matrix with mean ± std)."""
+    long = ft.groupby(["variant", "target_task"])["score"].apply(_mean_std).unstack().reset_index()
+    long = long.sort_values(["variant", "target_task"]).reset_index(drop=True)
+    matrix = long.pivot(index="variant", columns="target_task", values="mean")
+    matrix["Avg"] = matrix.mean(axis=1, skipna=False)
+    md = long.assign(cell=[_cell(m, s, n) for m, s, n in zip(long["mean"], long["std"], long["n"])])
+    md = md.pivot(index="variant", columns="target_task", values="cell").fillna("n/a")
+    md["Avg"] = [f"{v:.1f}" if not pd.isna(v) else "n/a" for v in matrix["Avg"]]
+    return long, matrix, md.to_markdown()
+
+
+def augmentation_table(ft: pd.DataFrame) -> pd.DataFrame:
+    dist = ft[ft["student"] == "distilled"]
+    if dist.empty:
+        return pd.DataFrame()
+    keys = ["source_task", "student_arch", "augmentation", "target_task"]
+    table = dist.groupby(keys)["score"].apply(_mean_std).unstack().reset_index()
+    return table.sort_values(keys).reset_index(drop=True)
+
+
+def architecture_table(frame: pd.DataFrame, ft: pd.DataFrame) -> pd.DataFrame:
+    dist = frame[frame["stage"] == "distill"]
+    if dist.empty:
+        return pd.DataFrame()
+    rows = []
+    for _, run in dist.sort_values("run_id").iterrows():
+        mine = ft[(ft["student"] == "distilled")] if not ft.empty else ft
+        mine = mine[mine["m_distill_run"] == run["run_id"]] if not mine.empty else mine
+        main = run["m_main_metric"]
+        rows.append(
+            {
+                "distill_run": run["run_id"],
+                "source": run["source_task"],
+                "arch": run["student_arch"],
+                "init": run["student_init"] if run["student_embeddings"] != "pca" else "random + PCA embeddings",
+                "augmentation": run["augmentation"],
+                "seed": run["seed"],
+                "parameters_M": run["m_parameters"] / 1e6,
+                "teacher_parameters_M": run["m_teacher_parameters"] / 1e6,
+                "flops_ratio": run["m_flops_ratio"],
+                "speedup_measured": run.get("m_speedup", np.nan),
+                f"source_test_{main}": run[f"m_test_{main}"],
+                "teacher_source_test": run.get("m_teacher_test", np.nan),
+                "retention": run.get("m_retention", np.nan),
+                "targets": len(mine),
+                "mean_target_score": mine["score"].mean() if len(mine) else np.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def headline_table(ft: pd.DataFrame) -> pd.DataFrame:
+    """Paper rows as printed, then ours per distilled architecture: value (delta vs the paper's row of the same
+    architecture) on the paper's columns, n/a where we have no run."""
+    cols = [c.upper() if c != "squad_v2" else "SQuAD2" for c in PAPER_COLUMNS]
+    rows = []
+    for model, (params, speed, *values) in PAPER_HEADLINE.items():
+        rows.append({"model": f"paper: {model}", "params": params, "speedup": speed,
+                     **{c: f"{v:.1f}" for c, v in zip(cols, values)}, "Avg": f"{np.mean(values):.1f}"})  # fmt: skip
+    dist = ft[ft["student"] == "distilled"] if not ft.empty else ft
+    for arch in sorted(set(dist["student_arch"])) if not dist.empty else []:
+        mine = dist[dist["student_arch"] == arch]
+        paper = PAPER_HEADLINE.get(f"XtremeDistil {arch}")
+        cells, ours = {}, []
+        for col, task, i in zip(cols, PAPER_COLUMNS, range(len(cols))):
+            scores = mine[mine["target_task"] == task]["score"]
+            if scores.empty:
+                cells[col] = "n/a"
+                continue
+            ours.append(scores.mean())
+            delta = f" ({scores.mean() - paper[2 + i]:+.1f})" if paper else ""
+            cells[col] = f"{scores.mean():.1f}{delta}"
+        avg = f"{np.mean(ours):.1f}" if len(ours) == len(cols) else "n/a"
+        rows.append({"model": f"ours: {arch} distilled", "params": f"{mine['m_parameters'].iloc[0] / 1e6:.0f}M",
+                     "speedup": "see architectures", **cells, "Avg": avg})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, metadata={"Software": None})
+
+
+def figures(matrix: pd.DataFrame, ft: pd.DataFrame, arch: pd.DataFrame, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    written = []
+    if not matrix.empty:
+        fig, ax = plt.subplots(figsize=(1.6 + 1.1 * matrix.shape[1], 1.0 + 0.45 * matrix.shape[0]))
+        sns.heatmap(matrix, annot=True, fmt=".1f", cmap="viridis", cbar_kws={"label": "test score x100"}, ax=ax)
+        ax.set_xlabel("target task")
+        ax.set_ylabel("")
+        ax.set_title("Transfer: each model fine-tuned on each target")
+        _save(fig, out / "transfer_matrix.png")
+        written.append(out / "transfer_matrix.png")
+        plt.close(fig)
+    dist = ft[ft["student"] == "distilled"] if not ft.empty else ft
+    if not dist.empty and dist["augmentation"].nunique() > 1:
+        fig, ax = plt.subplots(figsize=(1.5 + 1.3 * dist["target_task"].nunique(), 3.5))
+        sns.barplot(data=dist.sort_values(["target_task", "augmentation"]), x="target_task", y="score",
+                    hue="augmentation", errorbar="sd", ax=ax)  # fmt: skip
+        ax.set_ylabel("test score x100 (mean, bars: sd over seeds)")
+        ax.set_title("Augmentation resources in the transfer set")
+        _save(fig, out / "augmentation.png")
+        written.append(out / "augmentation.png")
+        plt.close(fig)
+    if not arch.empty:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for _, row in arch.iterrows():
+            ax.scatter(row["parameters_M"], row["mean_target_score"])
+            ax.annotate(
+                f"{row['arch']} {row['speedup_measured']:.1f}x", (row["parameters_M"], row["mean_target_score"])
+            )
+        ax.set_xlabel("student parameters (M)")
+        ax.set_ylabel("mean target score x100")
+        ax.set_title("Architectures (label: measured speedup)")
+        _save(fig, out / "architectures.png")
+        written.append(out / "architectures.png")
+        plt.close(fig)
+    return written
+
+
+def _write(table: pd.DataFrame, tables: Path, name: str, md: str | None = None) -> list[Path]:
+    from .runs import atomic_write
+
+    atomic_write(tables / f"{name}.csv", table.to_csv(index=False, float_format="%.4f"))
+    atomic_write(tables / f"{name}.md", (md or table.to_markdown(index=False, floatfmt=".3f")) + "\n")
+    return [tables / f"{name}.csv", tables / f"{name}.md"]
+
+
+def build_report(runs_dir: str | Path = "results/runs", out_dir: str | Path = "results") -> list[Path]:
+    """Write every table and figure for the complete runs under `runs_dir`; returns the paths written."""
+    frame = collect(runs_dir)
+    tables, figs = Path(out_dir) / "tables", Path(out_dir) / "figures"
+    tables.mkdir(parents=True, exist_ok=True)
+    figs.mkdir(parents=True, exist_ok=True)
+    if frame.empty:
+        raise ValueError(f"no complete runs under {runs_dir}: nothing to report (run a sweep first)")
+    ft = finetune_scores(frame)
+    written = []
+    matrix = pd.DataFrame()
+    if not ft.empty:
+        long, matrix, md = results_tables(ft)
+        written += _write(long, tables, "results_long")
+        written += _write(matrix.reset_index(), tables, "results_matrix", md)
+        written += _write(augmentation_table(ft), tables, "augmentation")
+    arch = architecture_table(frame, ft)
+    written += _write(arch, tables, "architectures")
+    written += _write(headline_table(ft), tables, "headline")
+    keep = ["stage", "run_id", "source_task", "target_task", "student", "student_arch", "augmentation", "seed",
+            "git_sha", "git_dirty", "device", "wall_seconds"]  # fmt: skip
+    written += _write(frame[[c for c in keep if c in frame]].sort_values(["stage", "run_id"]), tables, "runs")
+    written += figures(matrix, ft, arch, figs)
+    return written

@@ -1,0 +1,239 @@
+"""Sweeps: expand a params file's grid into cells and run each cell's notebooks through papermill.
+
+A *cell* is one fine-tuning config (source task x augmentation x architecture x target x seed x student, any
+subset). Its *jobs* are the stage runs it needs, teacher -> distill -> finetune; cells share jobs with equal run
+ids, so each job runs once. Jobs run in waves by stage (all teachers, then all distillations, then all
+fine-tunings), so parallel workers never race on one run. Complete runs are skipped; a failed job marks the cells
+that need it failed (downstream jobs are not tried) and the sweep goes on with the rest.
+
+Executors (no home-made scheduler): `inline` runs jobs one by one in this process; `local` and `slurm` submit
+them through submitit (LocalExecutor subprocesses, `workers` at a time, one GPU each when there are GPUs; or
+Slurm jobs with the params file's `slurm:` settings).
+
+Each job executes notebooks/<stage>.ipynb with the cell's parameters; the executed notebook is stored in the run
+folder as `notebook.ipynb` and its log in results/sweeps/<sweep>/logs/. The status table (cell, run ids, state,
+wall time, error line, log path) goes to results/sweeps/<sweep>/status.csv and .md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import shutil
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import runs
+from .config import ConfigError, FinetuneConfig, load_params
+
+log = logging.getLogger(__name__)
+
+STAGES = ("teacher", "distill", "finetune")
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+EXECUTORS = ("inline", "local", "slurm")
+
+
+def expand_grid(values: dict) -> list[dict]:
+    """A params file's `grid:` (key -> list of values, or a list of such mappings) -> one dict per cell."""
+    values = dict(values)
+    grid = values.pop("grid", None) or {}
+    blocks = grid if isinstance(grid, list) else [grid]
+    cells = []
+    for block in blocks:
+        if not isinstance(block, dict) or not all(isinstance(v, list) for v in block.values()):
+            raise ConfigError("grid must map each key to a list of values (or be a list of such mappings)")
+        keys = list(block)
+        for combo in itertools.product(*(block[k] for k in keys)):
+            cell = {**values, **dict(zip(keys, combo))}
+            if cell not in cells:
+                cells.append(cell)
+    return cells or [values]
+
+
+@dataclass
+class Job:
+    stage: str
+    run_id: str
+    config: dict  # the stage config's fields
+    runs_dir: str
+    state: str = "pending"  # pending | complete (skipped) | done | failed | blocked
+    wall: float = 0.0
+    error: str = ""
+    log_path: str = ""
+
+    @property
+    def path(self) -> Path:
+        return runs.run_dir(self.runs_dir, self.stage, self.run_id)
+
+
+def stage_chain(cfg: FinetuneConfig) -> list[tuple[str, object]]:
+    """(stage, config) of every run a fine-tuning cell needs, upstream first."""
+    chain = []
+    if cfg.student == "distilled":
+        chain += [("teacher", cfg.teacher_config()), ("distill", cfg.distill_config())]
+    return chain + [("finetune", cfg)]
+
+
+def plan(path: str | Path, overrides: dict | None = None) -> tuple[str, list[FinetuneConfig], dict]:
+    """(sweep name, one validated config per cell, executor settings) of a params file."""
+    values = load_params(path)
+    values.update(overrides or {})
+    name = str(values.get("name") or Path(path).stem)
+    settings = {"slurm": values.pop("slurm", None) or {}}
+    configs = [FinetuneConfig.from_dict(cell) for cell in expand_grid(values)]
+    return name, configs, settings
+
+
+def execute_job(job: Job, log_dir: str, gpu: int | None = None) -> tuple[str, float, str]:
+    """Run one stage notebook through papermill (in a subprocess kernel); returns (state, wall, error line)."""
+    import papermill
+
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    start = time.time()
+    if runs.is_complete(job.path):
+        return "complete", 0.0, ""
+    Path(log_dir).mkdir(parents=True, exist_ok=True)
+    out = Path(log_dir) / f"{job.stage}-{job.run_id}.ipynb"
+    try:
+        with open(Path(log_dir) / f"{job.stage}-{job.run_id}.log", "w") as stream:
+            papermill.execute_notebook(
+                str(NOTEBOOK_DIR / f"{job.stage}.ipynb"),
+                str(out),
+                parameters=job.config,
+                cwd=os.getcwd(),
+                progress_bar=False,
+                log_output=True,
+                stdout_file=stream,
+                stderr_file=stream,
+            )
+    except Exception as err:  # a failed cell: recorded, the sweep goes on
+        line = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', str(err))}"
+        log.debug("job %s failed:\n%s", job.run_id, traceback.format_exc())
+        return "failed", time.time() - start, line.splitlines()[0][:300] if line else "failed"
+    if job.path.is_dir():
+        shutil.copyfile(out, job.path / ".notebook.ipynb.tmp")
+        os.replace(job.path / ".notebook.ipynb.tmp", job.path / "notebook.ipynb")
+    return "done", time.time() - start, ""
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # pragma: no cover
+        return 0
+
+
+def run_jobs(jobs: list[Job], log_dir: Path, executor: str, workers: int, settings: dict, progress) -> None:
+    """Execute pending jobs (one stage's wave) with the chosen executor, filling in state/wall/error."""
+    pending = [j for j in jobs if j.state == "pending"]
+    for job in pending:
+        job.log_path = str(log_dir / f"{job.stage}-{job.run_id}.log")
+    if executor == "inline":
+        for job in pending:
+            job.state, job.wall, job.error = execute_job(job, str(log_dir))
+            progress.update(1)
+        return
+    import submitit
+
+    folder = log_dir / "submitit"
+    if executor == "local":
+        ex = submitit.LocalExecutor(folder=folder)
+        ex.update_parameters(timeout_min=settings.get("timeout_min", 24 * 60))
+    else:
+        ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        ex.update_parameters(**settings.get("slurm", {}))
+    gpus = _gpu_count() if executor == "local" else 0
+    slots = max(1, min(workers, gpus) if gpus else workers) if executor == "local" else len(pending) or 1
+    for start in range(0, len(pending), slots):
+        batch = pending[start : start + slots]
+        submitted = [
+            (job, ex.submit(execute_job, job, str(log_dir), (i % gpus) if gpus else None))
+            for i, job in enumerate(batch)
+        ]
+        for job, handle in submitted:
+            try:
+                job.state, job.wall, job.error = handle.result()
+            except Exception as err:  # the job process itself died
+                job.state, job.error = "failed", f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+            progress.update(1)
+
+
+def sweep(
+    path: str | Path,
+    overrides: dict | None = None,
+    dry_run: bool = False,
+    executor: str = "inline",
+    workers: int = 1,
+    out_dir: str | Path | None = None,
+):
+    """Run (or, with dry_run, only plan) every cell of a params file; returns the status DataFrame."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from .pipeline import preflight
+
+    if executor not in EXECUTORS:
+        raise ConfigError(f"executor {executor!r} is not allowed; allowed: {', '.join(EXECUTORS)}")
+    name, configs, settings = plan(path, overrides)
+    for cfg in configs:  # every input checked before any training
+        preflight(cfg, network=not dry_run)
+    jobs: dict[tuple[str, str], Job] = {}
+    cells = []
+    for cfg in configs:
+        chain = []
+        for stage, stage_cfg in stage_chain(cfg):
+            key = (stage, stage_cfg.run_id())
+            if key not in jobs:
+                jobs[key] = Job(stage, key[1], stage_cfg.to_dict(), cfg.runs_dir)
+                if runs.is_complete(jobs[key].path):
+                    jobs[key].state = "complete"
+            chain.append(jobs[key])
+        cells.append((cfg, chain))
+    # beside the run store: results/runs -> results/sweeps/<name>
+    sweep_dir = Path(out_dir or Path(configs[0].runs_dir).parent / "sweeps") / name
+    log_dir = sweep_dir / "logs"
+    todo = [j for j in jobs.values() if j.state == "pending"]
+    if not dry_run:
+        with tqdm(total=len(todo), desc=f"sweep {name}", unit="run") as progress:
+            for stage in STAGES:
+                wave = [j for j in todo if j.stage == stage]
+                for job in wave:  # upstream failed: don't try
+                    for _cfg, chain in cells:
+                        if job in chain and any(j.state in ("failed", "blocked") for j in chain[: chain.index(job)]):
+                            job.state, job.error = "blocked", "an upstream run failed"
+                            progress.update(1)
+                            break
+                run_jobs(wave, log_dir, executor, workers, settings, progress)
+    rows = []
+    for i, (cfg, chain) in enumerate(cells):
+        states = [j.state for j in chain]
+        state = next((s for s in ("failed", "blocked", "pending") if s in states), None)
+        state = state or ("complete" if all(s == "complete" for s in states) else "done")
+        rows.append(
+            {
+                "cell": i,
+                "source": cfg.source_task,
+                "target": cfg.target_task,
+                "student": cfg.student,
+                "arch": cfg.student_arch,
+                "augmentation": "+".join(cfg.augmentation) or "-",
+                "seed": cfg.seed,
+                **{f"{j.stage}_run": j.run_id for j in chain},
+                "state": "planned" if dry_run and state == "pending" else state,
+                "wall_s": round(sum(j.wall for j in chain), 1),
+                "error": next((j.error for j in chain if j.error), ""),
+                "log": next((j.log_path for j in chain if j.state in ("failed", "blocked")), chain[-1].log_path),
+            }
+        )
+    status = pd.DataFrame(rows)
+    if not dry_run:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        runs.atomic_write(sweep_dir / "status.csv", status.to_csv(index=False))
+        runs.atomic_write(sweep_dir / "status.md", status.to_markdown(index=False) + "\n")
+    return status
