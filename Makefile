@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 study: $(VENV)/.installed  ## run the embedded default study (offline, CPU): sweep, then tables and figures
-	$(PY) -m xdlib study $(PARAMS)
+	$(PY) -m xdlib study $(PARAMS) --executor direct
 
 report: $(VENV)/.installed  ## rebuild results/tables and results/figures from the run store
 	$(PY) -m xdlib report

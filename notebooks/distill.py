@@ -18,7 +18,7 @@ teacher_model = 'offline:all-MiniLM-L6-v2'  # HF id, local folder, or offline:<n
 teacher_epochs = 1.0  # epochs of teacher fine-tuning
 teacher_lr = 5e-05  # peak learning rate
 teacher_batch_size = 32  # examples per optimizer step (before accumulation)
-lr_schedule = 'linear'  # linear = warmup + linear decay; constant = the paper codes
+lr_schedule = 'linear'  # linear : warmup + linear decay; constant : the paper codes
 warmup_ratio = 0.06  # fraction of steps spent warming up
 weight_decay = 0.01  # AdamW weight decay
 grad_accum_steps = 1  # gradient accumulation steps
@@ -34,7 +34,7 @@ student_arch = 'l3-h384'  # l<layers>-h<hidden>; registered: l6-h256, l6-h384, l
 student_heads = None  # attention heads (default: the architecture table or hidden/64)
 student_init = 'offline:all-MiniLM-L6-v2'  # random, or a model (HF id, folder, offline:<name>) to copy layers from
 student_layers = None  # which layers of student_init to copy (default: evenly spaced)
-student_embeddings = 'init'  # init = from student_init; pca = teacher word embeddings PCA-compressed
+student_embeddings = 'init'  # init : from student_init; pca : teacher word embeddings PCA-compressed
 freeze_word_embeddings = False  # keep word embeddings frozen (the papers multilingual recipe)
 augmentation = []  # augmentation resources added to the source inputs
 augment_max_examples = None  # cap on examples taken from each augmentation resource

@@ -17,7 +17,7 @@ teacher_model = 'offline:all-MiniLM-L6-v2'  # HF id, local folder, or offline:<n
 teacher_epochs = 1.0  # epochs of teacher fine-tuning
 teacher_lr = 5e-05  # peak learning rate
 teacher_batch_size = 32  # examples per optimizer step (before accumulation)
-lr_schedule = 'linear'  # linear = warmup + linear decay; constant = the paper codes
+lr_schedule = 'linear'  # linear : warmup + linear decay; constant : the paper codes
 warmup_ratio = 0.06  # fraction of steps spent warming up
 weight_decay = 0.01  # AdamW weight decay
 grad_accum_steps = 1  # gradient accumulation steps

@@ -56,7 +56,7 @@ def _execute(name: str, out: Path, parameters: dict) -> nbformat.NotebookNode:
 
 def test_every_notebook_runs_under_papermill(tmp_path, base_params):
     params = base_params | {"source_task": "toy-sentiment", "target_task": "toy-regression"}
-    from xdlib.config import DistillConfig, FinetuneConfig, TeacherConfig
+    from xdlib.config import DistillConfig, TeacherConfig
 
     stage_params = {
         "teacher": {k: v for k, v in params.items() if k in TeacherConfig.__dataclass_fields__},

@@ -3,7 +3,7 @@
 tasks [--params F]                 every task: kind, metric, origin, split sizes, source
 params [stage]                     every parameter of a stage with its default and meaning
 run <stage> [--params F] [-p k=v]  one stage (teacher | distill | finetune); upstream stages run if missing
-sweep <params.yaml> [--dry-run] [--executor inline|local|slurm] [--workers N]
+sweep <params.yaml> [--dry-run] [--executor inline|direct|local|slurm] [--workers N]
                                    every cell of the grid through the notebooks (papermill); status table
 report [--runs D] [--out D]        tables and figures from the complete runs only
 study <params.yaml>                sweep, then report (what `make study` runs)
@@ -95,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         p_sweep.add_argument("params")
         p_sweep.add_argument("-p", dest="overrides", action="append", default=[])
         p_sweep.add_argument("--dry-run", action="store_true", help="print the plan and what is done; run nothing")
-        p_sweep.add_argument("--executor", default="inline", help="inline (default), local or slurm (submitit)")
+        p_sweep.add_argument(
+            "--executor",
+            default="inline",
+            help="inline (notebooks, default), direct (no notebooks), local or slurm (submitit)",
+        )
         p_sweep.add_argument("--workers", type=int, default=1, help="parallel jobs for the local executor")
     p_report = sub.add_parser("report")
     p_report.add_argument("--runs", default="results/runs")

@@ -277,6 +277,9 @@ class FinetuneConfig(DistillConfig):
     finetune_epochs: float = _opt(2.0, "epochs on the target task", low=0.0)
     finetune_lr: float = _opt(1e-4, "peak learning rate", low=0.0, high=1.0)
     finetune_batch_size: int = _opt(32, "examples per optimizer step", low=1)
+    finetune_seed: int | None = _opt(
+        None, "seed of the fine-tuning alone (data order, dropout, new head); default: seed", low=0
+    )
 
     stage: typing.ClassVar[str] = "finetune"
 

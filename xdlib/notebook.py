@@ -28,7 +28,7 @@ def parameters_source(stage: str) -> str:
     lines = []
     for f in dataclasses.fields(config_for_stage(stage)):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        note = f.metadata["help"].replace("'", "")  # papermill's parser trips on quotes in comments
+        note = f.metadata["help"].replace("'", "").replace("=", ":")  # papermill's parser trips on these
         lines.append(f"{f.name} = {default!r}  # {note}")
     return "\n".join(lines)
 

@@ -56,7 +56,7 @@ def preflight(cfg: TeacherConfig, network: bool = True) -> None:
         models.architecture(cfg.student_arch, cfg.student_heads)
 
 
-def loop_settings(cfg: TeacherConfig, prefix: str) -> LoopSettings:
+def loop_settings(cfg: TeacherConfig, prefix: str, seed: int | None = None) -> LoopSettings:
     return LoopSettings(
         epochs=getattr(cfg, f"{prefix}_epochs"),
         lr=getattr(cfg, f"{prefix}_lr"),
@@ -67,7 +67,7 @@ def loop_settings(cfg: TeacherConfig, prefix: str) -> LoopSettings:
         grad_accum_steps=cfg.grad_accum_steps,
         evals_per_epoch=cfg.evals_per_epoch,
         patience=cfg.patience,
-        seed=cfg.seed,
+        seed=cfg.seed if seed is None else seed,
         checkpoint_every=cfg.checkpoint_every,
         progress=cfg.progress,
     )
@@ -309,22 +309,23 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
     task = get_task(cfg.target_task, cfg.local_tasks)
     data = load_source(cfg, cfg.target_task, cfg.target_max_train_samples)
     upstream = None
-    with runs.open_run(path, cfg.to_dict(), device, {"seed": cfg.seed}) as prov:
+    seed = cfg.finetune_seed if cfg.finetune_seed is not None else cfg.seed
+    with runs.open_run(path, cfg.to_dict(), device, {"seed": cfg.seed, "finetune_seed": seed}) as prov:
         if cfg.student == "distilled":
             upstream = run_distill(cfg)
-            model, tokenizer = _fresh_head_from(str(upstream / "model"), task.head, task.num_labels, cfg.seed)
+            model, tokenizer = _fresh_head_from(str(upstream / "model"), task.head, task.num_labels, seed)
         elif cfg.student == "undistilled":
             model, tokenizer = _student_for(cfg, task, teacher_ref=cfg.teacher_model)
         else:
             ref = cfg.teacher_model if cfg.student == "teacher" else cfg.student
-            model, tokenizer = _fresh_head_from(models.resolve_model(ref), task.head, task.num_labels, cfg.seed)
+            model, tokenizer = _fresh_head_from(models.resolve_model(ref), task.head, task.num_labels, seed)
         summary = fit_task(
             model,
             tokenizer,
             task,
             data,
             cfg.max_length,
-            loop_settings(cfg, "finetune"),
+            loop_settings(cfg, "finetune", seed),
             path / "checkpoints",
             device,
             desc=f"finetune {task.name}",

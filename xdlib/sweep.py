@@ -6,7 +6,9 @@ ids, so each job runs once. Jobs run in waves by stage (all teachers, then all d
 fine-tunings), so parallel workers never race on one run. Complete runs are skipped; a failed job marks the cells
 that need it failed (downstream jobs are not tried) and the sweep goes on with the rest.
 
-Executors (no home-made scheduler): `inline` runs jobs one by one in this process; `local` and `slurm` submit
+Executors (no home-made scheduler): `inline` runs the notebooks one by one from this process; `direct` calls the
+stage functions in this process without notebooks (no kernel start-up per run: the embedded CPU study uses it);
+`local` and `slurm` submit
 them through submitit (LocalExecutor subprocesses, `workers` at a time, one GPU each when there are GPUs; or
 Slurm jobs with the params file's `slurm:` settings).
 
@@ -33,7 +35,7 @@ log = logging.getLogger(__name__)
 
 STAGES = ("teacher", "distill", "finetune")
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-EXECUTORS = ("inline", "local", "slurm")
+EXECUTORS = ("inline", "direct", "local", "slurm")
 
 
 def expand_grid(values: dict) -> list[dict]:
@@ -120,6 +122,25 @@ def execute_job(job: Job, log_dir: str, gpu: int | None = None) -> tuple[str, fl
     return "done", time.time() - start, ""
 
 
+def execute_direct(job: Job, log_dir: str) -> tuple[str, float, str]:
+    """Call the stage function in this process (no notebook); returns (state, wall, error line)."""
+    from .config import config_for_stage
+    from .pipeline import RUNNERS
+
+    start = time.time()
+    try:
+        RUNNERS[job.stage](config_for_stage(job.stage).from_dict(job.config))
+    except Exception as err:  # a failed cell: recorded, the sweep goes on
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        Path(job.log_path).write_text(traceback.format_exc())
+        return (
+            "failed",
+            time.time() - start,
+            f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}",
+        )
+    return "done", time.time() - start, ""
+
+
 def _gpu_count() -> int:
     try:
         import torch
@@ -134,9 +155,10 @@ def run_jobs(jobs: list[Job], log_dir: Path, executor: str, workers: int, settin
     pending = [j for j in jobs if j.state == "pending"]
     for job in pending:
         job.log_path = str(log_dir / f"{job.stage}-{job.run_id}.log")
-    if executor == "inline":
+    if executor in ("inline", "direct"):
         for job in pending:
-            job.state, job.wall, job.error = execute_job(job, str(log_dir))
+            run = execute_job if executor == "inline" else execute_direct
+            job.state, job.wall, job.error = run(job, str(log_dir))
             progress.update(1)
         return
     import submitit
