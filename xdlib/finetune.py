@@ -92,7 +92,7 @@ def evaluate(
 def evaluate_splits(model, tokenizer, task: Task, data: dict[str, Split], max_length: int, device, qa=None) -> dict:
     """Split-prefixed metrics (dev_*, test_*, and extra reported splits such as test_mismatched) of the model as it
     is now; QA's no-answer threshold is chosen on dev and applied unchanged to the other splits."""
-    out = {"task": task.name, "task_version": task.version, "main_metric": task.metric}
+    out = {"task": task.name, "task_kind": task.kind, "task_version": task.version, "main_metric": task.metric}
     threshold = None
     for split in ["dev"] + sorted(s for s in data if s not in ("train", "dev")):
         rows = data.get(split)

@@ -124,3 +124,16 @@ def best_null_threshold(answers: list[str], null_margin: list[float], references
         if score > best:
             best, best_threshold = score, null_margin[i] - 1e-6
     return best_threshold
+
+
+def constant_baseline(task, rows: list[dict]) -> float:
+    """The best score a constant prediction gets on `rows` in the task's main metric ("chance"): the best single
+    class for classification, 0 for correlations and entity F1 (all O), answering nothing for QA."""
+    if task.kind == "qa":
+        return squad_v2([""] * len(rows), [[a["text"] for a in r.get("answers") or []] for r in rows])[task.metric]
+    if task.kind in ("regression", "token"):
+        return 0.0
+    labels = np.asarray([r["label"] for r in rows])
+    return max(
+        classification(np.full_like(labels, c), labels, task.num_labels)[task.metric] for c in range(task.num_labels)
+    )

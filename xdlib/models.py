@@ -86,8 +86,8 @@ def check_model_reachable(ref: str, key: str, network: bool = True) -> None:
         return
     if ref.startswith("offline:"):
         name = ref.split(":", 1)[1]
-        if name not in assets.OFFLINE_MODELS:
-            known = ", ".join("offline:" + n for n in assets.OFFLINE_MODELS)
+        if name not in assets.offline_model_names():
+            known = ", ".join("offline:" + n for n in assets.offline_model_names())
             raise ConfigError(f"{key}={ref!r}: unknown offline model; known: {known}")
         return
     if ref.startswith((".", "/", "~")) or os.sep in ref and Path(ref).exists():
@@ -102,7 +102,7 @@ def check_model_reachable(ref: str, key: str, network: bool = True) -> None:
         raise ConfigError(
             f"{key}={ref!r} could not be loaded: not a local folder, and the Hugging Face Hub did not serve it "
             f"({type(err).__name__}: {str(err).splitlines()[0][:160]}). Without network use a local folder or "
-            f"one of: {', '.join('offline:' + n for n in assets.OFFLINE_MODELS)}"
+            f"one of: {', '.join('offline:' + n for n in assets.offline_model_names())}"
         ) from None
 
 

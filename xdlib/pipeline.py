@@ -19,6 +19,7 @@ from .config import ConfigError, DistillConfig, FinetuneConfig, TeacherConfig
 from .data import AugmentOptions, check_augmentation_name, encode, transfer_set
 from .distill import DistillModule, build_teacher_cache, cache_key, distil, plan_phases
 from .finetune import QAOptions, cap, evaluate, evaluate_splits, fit_task
+from .metrics import constant_baseline
 from .models import HiddenProjection, build_student, layer_map, load_with_head
 from .tasks import get_task, held_out_keys, normalise, row_texts, task_names
 from .train import LoopSettings, resolve_device
@@ -110,15 +111,16 @@ def _save_hf(model, tokenizer, path: Path) -> None:
     tmp.rename(path)
 
 
-def _student_for(cfg: DistillConfig, task, teacher_ref: str):
+def _student_for(cfg: DistillConfig, task):
     """The student (with `task`'s head) that `cfg`'s student_* fields describe; the distilled student and its
-    undistilled baseline start from exactly this."""
+    undistilled baseline start from exactly this: PCA embeddings come from the *pretrained* teacher_model (not
+    the fine-tuned teacher), so both share one initialisation."""
     return build_student(
         cfg.student_arch,
         task.head,
         task.num_labels,
         init=cfg.student_init,
-        teacher_ref=teacher_ref,
+        teacher_ref=cfg.teacher_model,
         heads=cfg.student_heads,
         layers=cfg.student_layers,
         embeddings=cfg.student_embeddings,
@@ -208,7 +210,7 @@ def run_distill(cfg: DistillConfig, on_update=None) -> Path:
                 device,
                 cfg.cache_dtype,
             )
-        student, s_tok = _student_for(cfg, task, teacher_ref=str(teacher_dir / "model"))
+        student, s_tok = _student_for(cfg, task)
         if cfg.attention_loss and s_tok.get_vocab() != t_tok.get_vocab():
             raise ConfigError("attention_loss=true needs teacher and student to share a tokenizer; they differ")
         if cfg.attention_loss:
@@ -315,7 +317,7 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
             upstream = run_distill(cfg)
             model, tokenizer = _fresh_head_from(str(upstream / "model"), task.head, task.num_labels, seed)
         elif cfg.student == "undistilled":
-            model, tokenizer = _student_for(cfg, task, teacher_ref=cfg.teacher_model)
+            model, tokenizer = _student_for(cfg, task)
         else:
             ref = cfg.teacher_model if cfg.student == "teacher" else cfg.student
             model, tokenizer = _fresh_head_from(models.resolve_model(ref), task.head, task.num_labels, seed)
@@ -340,6 +342,7 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
             parameters=models.count_parameters(model),
             train_examples=len(data["train"]),
             best_dev=summary["best_dev"],
+            test_chance=constant_baseline(task, data["test"]) if data.get("test") else None,
             xdlib_version=__version__,
         )
         runs.write_json(path / "metrics.json", metrics)

@@ -23,8 +23,6 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .tasks import TASKS
-
 # shared/paper.md, "Headline results": GLUE dev accuracy, SQuAD v2 F1 (the MiniLM paper's baselines included)
 PAPER_COLUMNS = ("mnli", "qnli", "qqp", "rte", "sst2", "mrpc", "squad_v2")
 PAPER_HEADLINE = {
@@ -69,7 +67,7 @@ def collect(runs_dir: str | Path) -> pd.DataFrame:
 def _score(frame: pd.DataFrame) -> pd.Series:
     """Test score of each run's main metric on a 0-100 scale (QA metrics already are)."""
     values = [row.get(f"m_test_{row['m_main_metric']}") for _, row in frame.iterrows()]
-    scale = [1.0 if TASKS.get(t).kind == "qa" else 100.0 if t in TASKS else 1.0 for t in frame["m_task"]]
+    scale = [1.0 if kind == "qa" else 100.0 for kind in frame["m_task_kind"]]
     return pd.Series(np.asarray(values, dtype=float) * np.asarray(scale), index=frame.index)
 
 
@@ -107,6 +105,13 @@ def _cell(mean, std, n) -> str:
 
 def results_tables(ft: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """(long table, matrix of means with Avg, markdown matrix with mean ± std)."""
+    if "m_test_chance" in ft:  # the best constant prediction on the same test rows: what "beats chance" means
+        chance = ft.dropna(subset=["m_test_chance"]).drop_duplicates("target_task").copy()
+        chance["variant"] = "chance (best constant prediction)"
+        chance["score"] = [
+            v * (1.0 if k == "qa" else 100.0) for v, k in zip(chance["m_test_chance"], chance["m_task_kind"])
+        ]
+        ft = pd.concat([ft, chance])
     long = ft.groupby(["variant", "target_task"])["score"].apply(_mean_std).unstack().reset_index()
     long = long.sort_values(["variant", "target_task"]).reset_index(drop=True)
     matrix = long.pivot(index="variant", columns="target_task", values="mean")
