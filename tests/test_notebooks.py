@@ -139,3 +139,15 @@ def test_every_params_file_validates_and_dry_runs(path):
     status = sweep(path, dry_run=True)
     assert len(status) >= 1 and set(status["state"]) <= {"planned", "complete"}
     assert status["finetune_run"].is_unique
+
+
+@pytest.mark.slow
+def test_benchmark_notebook_at_smoke_size(tmp_path):
+    out = _execute("benchmark", tmp_path / "bench.ipynb", {"size": "smoke", "device": "cpu", "out_dir": str(tmp_path)})
+    assert any("distillation speedup vs naive KD" in o.get("text", "") for c in out.cells for o in c.get("outputs", []))
+    (raw,) = tmp_path.glob("*-smoke.json")
+    report = json.loads(raw.read_text())
+    steps = report["naive"]["updates"], report["ours"]["updates"]
+    assert steps[0] > 0 and abs(steps[0] - steps[1]) <= 0.1 * steps[0], steps  # the same steps, up to rounding
+    assert all(math.isfinite(r["value"]) and r["value"] > 0 for r in report["ratios"])
+    assert report["ours"]["cache_bytes_per_example"] > 0 and report["peak_rss_mb"] > 0

@@ -6,6 +6,7 @@ run <stage> [--params F] [-p k=v]  one stage (teacher | distill | finetune); ups
 sweep <params.yaml> [--dry-run] [--executor inline|direct|local|slurm] [--workers N]
                                    every cell of the grid through the notebooks (papermill); status table
 report [--runs D] [--out D]        tables and figures from the complete runs only
+bench [--quick] [--device D]       speed benchmark: ratios vs naive KD, teachers and the matmul peak
 study <params.yaml>                sweep, then report (what `make study` runs)
 """
 
@@ -101,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
             help="inline (notebooks, default), direct (no notebooks), local or slurm (submitit)",
         )
         p_sweep.add_argument("--workers", type=int, default=1, help="parallel jobs for the local executor")
+    p_bench = sub.add_parser("bench")
+    p_bench.add_argument("--quick", action="store_true", help="under 3 minutes on 2 cores")
+    p_bench.add_argument("--size", choices=("smoke", "quick", "full"), default=None)
+    p_bench.add_argument("--device", default="auto")
+    p_bench.add_argument("--out", default="results/benchmarks")
     p_report = sub.add_parser("report")
     p_report.add_argument("--runs", default="results/runs")
     p_report.add_argument("--out", default="results")
@@ -131,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
             return code
         elif args.command == "report":
             return run_report(args.runs, args.out)
+        elif args.command == "bench":
+            from .bench import format_table, run
+
+            report = run(args.size or ("quick" if args.quick else "full"), args.device, args.out)
+            print(format_table(report))
+            print(f"wall {report['wall_seconds']:.0f} s; raw timings: {report['json']}")
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
