@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError, FinetuneConfig, config_for_stage, describe, load_params
+from .config import ConfigError, FinetuneConfig, config_for_stage, describe, load_params, with_target_settings
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -127,7 +127,12 @@ def main(argv: list[str] | None = None) -> int:
             FinetuneConfig.from_dict(values)  # a study file may hold downstream keys; unknown ones still fail
             known = {name for name, _, _ in describe(cls)}
             values = {k: v for k, v in values.items() if k in known}
-            values.update(parse_overrides(args.overrides))  # -p is strict: only this stage's keys
+            overrides = parse_overrides(args.overrides)
+            if args.stage == "finetune" and args.params:  # the file's target_settings, then -p on top
+                settings = load_params(args.params).get("target_settings")
+                values = with_target_settings({**values, **overrides, "target_settings": settings})
+                values.pop("target_settings")
+            values.update(overrides)  # -p is strict: only this stage's keys
             print(RUNNERS[args.stage](cls.from_dict(values)))
         elif args.command in ("sweep", "study"):
             code = run_sweep(args, parse_overrides(args.overrides))

@@ -121,7 +121,7 @@ class TeacherConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TeacherConfig:
         values = dict(values)
-        for meta_key in ("name", "version", "include", "grid", "description", "slurm"):
+        for meta_key in ("name", "version", "include", "grid", "description", "slurm", "target_settings"):
             values.pop(meta_key, None)  # params-file metadata, not config fields
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(known))
@@ -141,7 +141,7 @@ class TeacherConfig:
         values = load_params(path)
         values.pop("grid", None)
         values.update(overrides or {})
-        return cls.from_dict(values)
+        return cls.from_dict(with_target_settings(values))
 
     def replace(self, **changes: Any) -> TeacherConfig:
         return type(self).from_dict({**self.to_dict(), **changes})
@@ -365,6 +365,15 @@ def load_params(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any
     return merged
 
 
+def with_target_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """A params file's `target_settings: {task: {key: value}}` applied to a cell whose target_task is that task
+    (e.g. more, smaller fine-tuning steps for a token task); the result is an ordinary config, so run ids see it."""
+    settings = values.get("target_settings") or {}
+    if not isinstance(settings, dict) or not all(isinstance(v, dict) for v in settings.values()):
+        raise ConfigError("target_settings must map a target task name to a mapping of parameter: value")
+    return {**values, **settings.get(values.get("target_task"), {})}
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")[:40]
 
@@ -401,6 +410,8 @@ def _coerce(key: str, value: Any, tp: Any, meta: typing.Mapping[str, Any]) -> An
             fail("an integer" + _range_text(meta))
         clean = value
     elif tp is float:
+        if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
+            value = float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             fail("a number" + _range_text(meta))
         clean = float(value)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import runs
-from .config import ConfigError, FinetuneConfig, load_params
+from .config import ConfigError, FinetuneConfig, load_params, with_target_settings
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def plan(path: str | Path, overrides: dict | None = None) -> tuple[str, list[Fin
     values.update(overrides or {})
     name = str(values.get("name") or Path(path).stem)
     settings = {"slurm": values.pop("slurm", None) or {}}
-    configs = [FinetuneConfig.from_dict(cell) for cell in expand_grid(values)]
+    configs = [FinetuneConfig.from_dict(with_target_settings(cell)) for cell in expand_grid(values)]
     return name, configs, settings
 
 
