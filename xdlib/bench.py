@@ -33,11 +33,15 @@ from .config import DistillConfig, TeacherConfig
 from .train import resolve_device
 
 SIZES = {
-    #        transfer rows, repeats, inference models, scaling points
-    "smoke": {"rows": 64, "repeats": 1, "teacher_rows": 64, "max_length": 64, "scaling": False},
-    "quick": {"rows": 512, "repeats": 3, "teacher_rows": 1000, "max_length": 128, "scaling": False},
-    "full": {"rows": 2000, "repeats": 7, "teacher_rows": 3000, "max_length": 128, "scaling": True},
-}
+    # rows: augmentation rows in the transfer set (plus teacher_rows source rows); real: rt-polarity sentences
+    # timed for the real length distribution; students: the shapes timed for inference
+    "smoke": {"rows": 64, "repeats": 1, "teacher_rows": 64, "max_length": 64, "scaling": False, "real": 64,
+              "students": ("l6-h256",)},
+    "quick": {"rows": 512, "repeats": 3, "teacher_rows": 1000, "max_length": 128, "scaling": False, "real": 256,
+              "students": ("l6-h256", "l6-h384", "l12-h384")},
+    "full": {"rows": 2000, "repeats": 7, "teacher_rows": 3000, "max_length": 128, "scaling": True, "real": 1024,
+             "students": ("l6-h256", "l6-h384", "l12-h384")},
+}  # fmt: skip
 PAPER_SPEEDUPS = {"l6-h256": 8.7, "l6-h384": 5.3, "l12-h384": 2.7}
 
 
@@ -89,14 +93,14 @@ def base_teacher():
 
 
 @torch.inference_mode()
-def inference(device, dtype, repeats: int, real_lengths: list[int], size: str) -> dict:
+def inference(device, dtype, repeats: int, real_lengths: list[int], size: str, shapes) -> dict:
     from transformers import AutoModel
 
     teachers = {"all-MiniLM-L6-v2": AutoModel.from_pretrained(models.resolve_model("offline:all-MiniLM-L6-v2"))}
     if size != "smoke":
         name, model = base_teacher()
         teachers[name] = model
-    students = {arch: _bert(arch) for arch in PAPER_SPEEDUPS}
+    students = {arch: _bert(arch) for arch in shapes}
     out = {}
     for name, model in {**teachers, **students}.items():
         model = model.to(device).eval()
@@ -170,7 +174,11 @@ def ours(work: Path, size: dict, rows: int, device: str, tag: str) -> dict:
     path = run_distill(cfg)
     wall = time.perf_counter() - start
     metrics = runs.read_metrics(path)
-    return {"seconds": wall, "test_accuracy": metrics["test_accuracy"], "cache_bytes_per_example":
+    # timed like the naive loop: the teacher's pass (the cache) plus every training phase with its dev evaluations;
+    # loading, saving and the final scoring are outside both timings
+    seconds = metrics["cache_seconds"] + metrics["distil_seconds"]
+    return {"seconds": seconds, "cache_seconds": metrics["cache_seconds"], "run_distill_wall": wall,
+            "test_accuracy": metrics["test_accuracy"], "cache_bytes_per_example":
             metrics["cache_bytes_per_example"], "transfer_rows": sum(metrics["transfer_composition"].values()),
             "updates": sum(p["updates"] for p in metrics["phases"])}  # fmt: skip
 
@@ -275,7 +283,11 @@ def scaling(device, dtype, work: Path, size: dict) -> dict:
             out["threads"][n] = throughput(32, 128)
         torch.set_num_threads(saved)
     base = size["rows"]
-    out["transfer_set"] = {f"{k}x": ours(work, size, base * k, device, f"scale{k}")["seconds"] for k in (1, 2, 4)}
+    # ours() with k x the augmentation rows (the transfer set is the source rows plus those): seconds and rows
+    out["transfer_set"] = {}
+    for k in (1, 2, 4):
+        result = ours(work, size, base * k, str(device), f"scale{k}")
+        out["transfer_set"][f"{k}x"] = {"seconds": result["seconds"], "rows": result["transfer_rows"]}
     return out
 
 
@@ -286,16 +298,24 @@ def run(size: str = "quick", device: str = "auto", out_dir: str | Path = "result
     started = time.time()
     report: dict = {"size": size, **runs.environment(dev), "dtype": str(dtype).replace("torch.", ""),
                     "date": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
+    sections = report["section_seconds"] = {}
+
+    def section(name, fn):
+        start = time.perf_counter()
+        report[name] = fn()
+        sections[name] = time.perf_counter() - start
+
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        _teacher_run(work, spec, str(dev))  # common to both methods: not timed
-        report["naive"] = naive(work, spec, spec["rows"], str(dev))
-        report["ours"] = ours(work, spec, spec["rows"], str(dev), "ours")
+        section("teacher", lambda: str(_teacher_run(work, spec, str(dev))))  # common to both methods: not compared
+        section("naive", lambda: naive(work, spec, spec["rows"], str(dev)))
+        section("ours", lambda: ours(work, spec, spec["rows"], str(dev), "ours"))
         report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        report["inference"] = inference(dev, dtype, spec["repeats"], real_lengths(), size)
-        report["training"] = training_efficiency(dev, dtype, spec["repeats"])
+        lengths = real_lengths(spec["real"])
+        section("inference", lambda: inference(dev, dtype, spec["repeats"], lengths, size, spec["students"]))
+        section("training", lambda: training_efficiency(dev, dtype, spec["repeats"]))
         if spec["scaling"]:
-            report["scaling"] = scaling(dev, dtype, work, spec)
+            section("scaling", lambda: scaling(dev, dtype, work, spec))
     report["wall_seconds"] = time.time() - started
     report["ratios"] = ratios(report)
     out = Path(out_dir)
@@ -322,7 +342,7 @@ def ratios(report: dict) -> list[dict]:
                  "target": 0.98})  # fmt: skip
     inf = report["inference"]
     for teacher in [t for t in inf if t not in PAPER_SPEEDUPS]:
-        for arch, paper in PAPER_SPEEDUPS.items():
+        for arch, paper in [(a, p) for a, p in PAPER_SPEEDUPS.items() if a in inf]:
             for key in ("bs1_len128", "bs32_len128", "rt_polarity_lengths"):
                 value = inf[teacher][key]["median"] / inf[arch][key]["median"]
                 target = paper if teacher != "all-MiniLM-L6-v2" else None
@@ -331,12 +351,13 @@ def ratios(report: dict) -> list[dict]:
     rows.append({"what": "training-step FLOP/s / matmul peak", "value": tr["efficiency"], "target": 0.5})
     if "scaling" in report:
         ts = report["scaling"]["transfer_set"]
-        rows.append({"what": "distillation cost 4x data / 1x data", "value": ts["4x"] / ts["1x"], "target": None,
-                     "note": "linear or better when <= 4"})  # fmt: skip
+        per_row = [ts[k]["seconds"] / ts[k]["rows"] for k in ("1x", "4x")]
+        rows.append({"what": f"distillation seconds per transfer row, {ts['4x']['rows']} rows / {ts['1x']['rows']} rows",
+                     "value": per_row[1] / per_row[0], "target": None, "note": "linear or better when <= 1.1"})  # fmt: skip
     for row in rows:
         row["met"] = None if row["target"] is None else bool(row["value"] >= row["target"])
-        if row.get("note") and "4x data" in row["what"]:
-            row["met"] = bool(row["value"] <= 4.0 * 1.1)
+        if row.get("note"):
+            row["met"] = bool(row["value"] <= 1.1)
     return rows
 
 
@@ -350,7 +371,8 @@ def scaling_figure(scaling: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3))
     for ax, key in zip(axes, panels):
         xs = list(scaling[key])
-        ax.plot(range(len(xs)), list(scaling[key].values()), marker="o")
+        ys = [v["seconds"] if isinstance(v, dict) else v for v in scaling[key].values()]
+        ax.plot(range(len(xs)), ys, marker="o")
         ax.set_xticks(range(len(xs)), [str(x) for x in xs])
         ax.set_xlabel(key.replace("_", " "))
         ax.set_ylabel("seconds" if key == "transfer_set" else "examples/s")

@@ -63,6 +63,12 @@ class TeacherCache:
     def batch(self, indices: list[int], counts: list[int], layers: list[int], device) -> tuple[torch.Tensor, ...]:
         """hidden (B, U, len(layers), H_t), logits (B, U, C), mask (B, U) for the first counts[b] units."""
         U = max(counts)
+        if U == 1 and min(counts) == 1:  # sequence tasks: one unit per example, a single vectorised gather
+            rows = self.offsets[np.asarray(indices)]
+            hidden = torch.from_numpy(np.asarray(self.hidden[rows][:, layers], dtype=np.float32)).unsqueeze(1)
+            logits = torch.from_numpy(np.asarray(self.logits[rows], dtype=np.float32)).unsqueeze(1)
+            mask = torch.ones(len(indices), 1, dtype=torch.long)
+            return hidden.to(device), logits.to(device), mask.to(device)
         H, C = self.hidden.shape[-1], self.logits.shape[-1]
         hidden = torch.zeros(len(indices), U, len(layers), H)
         logits = torch.zeros(len(indices), U, C)
@@ -120,10 +126,12 @@ def build_teacher_cache(
             out = teacher(**model_inputs(batch), output_hidden_states=True)
         states = torch.stack([gather_units(h, batch["unit_pos"]) for h in out.hidden_states], dim=2)  # (B,U,S,H)
         unit_out = unit_logits(out.logits, batch)  # (B, U, C)
+        states_np = states.to(torch.float32).cpu().numpy()  # one device->host copy per batch, not per row
+        logits_np = unit_out.to(torch.float32).cpu().numpy()
         for row, i in enumerate(idx):
             n = counts[i]
-            hidden[offsets[i] : offsets[i] + n] = states[row, :n].float().cpu().numpy()
-            logits[offsets[i] : offsets[i] + n] = unit_out[row, :n].float().cpu().numpy()
+            hidden[offsets[i] : offsets[i] + n] = states_np[row, :n]
+            logits[offsets[i] : offsets[i] + n] = logits_np[row, :n]
     hidden.flush()
     logits.flush()
     del hidden, logits

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -198,6 +199,7 @@ def run_distill(cfg: DistillConfig, on_update=None) -> Path:
         )
         teacher_id = teacher_dir.name
         caches = {}
+        clock = time.perf_counter()
         for name, rows in (("transfer", transfer_rows), ("dev", source["dev"])):
             key = cache_key(teacher_id, rows, cfg.max_length, cfg.cache_dtype)
             caches[name] = build_teacher_cache(
@@ -236,6 +238,7 @@ def run_distill(cfg: DistillConfig, on_update=None) -> Path:
         def dev_metric() -> float:
             return evaluate(student, s_tok, task, source["dev"], cfg.max_length, device, dev_enc)[task.metric]
 
+        cache_seconds, clock = time.perf_counter() - clock, time.perf_counter()
         summaries = distil(
             module,
             s_tok,
@@ -253,6 +256,7 @@ def run_distill(cfg: DistillConfig, on_update=None) -> Path:
             embeddings_last=cfg.unfreeze_embeddings_last,
             on_update=on_update,
         )
+        distil_seconds = time.perf_counter() - clock  # every phase, dev evaluations included
         metrics = evaluate_splits(student, s_tok, task, source, cfg.max_length, device)
         teacher_metrics = runs.read_metrics(teacher_dir)
         main = f"test_{task.metric}"
@@ -267,6 +271,8 @@ def run_distill(cfg: DistillConfig, on_update=None) -> Path:
             transfer_composition=composition,
             layer_map=index,
             cache_bytes_per_example=caches["transfer"].nbytes() / max(1, len(caches["transfer"])),
+            cache_seconds=cache_seconds,
+            distil_seconds=distil_seconds,
             phases=[
                 {k: s[k] for k in ("phase", "updates", "best_dev", "first_losses", "last_losses")} for s in summaries
             ],
