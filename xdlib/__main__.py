@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         p_sweep.add_argument("--workers", type=int, default=1, help="parallel jobs for the local executor")
     p_bench = sub.add_parser("bench")
     p_bench.add_argument("--quick", action="store_true", help="under 3 minutes on 2 cores")
-    p_bench.add_argument("--size", choices=("smoke", "quick", "full"), default=None)
+    p_bench.add_argument("--size", choices=("smoke", "quick", "medium", "full"), default=None)
     p_bench.add_argument("--device", default="auto")
     p_bench.add_argument("--out", default="results/benchmarks")
     p_report = sub.add_parser("report")

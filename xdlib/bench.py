@@ -37,8 +37,10 @@ SIZES = {
     # timed for the real length distribution; students: the shapes timed for inference
     "smoke": {"rows": 64, "repeats": 1, "teacher_rows": 64, "max_length": 64, "scaling": False, "real": 64,
               "students": ("l6-h256",)},
-    "quick": {"rows": 512, "repeats": 3, "teacher_rows": 1000, "max_length": 128, "scaling": False, "real": 256,
+    "quick": {"rows": 256, "repeats": 3, "teacher_rows": 256, "max_length": 128, "scaling": False, "real": 128,
               "students": ("l6-h256", "l6-h384", "l12-h384")},
+    "medium": {"rows": 512, "repeats": 3, "teacher_rows": 1000, "max_length": 128, "scaling": False, "real": 256,
+               "students": ("l6-h256", "l6-h384", "l12-h384")},
     "full": {"rows": 2000, "repeats": 7, "teacher_rows": 3000, "max_length": 128, "scaling": True, "real": 1024,
              "students": ("l6-h256", "l6-h384", "l12-h384")},
 }  # fmt: skip
