@@ -148,6 +148,7 @@ def test_benchmark_notebook_at_smoke_size(tmp_path):
     (raw,) = tmp_path.glob("*-smoke.json")
     report = json.loads(raw.read_text())
     steps = report["naive"]["updates"], report["ours"]["updates"]
-    assert steps[0] > 0 and abs(steps[0] - steps[1]) <= 0.1 * steps[0], steps  # the same steps, up to rounding
+    # the same epochs; each of our 11 phases rounds its share of an epoch up to whole updates
+    assert 0 < steps[0] <= steps[1] <= steps[0] + 11, steps
     assert all(math.isfinite(r["value"]) and r["value"] > 0 for r in report["ratios"])
     assert report["ours"]["cache_bytes_per_example"] > 0 and report["peak_rss_mb"] > 0
