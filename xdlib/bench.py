@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import platform
 import resource
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 
 from . import models, runs
 from .config import DistillConfig, TeacherConfig
+from .models import timed
 from .train import resolve_device
 
 SIZES = {
@@ -45,21 +45,6 @@ SIZES = {
              "students": ("l6-h256", "l6-h384", "l12-h384")},
 }  # fmt: skip
 PAPER_SPEEDUPS = {"l6-h256": 8.7, "l6-h384": 5.3, "l12-h384": 2.7}
-
-
-def timed(fn, repeats: int, warmup: int = 1, device=None) -> dict:
-    """Median, min, max seconds of `fn()` over `repeats` runs after `warmup` runs."""
-    sync = torch.cuda.synchronize if device is not None and torch.device(device).type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return {"median": statistics.median(times), "min": min(times), "max": max(times), "all": times}
 
 
 def matmul_peak(device, dtype, repeats: int) -> float:
@@ -127,20 +112,26 @@ def inference(device, dtype, repeats: int, real_lengths: list[int], size: str, s
     return out
 
 
-def training_efficiency(device, dtype, repeats: int) -> dict:
-    """Achieved FLOP/s of an l6-h384 training step (batch 32 x 128) over the matmul peak."""
+def _student_trainer(device, dtype):
+    """An l6-h384 in training mode and one full optimizer step on a batch of ids (mean-square output loss)."""
     model = _bert("l6-h384").train().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    ids = torch.randint(5, 30522, (32, 128), device=device)
 
-    def step():
+    def step(ids: torch.Tensor) -> None:
         with torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype != torch.float32):
             loss = model(input_ids=ids).last_hidden_state.float().pow(2).mean()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    t = timed(step, repeats, warmup=2, device=device)
+    return model, step
+
+
+def training_efficiency(device, dtype, repeats: int) -> dict:
+    """Achieved FLOP/s of an l6-h384 training step (batch 32 x 128) over the matmul peak."""
+    model, step = _student_trainer(device, dtype)
+    ids = torch.randint(5, 30522, (32, 128), device=device)
+    t = timed(lambda: step(ids), repeats, warmup=2, device=device)
     cfg = model.config
     tokens = ids.numel()
     # 3x forward FLOPs (forward + backward), layers' matmuls plus attention scores/values (4 T H per token per layer)
@@ -261,19 +252,11 @@ def real_lengths(n: int = 512) -> list[int]:
 
 
 def scaling(device, dtype, work: Path, size: dict) -> dict:
-    model = _bert("l6-h384").train().to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    _, step = _student_trainer(device, dtype)
 
     def throughput(bs: int, length: int) -> float:
         ids = torch.randint(5, 30522, (bs, length), device=device)
-
-        def step():
-            with torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype != torch.float32):
-                model(input_ids=ids).last_hidden_state.float().pow(2).mean().backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-        return bs / timed(step, 3, device=device)["median"]
+        return bs / timed(lambda: step(ids), 3, device=device)["median"]
 
     out = {"seq_len": {L: throughput(32, L) for L in (32, 64, 128, 256)},
            "batch": {b: throughput(b, 128) for b in (1, 8, 32, 64)}}  # fmt: skip

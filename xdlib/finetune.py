@@ -71,17 +71,20 @@ def predict(model: nn.Module, encoded: list[dict], task: Task, pad_id: int, devi
     return out
 
 
+def _qa_predictions(model, tokenizer, rows: Split, max_length: int, device, qa=None, encoded=None):
+    """Best answer text and null margin per qa row (features encoded here unless given)."""
+    qa = qa or QAOptions()
+    encoded = encoded if encoded is not None else encode_qa(tokenizer, rows, max_length, qa.doc_stride)
+    return predict_qa(model, encoded, rows, tokenizer.pad_token_id, device, qa.n_best, qa.max_answer_length)
+
+
 def evaluate(
     model, tokenizer, task: Task, rows: Split, max_length: int, device, encoded=None, qa: QAOptions | None = None
 ) -> dict[str, float]:
     """All metrics of `task` on `rows`. QA uses the best no-answer threshold *of these rows* (use
     `evaluate_splits` to fit it on dev and apply it to test)."""
     if task.kind == "qa":
-        qa = qa or QAOptions()
-        encoded = encoded if encoded is not None else encode_qa(tokenizer, rows, max_length, qa.doc_stride)
-        answers, margins = predict_qa(
-            model, encoded, rows, tokenizer.pad_token_id, device, qa.n_best, qa.max_answer_length
-        )
+        answers, margins = _qa_predictions(model, tokenizer, rows, max_length, device, qa, encoded)
         threshold = fit_threshold(answers, margins, rows)
         return {**qa_metrics(answers, margins, rows, threshold), "null_threshold": threshold}
     encoded = encoded if encoded is not None else encode(tokenizer, rows, task, max_length)
@@ -99,11 +102,7 @@ def evaluate_splits(model, tokenizer, task: Task, data: dict[str, Split], max_le
         if not rows:
             continue
         if task.kind == "qa":
-            qa = qa or QAOptions()
-            feats = encode_qa(tokenizer, rows, max_length, qa.doc_stride)
-            answers, margins = predict_qa(
-                model, feats, rows, tokenizer.pad_token_id, device, qa.n_best, qa.max_answer_length
-            )
+            answers, margins = _qa_predictions(model, tokenizer, rows, max_length, device, qa)
             if threshold is None:
                 threshold = fit_threshold(answers, margins, rows)
                 out["null_threshold"] = threshold

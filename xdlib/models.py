@@ -302,22 +302,27 @@ def layer_map(mode, student_layers: int, teacher_layers: int) -> list[int]:
 @torch.inference_mode()
 def inference_seconds(model, batch_size: int = 32, length: int = 128, repeats: int = 5, device="cpu") -> float:
     """Median seconds of one encoder forward pass on a random (batch_size, length) batch, after a warm-up."""
-    import statistics
-    import time
-
     encoder = model.base_model.eval().to(device)
     length = min(length, encoder.config.max_position_embeddings)
     ids = torch.randint(5, encoder.config.vocab_size, (batch_size, length), generator=torch.Generator().manual_seed(0))
     ids = ids.to(device)
     mask = torch.ones_like(ids)
-    encoder(input_ids=ids, attention_mask=mask)
+    return timed(lambda: encoder(input_ids=ids, attention_mask=mask), repeats, device=device)["median"]
+
+
+def timed(fn, repeats: int, warmup: int = 1, device=None) -> dict:
+    """Median, min, max seconds of `fn()` over `repeats` runs after `warmup` runs (CUDA synchronised)."""
+    import statistics
+    import time
+
+    sync = torch.cuda.synchronize if device is not None and torch.device(device).type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
     times = []
     for _ in range(repeats):
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize()
         start = time.perf_counter()
-        encoder(input_ids=ids, attention_mask=mask)
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize()
+        fn()
+        sync()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return {"median": statistics.median(times), "min": min(times), "max": max(times), "all": times}

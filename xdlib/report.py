@@ -67,8 +67,13 @@ def collect(runs_dir: str | Path) -> pd.DataFrame:
 def _score(frame: pd.DataFrame) -> pd.Series:
     """Test score of each run's main metric on a 0-100 scale (QA metrics already are)."""
     values = [row.get(f"m_test_{row['m_main_metric']}") for _, row in frame.iterrows()]
-    scale = [1.0 if kind == "qa" else 100.0 for kind in frame["m_task_kind"]]
+    scale = [_scale(kind) for kind in frame["m_task_kind"]]
     return pd.Series(np.asarray(values, dtype=float) * np.asarray(scale), index=frame.index)
+
+
+def _scale(kind: str) -> float:
+    """Factor to the 0-100 scale of the tables: QA metrics already are percentages."""
+    return 1.0 if kind == "qa" else 100.0
 
 
 def _variant(row) -> str:
@@ -108,9 +113,7 @@ def results_tables(ft: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     if "m_test_chance" in ft:  # the best constant prediction on the same test rows: what "beats chance" means
         chance = ft.dropna(subset=["m_test_chance"]).drop_duplicates("target_task").copy()
         chance["variant"] = "chance (best constant prediction)"
-        chance["score"] = [
-            v * (1.0 if k == "qa" else 100.0) for v, k in zip(chance["m_test_chance"], chance["m_task_kind"])
-        ]
+        chance["score"] = [v * _scale(k) for v, k in zip(chance["m_test_chance"], chance["m_task_kind"])]
         ft = pd.concat([ft, chance])
     long = ft.groupby(["variant", "target_task"])["score"].apply(_mean_std).unstack().reset_index()
     long = long.sort_values(["variant", "target_task"]).reset_index(drop=True)
@@ -189,9 +192,14 @@ def headline_table(ft: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig, path: Path) -> Path:
+    """Write a figure without a version stamp (so reruns are byte-identical) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     fig.savefig(path, dpi=120, metadata={"Software": None})
+    plt.close(fig)
+    return path
 
 
 def figures(matrix: pd.DataFrame, ft: pd.DataFrame, arch: pd.DataFrame, out: Path) -> list[Path]:
@@ -208,9 +216,7 @@ def figures(matrix: pd.DataFrame, ft: pd.DataFrame, arch: pd.DataFrame, out: Pat
         ax.set_xlabel("target task")
         ax.set_ylabel("")
         ax.set_title("Transfer: each model fine-tuned on each target")
-        _save(fig, out / "transfer_matrix.png")
-        written.append(out / "transfer_matrix.png")
-        plt.close(fig)
+        written.append(_save(fig, out / "transfer_matrix.png"))
     dist = ft[ft["student"] == "distilled"] if not ft.empty else ft
     if not dist.empty and dist["augmentation"].nunique() > 1:
         fig, ax = plt.subplots(figsize=(1.5 + 1.3 * dist["target_task"].nunique(), 3.5))
@@ -218,9 +224,7 @@ def figures(matrix: pd.DataFrame, ft: pd.DataFrame, arch: pd.DataFrame, out: Pat
                     hue="augmentation", errorbar="sd", ax=ax)  # fmt: skip
         ax.set_ylabel("test score x100 (mean, bars: sd over seeds)")
         ax.set_title("Augmentation resources in the transfer set")
-        _save(fig, out / "augmentation.png")
-        written.append(out / "augmentation.png")
-        plt.close(fig)
+        written.append(_save(fig, out / "augmentation.png"))
     if not arch.empty:
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for _, row in arch.iterrows():
@@ -231,9 +235,7 @@ def figures(matrix: pd.DataFrame, ft: pd.DataFrame, arch: pd.DataFrame, out: Pat
         ax.set_xlabel("student parameters (M)")
         ax.set_ylabel("mean target score x100")
         ax.set_title("Architectures (label: measured speedup)")
-        _save(fig, out / "architectures.png")
-        written.append(out / "architectures.png")
-        plt.close(fig)
+        written.append(_save(fig, out / "architectures.png"))
     return written
 
 

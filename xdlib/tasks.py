@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import assets
-from .registry import Registry
+from .registry import Registry, UnknownNameError
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,6 @@ def get_task(name: str, local_tasks: dict | None = None) -> Task:
         return local_task(name, json.dumps(local_tasks[name], sort_keys=True))
     if name not in TASKS and local_tasks is not None:
         known = TASKS.names() + sorted(local_tasks)
-        from .registry import UnknownNameError
-
         raise UnknownNameError(f"unknown task {name!r}; known: {', '.join(known)}")
     return TASKS.get(name)
 
