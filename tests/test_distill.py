@@ -129,3 +129,34 @@ def test_joint_mode_with_kl_and_attention_loss(tmp_path, tiny_encoder):
     assert phase["phase"] == "joint"
     assert sum(phase["last_losses"]) < 0.8 * sum(phase["first_losses"])
     assert metrics["test_accuracy"] > 0.7
+
+
+def test_cache_batch_gathers_ragged_units_from_map_and_resident_copy(tmp_path):
+    """Rows offsets[i]:offsets[i]+counts[b] of example i, zero-padded; the same from a resident tensor copy."""
+    import numpy as np
+
+    from xdlib.distill import TeacherCache
+
+    offsets = np.array([0, 2, 3, 6])  # examples own 2, 1 and 3 unit rows
+    hidden = np.arange(6 * 4 * 2, dtype=np.float16).reshape(6, 4, 2)  # (rows, states, width)
+    logits = np.arange(6 * 3, dtype=np.float16).reshape(6, 3)
+    for name, array in (("hidden", hidden), ("logits", logits), ("offsets", offsets)):
+        np.save(tmp_path / f"{name}.npy", array)
+    mapped = TeacherCache.open(tmp_path)
+    resident = TeacherCache(mapped.hidden, mapped.logits, mapped.offsets, (torch.tensor(hidden), torch.tensor(logits)))
+    for cache in (mapped, resident):
+        h, lg, mask = cache.batch([2, 0], [3, 1], [1, 3], "cpu")  # example 0 trimmed to 1 unit by the student
+        assert h.shape == (2, 3, 2, 2) and lg.shape == (2, 3, 3) and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+        assert torch.equal(h[0], torch.tensor(hidden[3:6][:, [1, 3]], dtype=torch.float32))
+        assert torch.equal(h[1, 0], torch.tensor(hidden[0][[1, 3]], dtype=torch.float32))
+        assert not h[1, 1:].any() and not lg[1, 1:].any()
+        assert torch.equal(lg[0], torch.tensor(logits[3:6], dtype=torch.float32))
+
+
+def test_phases_report_where_their_time_went(distilled):
+    _, path = distilled
+    for phase in json.loads((path / "metrics.json").read_text())["phases"]:
+        seconds = phase["seconds"]
+        assert set(seconds) == {"total", "steps", "eval", "checkpoint"}
+        assert seconds["eval"] > 0 and seconds["checkpoint"] > 0 and seconds["steps"] > 0
+        assert seconds["steps"] + seconds["eval"] + seconds["checkpoint"] == pytest.approx(seconds["total"], abs=1e-3)

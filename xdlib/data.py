@@ -61,6 +61,8 @@ def collate(examples: list[dict], pad_id: int, device: torch.device | str = "cpu
     (token labels padded with -100, regression labels as floats).
     """
     longest = max(len(e["input_ids"]) for e in examples)
+    if torch.device(device).type == "cuda":  # tensor-core friendly, and few distinct shapes for the kernels
+        longest = -(-longest // 8) * 8
     most_units = max(len(e["units"]) for e in examples)
     B = len(examples)
     ids = torch.full((B, longest), pad_id, dtype=torch.long)

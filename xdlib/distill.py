@@ -48,6 +48,7 @@ class TeacherCache:
     hidden: np.ndarray
     logits: np.ndarray
     offsets: np.ndarray
+    resident: tuple[torch.Tensor, torch.Tensor] | None = None  # (hidden, logits) copied to an accelerator
 
     @classmethod
     def open(cls, path: Path) -> TeacherCache:
@@ -60,25 +61,33 @@ class TeacherCache:
     def units(self, i: int) -> int:
         return int(self.offsets[i + 1] - self.offsets[i])
 
+    def to_device(self, device, fraction: float = 0.25) -> TeacherCache:
+        """On CUDA, a copy held in GPU memory (when it takes under `fraction` of the free memory), so a batch is
+        one device-side gather instead of a host read and copy per step; elsewhere (or too big) self."""
+        device = torch.device(device)
+        if device.type != "cuda" or self.nbytes() > fraction * torch.cuda.mem_get_info(device)[0]:
+            return self
+        on = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
+        return TeacherCache(self.hidden, self.logits, self.offsets, (on(self.hidden), on(self.logits)))
+
     def batch(self, indices: list[int], counts: list[int], layers: list[int], device) -> tuple[torch.Tensor, ...]:
-        """hidden (B, U, len(layers), H_t), logits (B, U, C), mask (B, U) for the first counts[b] units."""
-        U = max(counts)
-        if U == 1 and min(counts) == 1:  # sequence tasks: one unit per example, a single vectorised gather
-            rows = self.offsets[np.asarray(indices)]
-            hidden = torch.from_numpy(np.asarray(self.hidden[rows][:, layers], dtype=np.float32)).unsqueeze(1)
-            logits = torch.from_numpy(np.asarray(self.logits[rows], dtype=np.float32)).unsqueeze(1)
-            mask = torch.ones(len(indices), 1, dtype=torch.long)
-            return hidden.to(device), logits.to(device), mask.to(device)
-        H, C = self.hidden.shape[-1], self.logits.shape[-1]
-        hidden = torch.zeros(len(indices), U, len(layers), H)
-        logits = torch.zeros(len(indices), U, C)
-        mask = torch.zeros(len(indices), U, dtype=torch.long)
-        for b, (i, n) in enumerate(zip(indices, counts)):
-            start = int(self.offsets[i])
-            hidden[b, :n] = torch.from_numpy(np.asarray(self.hidden[start : start + n][:, layers], dtype=np.float32))
-            logits[b, :n] = torch.from_numpy(np.asarray(self.logits[start : start + n], dtype=np.float32))
-            mask[b, :n] = 1
-        return hidden.to(device), logits.to(device), mask.to(device)
+        """hidden (B, U, len(layers), H_t), logits (B, U, C), mask (B, U) for the first counts[b] units (the
+        rest zero). One vectorised gather for the whole batch, from the memory map or the resident copy."""
+        n = np.asarray(counts)
+        starts = self.offsets[np.asarray(indices)]
+        valid = np.arange(n.max())[None, :] < n[:, None]  # (B, U)
+        rows = np.where(valid, starts[:, None] + np.arange(n.max())[None, :], starts[:, None])
+        mask = torch.from_numpy(valid.astype(np.int64)).to(device)
+        if self.resident is not None:
+            r = torch.from_numpy(rows).to(device)
+            hidden = self.resident[0][r][:, :, layers].float()
+            logits = self.resident[1][r].float()
+        else:
+            hidden = torch.from_numpy(np.asarray(self.hidden[rows.ravel()][:, layers], dtype=np.float32))
+            logits = torch.from_numpy(np.asarray(self.logits[rows.ravel()], dtype=np.float32))
+            hidden = hidden.view(*rows.shape, *hidden.shape[1:]).to(device)
+            logits = logits.view(*rows.shape, -1).to(device)
+        return hidden * mask[..., None, None], logits * mask[..., None], mask
 
     def nbytes(self) -> int:
         return int(self.hidden.nbytes + self.logits.nbytes + self.offsets.nbytes)
@@ -261,6 +270,7 @@ def distil(
 ) -> list[dict]:
     """Run every phase in order (finished phases are skipped on resume); returns each phase's summary."""
     module.to(device)
+    caches = {name: cache.to_device(device) for name, cache in caches.items()}
     pad = tokenizer.pad_token_id
     transfer_enc = encode(tokenizer, transfer_rows, task, max_length)
     transfer_counts = student_counts(transfer_enc, caches["transfer"])

@@ -59,7 +59,7 @@ def predict(model: nn.Module, encoded: list[dict], task: Task, pad_id: int, devi
     for idx in eval_batches([len(e["input_ids"]) for e in encoded], batch_size):
         batch = collate([encoded[i] for i in idx], pad_id, device)
         with autocast(torch.device(device)):
-            logits = unit_logits(model(**model_inputs(batch)).logits, batch).float()
+            logits = unit_logits(model(**model_inputs(batch)).logits, batch).float().cpu()  # one sync per batch
         for row, i in enumerate(idx):
             if task.kind == "token":
                 tags = logits[row, : len(encoded[i]["units"])].argmax(-1).tolist()

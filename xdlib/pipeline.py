@@ -274,7 +274,8 @@ def run_distill(cfg: DistillConfig, on_update=None) -> Path:
             cache_seconds=cache_seconds,
             distil_seconds=distil_seconds,
             phases=[
-                {k: s[k] for k in ("phase", "updates", "best_dev", "first_losses", "last_losses")} for s in summaries
+                {k: s.get(k) for k in ("phase", "updates", "best_dev", "first_losses", "last_losses", "seconds")}
+                for s in summaries
             ],
             xdlib_version=__version__,
         )

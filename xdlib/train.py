@@ -15,9 +15,10 @@ import logging
 import math
 import os
 import shutil
+import time
 import zlib
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -63,8 +64,19 @@ def resolve_device(name: str) -> torch.device:
 
 
 def autocast(device: torch.device):
-    """bf16 autocast on CUDA; plain fp32 elsewhere (CPU bf16 autocast is slower on most CPUs)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    """bf16 autocast on CUDA; plain fp32 elsewhere (CPU bf16 autocast is slower on most CPUs).
+
+    On CUDA, attention also keeps to the flash / memory-efficient / math SDPA kernels: the cuDNN kernel plans
+    each new (batch, length) shape, which dynamic padding makes a per-step cost (profiled on an H200).
+    """
+    if device.type != "cuda":
+        return nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    stack = ExitStack()
+    stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
+    stack.enter_context(sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]))
+    return stack
 
 
 def make_scheduler(optimizer, settings: LoopSettings, total_updates: int):
@@ -119,7 +131,7 @@ def train(
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=settings.lr,
-        fused=device.type == "cuda",
+        fused=device.type in ("cuda", "cpu"),  # one kernel over all tensors: 3-5x faster than the default on CPU
     )
     batches_per_epoch = max(1, math.ceil(len(lengths) / settings.batch_size / world))
     updates_per_epoch = max(1, batches_per_epoch // settings.grad_accum_steps)
@@ -149,10 +161,20 @@ def train(
             module, device_ids=[device.index] if device.type == "cuda" else None
         )
 
+    seconds = {"total": time.perf_counter(), "eval": 0.0, "checkpoint": 0.0}  # where a phase's time goes
+    pending: list[torch.Tensor] = []  # per-update losses kept on the device: no host sync on every step
+
+    def flush_losses() -> None:
+        if pending:
+            state.setdefault("losses", []).extend(round(x, 6) for x in torch.stack(pending).tolist())
+            pending.clear()
+
     def run_eval() -> None:
         nonlocal best_state
         if evaluate is None:
             return
+        flush_losses()
+        clock = time.perf_counter()
         module.eval()
         score = float(evaluate())
         module.train()
@@ -165,12 +187,13 @@ def train(
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
         else:
             state["bad_evals"] += 1
+        seconds["eval"] += time.perf_counter() - clock
 
     module.train()
     bar = tqdm(total=total_updates, initial=state["update"], desc=desc, disable=not settings.progress or rank != 0)
     micro = state["update"] * settings.grad_accum_steps
     epoch_batches: dict[int, list[list[int]]] = {}
-    running = 0.0
+    running = torch.zeros((), device=device)
     while state["update"] < total_updates and not state["stopped_early"]:
         epoch, position = divmod(micro, batches_per_epoch)
         if epoch not in epoch_batches:
@@ -180,7 +203,7 @@ def train(
         with autocast(device):
             loss = runner(make_batch(indices)) / settings.grad_accum_steps
         loss.backward()
-        running += float(loss.detach())
+        running += loss.detach().float()
         micro += 1
         if micro % settings.grad_accum_steps:
             continue
@@ -190,18 +213,23 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         state["update"] += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{running:.4f}")
-        state.setdefault("losses", []).append(round(running, 6))
-        running = 0.0
+        if settings.progress and rank == 0:
+            bar.set_postfix(loss=f"{float(running):.4f}")
+        pending.append(running)
+        running = torch.zeros((), device=device)
         if state["update"] % eval_every == 0 or state["update"] == total_updates:
             run_eval()
             if state["bad_evals"] >= settings.patience:
                 state["stopped_early"] = True
         if rank == 0 and (state["update"] % settings.checkpoint_every == 0):
+            flush_losses()
+            clock = time.perf_counter()
             _save_checkpoint(ckpt_dir, module, optimizer, scheduler, state, best_state)
+            seconds["checkpoint"] += time.perf_counter() - clock
         if on_update is not None:
             on_update(state["update"])
     bar.close()
+    flush_losses()
 
     if evaluate is not None and not state["history"]:
         run_eval()  # zero-step phases still report a dev score
@@ -219,7 +247,16 @@ def train(
         "trainable_parameters": sum(p.numel() for p in params),
     }
     if rank == 0:
-        _finish(ckpt_dir, module, summary)
+        clock = time.perf_counter()
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        save_model(module, str(ckpt_dir / "final.safetensors"))
+        seconds["checkpoint"] += time.perf_counter() - clock
+    # this session's wall time (a resumed phase counts only what ran after the resume); steps = the rest
+    seconds["total"] = time.perf_counter() - seconds["total"]
+    seconds["steps"] = seconds["total"] - seconds["eval"] - seconds["checkpoint"]
+    summary["seconds"] = {k: round(v, 4) for k, v in seconds.items()}
+    if rank == 0:
+        _finish(ckpt_dir, summary)
     return summary
 
 
@@ -246,9 +283,8 @@ def _save_checkpoint(ckpt_dir: Path, module, optimizer, scheduler, state, best_s
     os.replace(tmp, last)
 
 
-def _finish(ckpt_dir: Path, module, summary: dict) -> None:
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    save_model(module, str(ckpt_dir / "final.safetensors"))
+def _finish(ckpt_dir: Path, summary: dict) -> None:
+    """After final.safetensors: the summary, then DONE, then the resumable checkpoint goes."""
     (ckpt_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     (ckpt_dir / "DONE").write_text("")
     shutil.rmtree(ckpt_dir / "last", ignore_errors=True)
