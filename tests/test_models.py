@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from transformers import AutoModel, BertConfig, BertModel
+from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
 from xdlib.config import ConfigError
 from xdlib.models import (
@@ -106,3 +106,17 @@ def test_projection_identity_when_widths_match():
     x = [torch.randn(2, 1, 8)]
     assert HiddenProjection(1, 8, 8)(x)[0] is x[0]
     assert HiddenProjection(1, 8, 16).eval()(x)[0].shape == (2, 1, 16)
+
+
+def test_checkpoints_saved_in_fp16_load_with_fp32_weights(tiny_encoder, tmp_path):
+    """transformers 5 loads a config's dtype by default; trained in fp16, the teacher diverged on a GPU machine."""
+    from xdlib.models import load_with_head
+
+    AutoModel.from_pretrained(tiny_encoder).half().save_pretrained(tmp_path / "fp16")
+    AutoTokenizer.from_pretrained(tiny_encoder).save_pretrained(tmp_path / "fp16")
+    assert AutoModel.from_pretrained(tmp_path / "fp16").dtype == torch.float16  # the trap
+    model, _ = load_with_head(str(tmp_path / "fp16"), "sequence", 2)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    fp16 = str(tmp_path / "fp16")
+    student, _ = build_student("l1-h64", "sequence", 2, init=fp16, teacher_ref=fp16)
+    assert {p.dtype for p in student.parameters()} == {torch.float32}

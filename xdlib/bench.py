@@ -74,7 +74,7 @@ def base_teacher():
 
     folder = cache_root() / "models" / "all-mpnet-base-v2"
     if (folder / "DONE").is_file():
-        return "all-mpnet-base-v2", AutoModel.from_pretrained(folder).eval()
+        return "all-mpnet-base-v2", models.pretrained(AutoModel, folder).eval()
     return "bert-base (random init)", _bert(num_hidden_layers=12, hidden_size=768, num_attention_heads=12,
                                            intermediate_size=3072)  # fmt: skip
 
@@ -83,7 +83,7 @@ def base_teacher():
 def inference(device, dtype, repeats: int, real_lengths: list[int], size: str, shapes) -> dict:
     from transformers import AutoModel
 
-    teachers = {"all-MiniLM-L6-v2": AutoModel.from_pretrained(models.resolve_model("offline:all-MiniLM-L6-v2"))}
+    teachers = {"all-MiniLM-L6-v2": models.pretrained(AutoModel, models.resolve_model("offline:all-MiniLM-L6-v2"))}
     if size != "smoke":
         name, model = base_teacher()
         teachers[name] = model

@@ -184,11 +184,11 @@ def mlm_replace(source_rows: Split, opts: AugmentOptions, batch_size: int = 32) 
     Word counts are kept, so token tasks stay aligned."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    from .models import resolve_model
+    from .models import pretrained, resolve_model
 
     path = resolve_model(opts.mlm_model)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForMaskedLM.from_pretrained(path).eval()
+    model = pretrained(AutoModelForMaskedLM, path).eval()
     rng = random.Random(f"mlm:{opts.seed}")
     gen = torch.Generator().manual_seed(opts.seed)
     jobs = []  # (row index, key, words, masked positions)

@@ -127,10 +127,17 @@ def head_kwargs(head: str, num_labels: int) -> dict:
     return kwargs
 
 
+def pretrained(cls, path, **kwargs):
+    """cls.from_pretrained with fp32 weights whatever dtype the checkpoint was saved in (transformers 5 loads a
+    config's dtype, e.g. float16, by default: fp16 master weights make training diverge). bf16 compute on GPUs
+    comes from autocast, not from the weights."""
+    return cls.from_pretrained(path, dtype=torch.float32, **kwargs)
+
+
 def load_with_head(ref: str, head: str, num_labels: int, **extra) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Any HF encoder (id / folder / offline:<name>) with a task head; a fresh head is initialised if needed."""
     path = resolve_model(ref)
-    model = HEAD_CLASSES[head].from_pretrained(path, **head_kwargs(head, num_labels), **extra)
+    model = pretrained(HEAD_CLASSES[head], path, **head_kwargs(head, num_labels), **extra)
     tokenizer = AutoTokenizer.from_pretrained(path)
     return model, tokenizer
 
@@ -194,7 +201,7 @@ def build_student(
         )
         model = BERT_HEAD_CLASSES[head](config)
         if embeddings == "pca":
-            teacher = AutoModel.from_pretrained(resolve_model(teacher_ref))
+            teacher = pretrained(AutoModel, resolve_model(teacher_ref))
             source = teacher.get_input_embeddings().weight.detach()
             if source.shape[0] != config.vocab_size:
                 raise ConfigError(f"teacher vocabulary {source.shape[0]} != tokenizer size {config.vocab_size}")
@@ -203,15 +210,15 @@ def build_student(
     else:
         path = resolve_model(init)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        pretrained = AutoModel.from_pretrained(path)
-        pcfg = pretrained.config
+        source_model = pretrained(AutoModel, path)
+        pcfg = source_model.config
         if getattr(pcfg, "hidden_size", None) != arch.hidden:
             raise ConfigError(
                 f"student_init={init!r} has hidden size {pcfg.hidden_size} but student_arch={arch_name!r} has "
                 f"{arch.hidden}; use an l<N>-h{pcfg.hidden_size} architecture, or student_init='random' "
                 "(optionally with student_embeddings='pca')"
             )
-        if not hasattr(pretrained, "encoder") or not hasattr(pretrained.encoder, "layer"):
+        if not hasattr(source_model, "encoder") or not hasattr(source_model.encoder, "layer"):
             raise ConfigError(
                 f"student_init={init!r} is a {pcfg.model_type} model; layer copying needs a BERT-like one"
             )
@@ -222,11 +229,11 @@ def build_student(
         config.architectures = None
         model = BERT_HEAD_CLASSES[head](config)
         encoder = model.base_model
-        encoder.embeddings.load_state_dict(pretrained.embeddings.state_dict())
+        encoder.embeddings.load_state_dict(source_model.embeddings.state_dict())
         for target, source in enumerate(chosen):
-            encoder.encoder.layer[target].load_state_dict(pretrained.encoder.layer[source].state_dict())
-        if getattr(pretrained, "pooler", None) is not None and encoder.pooler is not None:
-            encoder.pooler.load_state_dict(pretrained.pooler.state_dict())
+            encoder.encoder.layer[target].load_state_dict(source_model.encoder.layer[source].state_dict())
+        if getattr(source_model, "pooler", None) is not None and encoder.pooler is not None:
+            encoder.pooler.load_state_dict(source_model.pooler.state_dict())
         log.info("student %s initialised from %s layers %s", arch_name, init, chosen)
     if freeze_word_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)

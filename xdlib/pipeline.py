@@ -301,7 +301,7 @@ def run_distill(cfg: DistillConfig, on_update=None) -> Path:
 def _fresh_head_from(encoder_dir: str, head: str, num_labels: int, seed: int):
     """A head model whose encoder comes from `encoder_dir` and whose task head is freshly initialised: the
     checkpoint is task-agnostic, its source-task head is not reused."""
-    encoder = AutoModel.from_pretrained(encoder_dir)
+    encoder = models.pretrained(AutoModel, encoder_dir)
     torch.manual_seed(seed)
     config = encoder.config.__class__.from_dict({**encoder.config.to_dict(), **models.head_kwargs(head, num_labels)})
     model = models.HEAD_CLASSES[head].from_config(config)
