@@ -87,12 +87,35 @@ def _variant(row) -> str:
     return f"model {row['student']}"
 
 
+# Named in a variant label already (or through the architecture): never appended as key=value.
+LABELLED = {"source_task", "student_arch", "augmentation", "student_init", "student_layers", "student_embeddings",
+            "student_heads"}  # fmt: skip
+
+
+def _recipe_suffixes(ft: pd.DataFrame) -> pd.Series:
+    """', key=value' for every distillation setting where a run departs from the most common value among the
+    distilled runs, so two recipes never share a row (and only departures lengthen the labels)."""
+    from .config import DistillConfig
+
+    suffix = pd.Series("", index=ft.index)
+    dist = ft[ft["student"] == "distilled"]
+    names = [f for f in DistillConfig().own_fields() if f not in LABELLED and f in dist]
+    for name in names:
+        values = dist[name].astype(str)
+        if values.nunique() > 1:
+            common = values.mode().iloc[0]
+            departs = values[values != common]
+            suffix[departs.index] += [f", {name}={v}" for v in departs]
+    return suffix
+
+
 def finetune_scores(frame: pd.DataFrame) -> pd.DataFrame:
     ft = frame[frame["stage"] == "finetune"].copy()
     if ft.empty:
         return ft
     ft["score"] = _score(ft)
-    ft["variant"] = ft.apply(_variant, axis=1)
+    suffix = _recipe_suffixes(ft)
+    ft["variant"] = [_variant(row)[:-1] + suffix[i] + ")" if suffix[i] else _variant(row) for i, row in ft.iterrows()]
     return ft
 
 
@@ -129,7 +152,7 @@ def augmentation_table(ft: pd.DataFrame) -> pd.DataFrame:
     dist = ft[ft["student"] == "distilled"]
     if dist.empty:
         return pd.DataFrame()
-    keys = ["source_task", "student_arch", "augmentation", "target_task"]
+    keys = ["source_task", "student_arch", "augmentation", "variant", "target_task"]  # variant: recipe departures
     table = dist.groupby(keys)["score"].apply(_mean_std).unstack().reset_index()
     return table.sort_values(keys).reset_index(drop=True)
 
@@ -218,6 +241,10 @@ def figures(matrix: pd.DataFrame, ft: pd.DataFrame, arch: pd.DataFrame, out: Pat
         ax.set_title("Transfer: each model fine-tuned on each target")
         written.append(_save(fig, out / "transfer_matrix.png"))
     dist = ft[ft["student"] == "distilled"] if not ft.empty else ft
+    if not dist.empty:  # like with like: students whose source, architecture and recipe match, augmentation varies
+        dist = dist[~dist["variant"].str.contains("=")]
+        varied = dist.groupby(["source_task", "student_arch"])["augmentation"].transform("nunique") > 1
+        dist = dist[varied]
     if not dist.empty and dist["augmentation"].nunique() > 1:
         fig, ax = plt.subplots(figsize=(1.5 + 1.3 * dist["target_task"].nunique(), 3.5))
         sns.barplot(data=dist.sort_values(["target_task", "augmentation"]), x="target_task", y="score",
