@@ -268,6 +268,7 @@ def run_distill(cfg: DistillConfig, on_update=None) -> Path:
             teacher_parameters=models.count_parameters(teacher),
             flops_ratio=models.encoder_flops_per_token(teacher.config) / models.encoder_flops_per_token(student.config),
             teacher_test=teacher_metrics.get(main),
+            test_chance=constant_baseline(task, source["test"]) if source.get("test") else None,
             transfer_composition=composition,
             layer_map=index,
             cache_bytes_per_example=caches["transfer"].nbytes() / max(1, len(caches["transfer"])),
