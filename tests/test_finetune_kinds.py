@@ -40,3 +40,25 @@ def test_each_kind_beats_chance(base_params, name, margin, overrides):
     assert metrics["dev_" + main] == pytest.approx(metrics["best_dev"], abs=1e-6)  # chosen on dev, tested once
     if name == "toy-qa":
         assert {"test_HasAns_f1", "test_NoAns_f1", "null_threshold"} <= set(metrics)
+
+
+@pytest.mark.parametrize("name", ["toy-sentiment", "toy-ner"])
+def test_dev_metrics_of_the_selected_weights(tiny_encoder, tmp_path, name):
+    """fit_task hands back the dev metrics of the weights it selected (so they are not computed twice): they equal
+    a fresh evaluation of the model it leaves behind; a run resumed from a finished phase has none to hand back."""
+    from xdlib.finetune import evaluate, fit_task
+    from xdlib.models import load_with_head
+    from xdlib.train import LoopSettings
+
+    task = get_task(name)
+    data = task.load()
+    model, tok = load_with_head(str(tiny_encoder), task.head, task.num_labels)
+    settings = LoopSettings(epochs=3.0, lr=1e-3, batch_size=16, evals_per_epoch=2, patience=20, warmup_ratio=0.0,
+                            progress=False)  # fmt: skip
+    cpu = __import__("torch").device("cpu")
+    summary = fit_task(model, tok, task, data, 32, settings, tmp_path / "ckpt", cpu, desc="t")
+    assert len(summary["history"]) >= 2 and summary["dev_metrics"] is not None
+    assert summary["dev_metrics"] == evaluate(model, tok, task, data["dev"], 32, cpu)
+    assert summary["dev_metrics"][task.metric] == summary["best_dev"]
+    again = fit_task(model, tok, task, data, 32, settings, tmp_path / "ckpt", cpu, desc="t")  # phase DONE: loaded
+    assert again["dev_metrics"] is None and again["best_dev"] == summary["best_dev"]

@@ -92,16 +92,21 @@ def evaluate(
     return metrics.compute(task, preds, [r["label"] for r in rows])
 
 
-def evaluate_splits(model, tokenizer, task: Task, data: dict[str, Split], max_length: int, device, qa=None) -> dict:
+def evaluate_splits(
+    model, tokenizer, task: Task, data: dict[str, Split], max_length: int, device, qa=None, dev: dict | None = None
+) -> dict:
     """Split-prefixed metrics (dev_*, test_*, and extra reported splits such as test_mismatched) of the model as it
-    is now; QA's no-answer threshold is chosen on dev and applied unchanged to the other splits."""
+    is now; QA's no-answer threshold is chosen on dev and applied unchanged to the other splits. `dev`: the dev
+    metrics of these very weights when already computed (fit_task's best evaluation): not recomputed."""
     out = {"task": task.name, "task_kind": task.kind, "task_version": task.version, "main_metric": task.metric}
     threshold = None
     for split in ["dev"] + sorted(s for s in data if s not in ("train", "dev")):
         rows = data.get(split)
         if not rows:
             continue
-        if task.kind == "qa":
+        if split == "dev" and dev is not None and task.kind != "qa":
+            values = dev
+        elif task.kind == "qa":
             answers, margins = _qa_predictions(model, tokenizer, rows, max_length, device, qa)
             if threshold is None:
                 threshold = fit_threshold(answers, margins, rows)
@@ -125,7 +130,8 @@ def fit_task(
     desc: str,
     qa: QAOptions | None = None,
 ) -> dict:
-    """Fine-tune `model` on data['train'], selecting on data['dev'] by the task's main metric."""
+    """Fine-tune `model` on data['train'], selecting on data['dev'] by the task's main metric. The summary's
+    `dev_metrics` are every dev metric of the selected weights when all evaluations ran in this call (else None)."""
     model.to(device)
     if task.kind == "qa":
         qa = qa or QAOptions()
@@ -137,10 +143,13 @@ def fit_task(
         dev_enc = encode(tokenizer, data["dev"], task, max_length)
         loss = TaskLoss(model)
 
-    def dev_score() -> float:
-        return evaluate(model, tokenizer, task, data["dev"], max_length, device, dev_enc, qa)[task.metric]
+    scored: list[dict] = []  # every dev evaluation of this call, in order
 
-    return train(
+    def dev_score() -> float:
+        scored.append(evaluate(model, tokenizer, task, data["dev"], max_length, device, dev_enc, qa))
+        return scored[-1][task.metric]
+
+    summary = train(
         loss,
         list(model.parameters()),
         [len(e["input_ids"]) for e in train_enc],
@@ -152,6 +161,10 @@ def fit_task(
         device=device,
         desc=desc,
     )
+    # train keeps the first evaluation with the best score; a resumed run lacks the ones before the kill
+    complete = len(scored) == len(summary["history"])
+    best = [m for m in scored if m[task.metric] == summary["best_dev"]] if complete else []
+    return {**summary, "dev_metrics": best[0] if best else None}
 
 
 def cap(rows: Split, limit: int | None, seed: int) -> Split:

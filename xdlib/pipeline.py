@@ -157,7 +157,9 @@ def run_teacher(cfg: TeacherConfig) -> Path:
             desc="teacher",
             qa=qa_options(cfg),
         )
-        metrics = evaluate_splits(model, tokenizer, task, data, cfg.max_length, device, qa_options(cfg))
+        metrics = evaluate_splits(
+            model, tokenizer, task, data, cfg.max_length, device, qa_options(cfg), dev=summary["dev_metrics"]
+        )
         metrics.update(
             stage="teacher",
             run_id=path.name,
@@ -281,8 +283,8 @@ def run_distill(cfg: DistillConfig, on_update=None) -> Path:
             xdlib_version=__version__,
         )
         # measured inference speed (encoder forward, batch 32 x 128 tokens, same device): the architecture table
-        t_sec = models.inference_seconds(teacher, device=device)
-        s_sec = models.inference_seconds(student, device=device)
+        t_sec = models.inference_seconds(teacher, repeats=3, device=device)
+        s_sec = models.inference_seconds(student, repeats=3, device=device)
         metrics.update(teacher_inference_s=t_sec, student_inference_s=s_sec, speedup=t_sec / s_sec)
         if metrics.get(main) is not None and teacher_metrics.get(main):
             metrics["retention"] = metrics[main] / teacher_metrics[main]
@@ -341,7 +343,9 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
             desc=f"finetune {task.name}",
             qa=qa_options(cfg),
         )
-        metrics = evaluate_splits(model, tokenizer, task, data, cfg.max_length, device, qa_options(cfg))
+        metrics = evaluate_splits(
+            model, tokenizer, task, data, cfg.max_length, device, qa_options(cfg), dev=summary["dev_metrics"]
+        )
         metrics.update(
             stage="finetune",
             run_id=path.name,
