@@ -29,20 +29,21 @@ import torch
 
 from . import models, runs
 from .config import DistillConfig, TeacherConfig
-from .models import timed
+from .models import timed, timed_each
 from .train import autocast, resolve_device
 
 SIZES = {
-    # rows: augmentation rows in the transfer set (plus teacher_rows source rows); real: rt-polarity sentences
-    # timed for the real length distribution; students: the shapes timed for inference
-    "smoke": {"rows": 64, "repeats": 1, "teacher_rows": 64, "max_length": 64, "scaling": False, "real": 64,
-              "students": ("l6-h256",)},
-    "quick": {"rows": 256, "repeats": 3, "teacher_rows": 256, "max_length": 128, "scaling": False, "real": 64,
-              "students": ("l6-h256", "l6-h384", "l12-h384")},
-    "medium": {"rows": 512, "repeats": 3, "teacher_rows": 1000, "max_length": 128, "scaling": False, "real": 256,
-               "students": ("l6-h256", "l6-h384", "l12-h384")},
-    "full": {"rows": 1000, "repeats": 5, "teacher_rows": 1500, "max_length": 128, "scaling": True, "real": 512,
-             "students": ("l6-h256", "l6-h384", "l12-h384")},
+    # rows: augmentation rows in the transfer set (plus teacher_rows source rows); dev_rows: dev and test rows (the
+    # distillation selects on dev at every phase); real: rt-polarity sentences timed for the real length
+    # distribution; students: the shapes timed for inference
+    "smoke": {"rows": 64, "repeats": 1, "teacher_rows": 64, "dev_rows": 100, "max_length": 64, "scaling": False,
+              "real": 64, "students": ("l6-h256",)},
+    "quick": {"rows": 192, "repeats": 3, "teacher_rows": 192, "dev_rows": 150, "max_length": 128, "scaling": False,
+              "real": 64, "students": ("l6-h256", "l6-h384", "l12-h384")},
+    "medium": {"rows": 512, "repeats": 3, "teacher_rows": 1000, "dev_rows": 300, "max_length": 128, "scaling": False,
+               "real": 256, "students": ("l6-h256", "l6-h384", "l12-h384")},
+    "full": {"rows": 1000, "repeats": 3, "teacher_rows": 1500, "dev_rows": 300, "max_length": 128, "scaling": True,
+             "real": 256, "students": ("l6-h256", "l6-h384", "l12-h384")},
 }  # fmt: skip
 PAPER_SPEEDUPS = {"l6-h256": 8.7, "l6-h384": 5.3, "l12-h384": 2.7}
 
@@ -81,33 +82,36 @@ def base_teacher():
 
 @torch.inference_mode()
 def inference(device, repeats: int, real_lengths: list[int], size: str, shapes) -> dict:
+    """Encoder forward time of each teacher and student shape; every model is timed in turn at each repeat
+    (models.timed_each), so a slow spell of the machine cannot favour one side of a ratio."""
     from transformers import AutoModel
 
     teachers = {"all-MiniLM-L6-v2": models.pretrained(AutoModel, models.resolve_model("offline:all-MiniLM-L6-v2"))}
     if size != "smoke":
         name, model = base_teacher()
         teachers[name] = model
-    students = {arch: _bert(arch) for arch in shapes}
-    out = {}
-    for name, model in {**teachers, **students}.items():
-        model = model.to(device).eval()
-        vocab = model.config.vocab_size
-        row = {"parameters": models.count_parameters(model)}
-        for bs in (1, 32):
-            ids = torch.randint(5, vocab, (bs, 128), device=device)
-            with autocast(torch.device(device)):
-                row[f"bs{bs}_len128"] = timed(lambda ids=ids, model=model: model(input_ids=ids), repeats, device=device)
-        batches = [sorted(real_lengths)[i : i + 32] for i in range(0, len(real_lengths), 32)]
+    every = {name: model.to(device).eval() for name, model in {**teachers, **{a: _bert(a) for a in shapes}}.items()}
+    g = torch.Generator().manual_seed(0)
+    batches = [sorted(real_lengths)[i : i + 32] for i in range(0, len(real_lengths), 32)]
 
-        def real(batches=batches, vocab=vocab, model=model):
-            for lengths in batches:
-                ids = torch.randint(5, vocab, (len(lengths), max(lengths)), device=device)
-                mask = torch.arange(max(lengths), device=device)[None] < torch.tensor(lengths, device=device)[:, None]
-                model(input_ids=ids, attention_mask=mask.long())
+    def inputs(vocab: int) -> dict[str, list[dict]]:
+        """Random ids for each measurement: 1 x 128, 32 x 128, and the real lengths in batches of 32 (padded)."""
+        out = {f"bs{bs}_len128": [{"input_ids": torch.randint(5, vocab, (bs, 128), generator=g)}] for bs in (1, 32)}
+        out["rt_polarity_lengths"] = [
+            {"input_ids": torch.randint(5, vocab, (len(ls), max(ls)), generator=g),
+             "attention_mask": (torch.arange(max(ls))[None] < torch.tensor(ls)[:, None]).long()}
+            for ls in batches
+        ]  # fmt: skip
+        return {key: [{k: v.to(device) for k, v in b.items()} for b in bs] for key, bs in out.items()}
 
+    data = {name: inputs(model.config.vocab_size) for name, model in every.items()}
+    out = {name: {"parameters": models.count_parameters(model)} for name, model in every.items()}
+    for key in ("bs1_len128", "bs32_len128", "rt_polarity_lengths"):
+        fns = {name: (lambda m=model, bs=data[name][key]: [m(**b) for b in bs]) for name, model in every.items()}
         with autocast(torch.device(device)):
-            row["rt_polarity_lengths"] = timed(real, repeats, device=device)
-        out[name] = row
+            for name, result in timed_each(fns, repeats, device=device).items():
+                out[name][key] = result
+    for model in every.values():
         model.cpu()
     return out
 
@@ -144,15 +148,16 @@ def training_efficiency(device, dtype, repeats: int) -> dict:
 def _teacher_run(work: Path, size: dict, device: str) -> Path:
     from .pipeline import run_teacher
 
-    cfg = TeacherConfig(source_task="rt-polarity", max_train_samples=size["teacher_rows"], max_eval_samples=300,
-                        max_length=size["max_length"], teacher_lr=1e-4, runs_dir=str(work / "runs"), cache_dir=str(work / "cache"),
-                        progress=False, device=device)  # fmt: skip
+    cfg = TeacherConfig(source_task="rt-polarity", max_train_samples=size["teacher_rows"],
+                        max_eval_samples=size["dev_rows"], max_length=size["max_length"], teacher_lr=1e-4,
+                        runs_dir=str(work / "runs"), cache_dir=str(work / "cache"), progress=False,
+                        device=device)  # fmt: skip
     return run_teacher(cfg)
 
 
 def distill_config(work: Path, size: dict, rows: int, device: str, tag: str) -> DistillConfig:
-    return DistillConfig(source_task="rt-polarity", max_train_samples=size["teacher_rows"], max_eval_samples=300,
-                         max_length=64, teacher_lr=1e-4, runs_dir=str(work / "runs"), cache_dir=str(work / tag),
+    return DistillConfig(source_task="rt-polarity", max_train_samples=size["teacher_rows"],
+                         max_eval_samples=size["dev_rows"], max_length=64, teacher_lr=1e-4, runs_dir=str(work / "runs"), cache_dir=str(work / tag),
                          progress=False, device=device, student_arch="l3-h384", distill_lr=2e-4,
                          augmentation=["plot-sentences"], augment_max_examples=rows, evals_per_epoch=1)  # fmt: skip
 

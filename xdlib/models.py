@@ -319,17 +319,25 @@ def inference_seconds(model, batch_size: int = 32, length: int = 128, repeats: i
 
 def timed(fn, repeats: int, warmup: int = 1, device=None) -> dict:
     """Median, min, max seconds of `fn()` over `repeats` runs after `warmup` runs (CUDA synchronised)."""
+    return timed_each({"fn": fn}, repeats, warmup, device)["fn"]
+
+
+def timed_each(fns: dict, repeats: int, warmup: int = 1, device=None) -> dict[str, dict]:
+    """`timed` for several functions measured in turn (round robin, one call each per repeat), so that a slow
+    spell of a shared machine slows them all alike and their ratios stay true."""
     import statistics
     import time
 
     sync = torch.cuda.synchronize if device is not None and torch.device(device).type == "cuda" else (lambda: None)
     for _ in range(warmup):
-        fn()
+        for fn in fns.values():
+            fn()
     sync()
-    times = []
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return {"median": statistics.median(times), "min": min(times), "max": max(times), "all": times}
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: {"median": statistics.median(t), "min": min(t), "max": max(t), "all": t} for name, t in times.items()}

@@ -136,7 +136,7 @@ def _student_for(cfg: DistillConfig, task):
 def run_teacher(cfg: TeacherConfig) -> Path:
     cfg = cfg.teacher_config()
     path = runs.run_dir(cfg.runs_dir, "teacher", cfg.run_id())
-    if runs.is_complete(path):
+    if runs.reusable(path, needs_model=True):
         return path
     preflight(cfg)
     device = resolve_device(cfg.device)
@@ -181,7 +181,7 @@ def run_teacher(cfg: TeacherConfig) -> Path:
 def run_distill(cfg: DistillConfig, on_update=None) -> Path:
     cfg = cfg.distill_config()
     path = runs.run_dir(cfg.runs_dir, "distill", cfg.run_id())
-    if runs.is_complete(path):
+    if runs.reusable(path, needs_model=True):
         return path
     preflight(cfg)
     teacher_dir = run_teacher(cfg)

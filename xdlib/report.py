@@ -59,7 +59,8 @@ def collect(runs_dir: str | Path) -> pd.DataFrame:
         row.update({k: _flat(v) for k, v in config.items()})
         row.update({f"m_{k}": v for k, v in metrics.items() if isinstance(v, (int, float, str)) or v is None})
         row.update(git_sha=prov.get("git_sha"), git_dirty=prov.get("git_dirty"), device=prov.get("device_name"))
-        row["wall_seconds"] = prov.get("wall_seconds")
+        row.update(threads=prov.get("threads"), python=prov.get("python"), packages=_flat(prov.get("packages")))
+        row.update(seeds=_flat(prov.get("seeds")), start=prov.get("start"), wall_seconds=prov.get("wall_seconds"))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -293,8 +294,11 @@ def build_report(runs_dir: str | Path = "results/runs", out_dir: str | Path = "r
     arch = architecture_table(frame, ft)
     written += _write(arch, tables, "architectures")
     written += _write(headline_table(ft), tables, "headline")
+    # runs.csv: every config field, metric and provenance field of every run (the run store itself, with its
+    # weights, is not committed); runs.md: the columns a reader scans
     keep = ["stage", "run_id", "source_task", "target_task", "student", "student_arch", "augmentation", "seed",
-            "git_sha", "git_dirty", "device", "wall_seconds"]  # fmt: skip
-    written += _write(frame[[c for c in keep if c in frame]].sort_values(["stage", "run_id"]), tables, "runs")
+            "finetune_seed", "git_sha", "git_dirty", "device", "wall_seconds"]  # fmt: skip
+    frame = frame.sort_values(["stage", "run_id"])
+    written += _write(frame, tables, "runs", frame[[c for c in keep if c in frame]].to_markdown(index=False))
     written += figures(matrix, ft, arch, figs)
     return written

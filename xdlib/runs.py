@@ -45,6 +45,24 @@ def is_complete(path: str | Path) -> bool:
     return (Path(path) / "DONE").is_file()
 
 
+def has_model(path: str | Path) -> bool:
+    """The run's HF model folder is there (written atomically: present means whole)."""
+    return (Path(path) / "model" / "config.json").is_file()
+
+
+def reusable(path: str | Path, needs_model: bool) -> bool:
+    """Whether a stage can return the run at `path` as it is. A complete run without its model folder (a run
+    store copied without weights, e.g. a committed study's metrics) counts for the report, but cannot feed a
+    downstream stage: when `needs_model`, its DONE marker is dropped here so that it runs again, and a rerun
+    killed halfway is never taken for complete."""
+    if not is_complete(path):
+        return False
+    if not needs_model or has_model(path):
+        return True
+    (Path(path) / "DONE").unlink()
+    return False
+
+
 def git_state() -> dict[str, Any]:
     root = Path(__file__).resolve().parent.parent
     try:

@@ -96,7 +96,7 @@ def execute_job(job: Job, log_dir: str, gpu: int | None = None) -> tuple[str, fl
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     start = time.time()
-    if runs.is_complete(job.path):
+    if runs.reusable(job.path, needs_model=job.stage != "finetune"):
         return "complete", 0.0, ""
     Path(log_dir).mkdir(parents=True, exist_ok=True)
     out = Path(log_dir) / f"{job.stage}-{job.run_id}.ipynb"
@@ -213,10 +213,16 @@ def sweep(
             key = (stage, stage_cfg.run_id())
             if key not in jobs:
                 jobs[key] = Job(stage, key[1], stage_cfg.to_dict(), cfg.runs_dir)
-                if runs.is_complete(jobs[key].path):
-                    jobs[key].state = "complete"
             chain.append(jobs[key])
         cells.append((cfg, chain))
+    # last stage first: a complete run is reused; an upstream one without its model (metrics only) is rerun
+    # only when a stage below it still has to run
+    for stage in reversed(STAGES):
+        for job in (j for j in jobs.values() if j.stage == stage):
+            below = [c[c.index(job) + 1] for _, c in cells if job in c and c[-1] is not job]
+            wanted = any(j.state != "complete" for j in below)
+            if runs.is_complete(job.path) and not (wanted and not runs.has_model(job.path)):
+                job.state = "complete"
     # beside the run store: results/runs -> results/sweeps/<name>
     sweep_dir = Path(out_dir or Path(configs[0].runs_dir).parent / "sweeps") / name
     log_dir = sweep_dir / "logs"
