@@ -267,10 +267,12 @@ def figures(matrix: pd.DataFrame, ft: pd.DataFrame, arch: pd.DataFrame, out: Pat
     return written
 
 
-def _write(table: pd.DataFrame, tables: Path, name: str, md: str | None = None) -> list[Path]:
+def _write(
+    table: pd.DataFrame, tables: Path, name: str, md: str | None = None, digits: str | None = "%.4f"
+) -> list[Path]:
     from .runs import atomic_write
 
-    atomic_write(tables / f"{name}.csv", table.to_csv(index=False, float_format="%.4f"))
+    atomic_write(tables / f"{name}.csv", table.to_csv(index=False, float_format=digits))
     atomic_write(tables / f"{name}.md", (md or table.to_markdown(index=False, floatfmt=".3f")) + "\n")
     return [tables / f"{name}.csv", tables / f"{name}.md"]
 
@@ -299,6 +301,7 @@ def build_report(runs_dir: str | Path = "results/runs", out_dir: str | Path = "r
     keep = ["stage", "run_id", "source_task", "target_task", "student", "student_arch", "augmentation", "seed",
             "finetune_seed", "git_sha", "git_dirty", "device", "wall_seconds"]  # fmt: skip
     frame = frame.sort_values(["stage", "run_id"])
-    written += _write(frame, tables, "runs", frame[[c for c in keep if c in frame]].to_markdown(index=False))
+    md = frame[[c for c in keep if c in frame]].to_markdown(index=False)
+    written += _write(frame, tables, "runs", md, digits=None)  # every value as recorded (learning rates: 5e-05)
     written += figures(matrix, ft, arch, figs)
     return written
