@@ -52,6 +52,7 @@ distill_epochs = 1.0  # epochs over the transfer set per stage
 distill_lr = 0.0001  # peak learning rate for distillation
 distill_batch_size = 32  # examples per optimizer step
 cache_dtype = 'float16'  # storage dtype of cached teacher outputs
+phase_dev_eval = False  # score every phase on dev, also one with a single evaluation (which selects nothing: diagnostics only)
 target_task = 'rt-polarity'  # target task name
 student = 'distilled'  # distilled (this configs distillation run), undistilled (same arch and init, no distillation: baseline), teacher (the teachers pretrained model: baseline), or an HF id / folder
 target_max_train_samples = None  # cap on target training examples

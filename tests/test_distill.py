@@ -157,8 +157,58 @@ def test_phases_report_where_their_time_went(distilled):
     _, path = distilled
     metrics = json.loads((path / "metrics.json").read_text())
     assert 0 < metrics["test_chance"] < 1  # best constant prediction on the same test rows, beside test_accuracy
-    for phase in metrics["phases"]:
+    scored = [p["best_dev"] is not None for p in metrics["phases"]]
+    for phase, was_scored in zip(metrics["phases"], scored):
         seconds = phase["seconds"]
         assert set(seconds) == {"total", "steps", "eval", "checkpoint"}
-        assert seconds["eval"] > 0 and seconds["checkpoint"] > 0 and seconds["steps"] > 0
+        assert (seconds["eval"] > 0) == was_scored and seconds["checkpoint"] > 0 and seconds["steps"] > 0
         assert seconds["steps"] + seconds["eval"] + seconds["checkpoint"] == pytest.approx(seconds["total"], abs=1e-3)
+
+
+@pytest.mark.parametrize("phase_dev_eval", [False, True])
+def test_distillation_scores_a_phase_only_where_it_selects(tmp_path, tiny_encoder, phase_dev_eval):
+    from conftest import smoke_params
+
+    params = smoke_params(tmp_path, tiny_encoder) | {"evals_per_epoch": 1, "distill_epochs": 1.0}
+    cfg = FinetuneConfig.from_dict(params | {"phase_dev_eval": phase_dev_eval}).distill_config()
+    metrics = json.loads((run_distill(cfg) / "metrics.json").read_text())
+    assert len(metrics["phases"]) == 9  # every phase evaluates once: no choice to make
+    assert all((p["best_dev"] is not None) == phase_dev_eval for p in metrics["phases"])
+    assert all((p["seconds"]["eval"] > 0) == phase_dev_eval for p in metrics["phases"])
+
+
+def test_single_evaluation_phases_are_scored_only_on_request(tmp_path):
+    """A phase that evaluates once selects nothing: it is not scored unless phase_dev_eval asks for diagnostics;
+    either way it ends with the same weights (evaluation draws no random numbers)."""
+    from torch import nn
+
+    from xdlib.train import LoopSettings, train
+
+    def run(select_only: bool, name: str, epochs: float = 1.0):
+        torch.manual_seed(0)
+        model = nn.Linear(4, 1)
+        x = torch.randn(64, 4)
+        calls = []
+
+        class Loss(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.model = model
+
+            def forward(self, batch):
+                return self.model(x[batch["idx"]]).pow(2).mean()
+
+        def evaluate():
+            calls.append(1)
+            return -float(model.weight.abs().sum())
+
+        settings = LoopSettings(epochs=epochs, lr=0.01, batch_size=16, evals_per_epoch=1, progress=False)
+        summary = train(Loss(), list(model.parameters()), [1] * 64, lambda idx: {"idx": torch.tensor(idx)},
+                        settings, tmp_path / name, evaluate=evaluate, select_only=select_only)  # fmt: skip
+        return summary, len(calls), model.weight.detach().clone()
+
+    skipped, n_skipped, w_skipped = run(True, "a")
+    scored, n_scored, w_scored = run(False, "b")
+    assert n_skipped == 0 and skipped["best_dev"] is None and skipped["seconds"]["eval"] == 0
+    assert n_scored == 1 and scored["best_dev"] is not None and torch.equal(w_skipped, w_scored)
+    assert run(True, "c", epochs=2.0)[1] == 2  # two evaluations: a choice, so both happen

@@ -221,6 +221,11 @@ class DistillConfig(TeacherConfig):
     distill_lr: float = _opt(1e-4, "peak learning rate for distillation", low=0.0, high=1.0)
     distill_batch_size: int = _opt(32, "examples per optimizer step", low=1)
     cache_dtype: str = _opt("float16", "storage dtype of cached teacher outputs", choices=("float16", "float32"))
+    phase_dev_eval: bool = _opt(
+        False,
+        "score every phase on dev, also one with a single evaluation (which selects nothing: diagnostics only)",
+        id=False,
+    )
 
     stage: typing.ClassVar[str] = "distill"
 

@@ -267,8 +267,10 @@ def distil(
     max_length: int,
     embeddings_last: bool = True,
     on_update=None,
+    phase_dev_eval: bool = False,
 ) -> list[dict]:
-    """Run every phase in order (finished phases are skipped on resume); returns each phase's summary."""
+    """Run every phase in order (finished phases are skipped on resume); returns each phase's summary. A phase is
+    scored on dev only where it selects among several evaluations, or everywhere with `phase_dev_eval`."""
     module.to(device)
     caches = {name: cache.to_device(device) for name, cache in caches.items()}
     pad = tokenizer.pad_token_id
@@ -333,6 +335,7 @@ def distil(
             device=device,
             desc=phase.name,
             on_update=on_update,
+            select_only=not phase_dev_eval,
         )
         summaries.append({"phase": phase.name, **summary})
         log.info("phase %s: dev %s", phase.name, summary["best_dev"])

@@ -257,6 +257,7 @@ def run_distill(cfg: DistillConfig, on_update=None) -> Path:
             max_length=cfg.max_length,
             embeddings_last=cfg.unfreeze_embeddings_last,
             on_update=on_update,
+            phase_dev_eval=cfg.phase_dev_eval,
         )
         distil_seconds = time.perf_counter() - clock  # every phase, dev evaluations included
         metrics = evaluate_splits(student, s_tok, task, source, cfg.max_length, device)

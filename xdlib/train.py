@@ -109,11 +109,13 @@ def train(
     device: torch.device = torch.device("cpu"),
     desc: str = "train",
     on_update: Callable[[int], None] | None = None,
+    select_only: bool = False,
 ) -> dict:
     """Train `module` (whose forward(batch) returns a scalar loss) on examples 0..len(lengths)-1.
 
     Only `trainable` parameters are updated (the rest get requires_grad=False). With `evaluate`, the module
-    ends with its best dev weights; without, with its final ones. Returns a summary dict (also saved).
+    ends with its best dev weights; without, with its final ones. With `select_only`, a run that would evaluate
+    only once (at its end: no choice to make) does not evaluate at all. Returns a summary dict (also saved).
     A finished phase (`ckpt_dir/DONE`) is not retrained: its final weights are loaded and its summary returned.
     """
     ckpt_dir = Path(ckpt_dir)
@@ -138,6 +140,8 @@ def train(
     total_updates = max(1, math.ceil(settings.epochs * updates_per_epoch)) if settings.epochs > 0 else 0
     scheduler = make_scheduler(optimizer, settings, max(total_updates, 1))
     eval_every = max(1, updates_per_epoch // settings.evals_per_epoch)
+    if select_only and math.ceil(total_updates / eval_every) < 2:
+        evaluate = None  # one evaluation selects nothing: the final weights are the result either way
 
     state = {"update": 0, "best_score": None, "bad_evals": 0, "history": [], "stopped_early": False}
     best_path = ckpt_dir / "last" / "best.safetensors"
