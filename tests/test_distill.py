@@ -200,7 +200,7 @@ def test_single_evaluation_phases_are_scored_only_on_request(tmp_path):
 
         def evaluate():
             calls.append(1)
-            return -float(model.weight.abs().sum())
+            return -float(model.weight.detach().abs().sum())
 
         settings = LoopSettings(epochs=epochs, lr=0.01, batch_size=16, evals_per_epoch=1, progress=False)
         summary = train(Loss(), list(model.parameters()), [1] * 64, lambda idx: {"idx": torch.tensor(idx)},
