@@ -158,7 +158,8 @@ def _teacher_run(work: Path, size: dict, device: str) -> Path:
 
 def distill_config(work: Path, size: dict, rows: int, device: str, tag: str) -> DistillConfig:
     return DistillConfig(source_task="rt-polarity", max_train_samples=size["teacher_rows"],
-                         max_eval_samples=size["dev_rows"], max_length=64, teacher_lr=1e-4, runs_dir=str(work / "runs"), cache_dir=str(work / tag),
+                         max_eval_samples=size["dev_rows"], max_length=64, teacher_lr=1e-4,
+                         runs_dir=str(work / "runs"), cache_dir=str(work / tag),
                          progress=False, device=device, student_arch="l3-h384", distill_lr=2e-4,
                          augmentation=["plot-sentences"], augment_max_examples=rows, evals_per_epoch=1)  # fmt: skip
 
@@ -337,13 +338,14 @@ def ratios(report: dict) -> list[dict]:
     rows.append({"what": "distillation speedup vs naive KD (end to end, teacher included)",
                  "value": n["seconds"] / o["seconds"], "target": 4.0})  # fmt: skip
     # equally good: the accuracy gap within two standard errors of a difference of two accuracies on these test rows
-    test_rows = n.get("test_rows") or SIZES[report["size"]]["dev_rows"]
+    test_rows = n["test_rows"]
     p = (o["test_accuracy"] + n["test_accuracy"]) / 2
     two_se = 2 * math.sqrt(2 * p * (1 - p) / test_rows) if 0 < p < 1 else 0.0
-    rows.append({"what": "  student test accuracy: ours - naive (>= -2 s.e.)", "value": o["test_accuracy"] - n["test_accuracy"],
-                 "target": -two_se, "note": f"ours {o['test_accuracy']:.3f}, naive {n['test_accuracy']:.3f}, teacher "
-                 f"{o.get('teacher_test_accuracy', float('nan')):.3f}, chance {o.get('test_chance', float('nan')):.3f}, "
-                 f"{test_rows} test rows"})  # fmt: skip
+    note = (f"ours {o['test_accuracy']:.3f}, naive {n['test_accuracy']:.3f}, teacher "
+            f"{o.get('teacher_test_accuracy', float('nan')):.3f}, chance {o.get('test_chance', float('nan')):.3f}, "
+            f"{test_rows} test rows")  # fmt: skip
+    rows.append({"what": "  student test accuracy: ours - naive (>= -2 s.e.)",
+                 "value": o["test_accuracy"] - n["test_accuracy"], "target": -two_se, "note": note})  # fmt: skip
     if "phase_seconds" in o:
         parts = {"teacher cache": o["cache_seconds"], **o["phase_seconds"]}
         for name, value in parts.items():

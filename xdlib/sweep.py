@@ -221,7 +221,7 @@ def sweep(
         for job in (j for j in jobs.values() if j.stage == stage):
             below = [c[c.index(job) + 1] for _, c in cells if job in c and c[-1] is not job]
             wanted = any(j.state != "complete" for j in below)
-            if runs.is_complete(job.path) and not (wanted and not runs.has_model(job.path)):
+            if runs.is_complete(job.path) and (runs.has_model(job.path) or not wanted):
                 job.state = "complete"
     # beside the run store: results/runs -> results/sweeps/<name>
     sweep_dir = Path(out_dir or Path(configs[0].runs_dir).parent / "sweeps") / name
