@@ -348,8 +348,11 @@ def ratios(report: dict) -> list[dict]:
                  "value": o["test_accuracy"] - n["test_accuracy"], "target": -two_se, "note": note})  # fmt: skip
     if "phase_seconds" in o:
         parts = {"teacher cache": o["cache_seconds"], **o["phase_seconds"]}
+        # what no part measured (model loading, data, python between phases): the shares add up to 1 by construction
+        parts["other"] = max(0.0, o["seconds"] - sum(parts.values()))
+        total = sum(parts.values())
         for name, value in parts.items():
-            rows.append({"what": f"  ours: share of time in {name} ({o['phases']} phases)", "value": value / o["seconds"],
+            rows.append({"what": f"  ours: share of time in {name} ({o['phases']} phases)", "value": value / total,
                          "target": None})  # fmt: skip
     inf = report["inference"]
     for teacher in [t for t in inf if t not in PAPER_SPEEDUPS]:
