@@ -61,9 +61,9 @@ cfg = stage_config("distill", globals())
 print(cfg.run_id())
 
 # %%
-from xdlib.pipeline import run_distill
+from xdlib.stages import ensure
 
-run = run_distill(cfg)
+run = ensure("distill", cfg)  # reused if complete; its upstream runs are made first if missing
 run
 
 # %%

@@ -68,9 +68,9 @@ cfg = stage_config("finetune", globals())
 print(cfg.run_id())
 
 # %%
-from xdlib.pipeline import run_finetune
+from xdlib.stages import ensure
 
-run = run_finetune(cfg)
+run = ensure("finetune", cfg)  # reused if complete; its upstream runs are made first if missing
 run
 
 # %%

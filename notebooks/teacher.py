@@ -37,9 +37,9 @@ cfg = stage_config("teacher", globals())
 print(cfg.run_id())
 
 # %%
-from xdlib.pipeline import run_teacher
+from xdlib.stages import ensure
 
-run = run_teacher(cfg)
+run = ensure("teacher", cfg)  # reused if complete; its upstream runs are made first if missing
 run
 
 # %%

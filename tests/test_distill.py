@@ -142,8 +142,11 @@ def test_cache_batch_gathers_ragged_units_from_map_and_resident_copy(tmp_path):
     logits = np.arange(6 * 3, dtype=np.float16).reshape(6, 3)
     for name, array in (("hidden", hidden), ("logits", logits), ("offsets", offsets)):
         np.save(tmp_path / f"{name}.npy", array)
+    (tmp_path / "layers.json").write_text("[0, 1, 2, 3]")  # the teacher states this cache holds
     mapped = TeacherCache.open(tmp_path)
-    resident = TeacherCache(mapped.hidden, mapped.logits, mapped.offsets, (torch.tensor(hidden), torch.tensor(logits)))
+    resident = TeacherCache(
+        mapped.hidden, mapped.logits, mapped.offsets, mapped.layers, (torch.tensor(hidden), torch.tensor(logits))
+    )
     for cache in (mapped, resident):
         h, lg, mask = cache.batch([2, 0], [3, 1], [1, 3], "cpu")  # example 0 trimmed to 1 unit by the student
         assert h.shape == (2, 3, 2, 2) and lg.shape == (2, 3, 3) and mask.tolist() == [[1, 1, 1], [1, 0, 0]]

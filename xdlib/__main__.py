@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, default, help_text in describe(config_for_stage(args.stage)):
                 print(f"{name:26s} {default!r:32s} {help_text}")
         elif args.command == "run":
-            from .pipeline import RUNNERS
+            from .stages import ensure
 
             cls = config_for_stage(args.stage)
             values = load_params(args.params) if args.params else {}
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                 values = with_target_settings({**values, **overrides, "target_settings": settings})
                 values.pop("target_settings")
             values.update(overrides)  # -p is strict: only this stage's keys
-            print(RUNNERS[args.stage](cls.from_dict(values)))
+            print(ensure(args.stage, cls.from_dict(values)))
         elif args.command in ("sweep", "study"):
             code = run_sweep(args, parse_overrides(args.overrides))
             if args.command == "study" and not args.dry_run:

@@ -147,13 +147,13 @@ def training_efficiency(device, dtype, repeats: int) -> dict:
 
 
 def _teacher_run(work: Path, size: dict, device: str) -> Path:
-    from .pipeline import run_teacher
+    from .stages import ensure
 
     cfg = TeacherConfig(source_task="rt-polarity", max_train_samples=size["teacher_rows"],
                         max_eval_samples=size["dev_rows"], max_length=size["max_length"], teacher_lr=1e-4,
                         runs_dir=str(work / "runs"), cache_dir=str(work / "cache"), progress=False,
                         device=device)  # fmt: skip
-    return run_teacher(cfg)
+    return ensure("teacher", cfg)
 
 
 def distill_config(work: Path, size: dict, rows: int, device: str, tag: str) -> DistillConfig:
@@ -166,12 +166,12 @@ def distill_config(work: Path, size: dict, rows: int, device: str, tag: str) -> 
 
 def ours(work: Path, size: dict, rows: int, device: str, tag: str) -> dict:
     """End-to-end wall time of our distillation (cache build + all stages + dev evaluations), from scratch."""
-    from .pipeline import run_distill
+    from .stages import ensure
 
     cfg = distill_config(work, size, rows, device, tag).replace(max_length=size["max_length"])
     cfg = cfg.replace(runs_dir=str(work / f"runs-{tag}"))
     start = time.perf_counter()
-    path = run_distill(cfg)
+    path = ensure("distill", cfg)
     wall = time.perf_counter() - start
     metrics = runs.read_metrics(path)
     # timed like the naive loop: the teacher's pass (the cache) plus every training phase with its dev evaluations;

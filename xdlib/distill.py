@@ -41,19 +41,22 @@ log = logging.getLogger(__name__)
 class TeacherCache:
     """Teacher outputs at each example's units, packed: example i owns rows offsets[i]:offsets[i+1].
 
-    hidden: (total_units, N_t + 1, H_t) every hidden state incl. the embedding output; logits: (total_units, C).
-    Stored as .npy files (fp16 by default) and memory-mapped, so it costs disk, not RAM, at paper scale.
+    hidden: (total_units, len(layers), H_t) the teacher hidden states that the student's layer map reads (0 = the
+    embedding output), in the order of `layers`; logits: (total_units, C). Stored as .npy files (fp16 by default)
+    and memory-mapped, so it costs disk, not RAM, at paper scale.
     """
 
     hidden: np.ndarray
     logits: np.ndarray
     offsets: np.ndarray
+    layers: list[int]
     resident: tuple[torch.Tensor, torch.Tensor] | None = None  # (hidden, logits) copied to an accelerator
 
     @classmethod
     def open(cls, path: Path) -> TeacherCache:
         load = lambda name: np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)  # noqa: E731
-        return cls(load("hidden"), load("logits"), load("offsets"))
+        layers = json.loads((path / "layers.json").read_text())
+        return cls(load("hidden"), load("logits"), load("offsets"), layers)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -68,11 +71,13 @@ class TeacherCache:
         if device.type != "cuda" or self.nbytes() > fraction * torch.cuda.mem_get_info(device)[0]:
             return self
         on = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
-        return TeacherCache(self.hidden, self.logits, self.offsets, (on(self.hidden), on(self.logits)))
+        return TeacherCache(self.hidden, self.logits, self.offsets, self.layers, (on(self.hidden), on(self.logits)))
 
     def batch(self, indices: list[int], counts: list[int], layers: list[int], device) -> tuple[torch.Tensor, ...]:
         """hidden (B, U, len(layers), H_t), logits (B, U, C), mask (B, U) for the first counts[b] units (the
-        rest zero). One vectorised gather for the whole batch, from the memory map or the resident copy."""
+        rest zero); `layers` are teacher hidden-state indices, each one this cache stored. One vectorised gather
+        for the whole batch, from the memory map or the resident copy."""
+        layers = [self.layers.index(i) for i in layers]  # teacher index -> stored position
         n = np.asarray(counts)
         starts = self.offsets[np.asarray(indices)]
         valid = np.arange(n.max())[None, :] < n[:, None]  # (B, U)
@@ -93,9 +98,11 @@ class TeacherCache:
         return int(self.hidden.nbytes + self.logits.nbytes + self.offsets.nbytes)
 
 
-def cache_key(teacher_id: str, rows: Split, max_length: int, dtype: str) -> str:
+def cache_key(teacher_id: str, rows: Split, max_length: int, dtype: str, layers: list[int], precision: str) -> str:
+    """What the cached outputs depend on: teacher run, rows, length, storage dtype, the layers kept and the
+    compute precision (a bf16 CUDA pass and an fp32 CPU pass never share a cache)."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([teacher_id, max_length, dtype]).encode())
+    digest.update(json.dumps([teacher_id, max_length, dtype, sorted(set(layers)), precision]).encode())
     for row in rows:
         digest.update(json.dumps([row.get("text"), row.get("text_pair"), row.get("words")]).encode())
     return digest.hexdigest()[:16]
@@ -112,8 +119,10 @@ def build_teacher_cache(
     device,
     dtype: str = "float16",
     batch_size: int = 64,
+    layers: list[int] | None = None,
 ) -> TeacherCache:
-    """Run the teacher once over `rows` and store its outputs at the loss units (atomic: tmp dir + rename)."""
+    """Run the teacher once over `rows` and store its outputs at the loss units (atomic: tmp dir + rename):
+    the hidden states of `layers` only (default: every one), and the logits."""
     if (path / "DONE").is_file():
         return TeacherCache.open(path)
     teacher.eval().to(device)
@@ -122,7 +131,8 @@ def build_teacher_cache(
     offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(counts)
     cfg = teacher.config
-    n_states, width = cfg.num_hidden_layers + 1, cfg.hidden_size
+    layers = list(range(cfg.num_hidden_layers + 1)) if layers is None else sorted(set(layers))
+    n_states, width = len(layers), cfg.hidden_size
     n_labels = teacher.num_labels if task.kind != "regression" else 1
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
@@ -133,7 +143,7 @@ def build_teacher_cache(
         batch = collate([encoded[i] for i in idx], tokenizer.pad_token_id, device)
         with autocast(torch.device(device)):
             out = teacher(**model_inputs(batch), output_hidden_states=True)
-        states = torch.stack([gather_units(h, batch["unit_pos"]) for h in out.hidden_states], dim=2)  # (B,U,S,H)
+        states = torch.stack([gather_units(out.hidden_states[i], batch["unit_pos"]) for i in layers], dim=2)
         unit_out = unit_logits(out.logits, batch)  # (B, U, C)
         states_np = states.to(torch.float32).cpu().numpy()  # one device->host copy per batch, not per row
         logits_np = unit_out.to(torch.float32).cpu().numpy()
@@ -145,6 +155,7 @@ def build_teacher_cache(
     logits.flush()
     del hidden, logits
     np.save(tmp / "offsets.npy", offsets, allow_pickle=False)
+    (tmp / "layers.json").write_text(json.dumps(layers))
     (tmp / "DONE").write_text("")
     if path.exists():
         shutil.rmtree(path)
@@ -303,11 +314,14 @@ def distil(
     units = unfreezing_units(module.student, embeddings_last, frozen)
     everything = [p for p in module.parameters() if id(p) not in frozen]
     head_ids = {id(p) for p in units[0]}
+    projection_ids = {id(p) for p in module.projection.parameters()}
     summaries = []
     for phase in phases:
         module.objective = phase.objective
         if phase.objective == "hidden":  # the head takes no part: keep it out (DDP wants no unused params)
             trainable = [p for p in everything if id(p) not in head_ids]
+        elif phase.units < 0 and phase.objective != "joint":  # the projection takes no part without hidden states
+            trainable = [p for p in everything if id(p) not in projection_ids]
         elif phase.units < 0:
             trainable = everything
         else:

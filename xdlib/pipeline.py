@@ -1,14 +1,13 @@
-"""The stage functions behind the notebooks: run_teacher, run_distill, run_finetune.
+"""What each stage computes: train_teacher, distil_student, finetune_student.
 
-Each takes a validated config, reuses a complete run with the same id, runs its upstream stage first when that
-is missing, and writes results/runs/<stage>/<run_id>/ (config.yaml, metrics.json, provenance.json, model/,
-DONE last). A killed run resumes from its checkpoints when called again with the same config.
+Each takes a validated config and a `stages.Run` (its folder, device and upstream runs, and writers that only the
+writing process uses). Which run to reuse, what to run first, locks, process groups and DONE are decided in
+`xdlib.stages.ensure`, the one way in; `run_teacher`, `run_distill` and `run_finetune` below are its shorthands.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -16,14 +15,14 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from . import __version__, models, runs
-from .config import ConfigError, DistillConfig, FinetuneConfig, TeacherConfig
+from .config import ConfigError, DistillConfig, FinetuneConfig, TeacherConfig, parse_arch
 from .data import AugmentOptions, check_augmentation_name, encode, transfer_set
 from .distill import DistillModule, build_teacher_cache, cache_key, distil, plan_phases
 from .finetune import QAOptions, cap, evaluate, evaluate_splits, fit_task
 from .metrics import constant_baseline
 from .models import HiddenProjection, build_student, layer_map, load_with_head
 from .tasks import get_task, held_out_keys, normalise, row_texts, task_names
-from .train import LoopSettings, resolve_device
+from .train import LoopSettings, compute_precision
 
 log = logging.getLogger(__name__)
 
@@ -103,15 +102,6 @@ def held_out_text(source: dict) -> frozenset[str]:
     return held_out_keys() | frozenset(own)
 
 
-def _save_hf(model, tokenizer, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
-
-
 def _student_for(cfg: DistillConfig, task):
     """The student (with `task`'s head) that `cfg`'s student_* fields describe; the distilled student and its
     undistilled baseline start from exactly this: PCA embeddings come from the *pretrained* teacher_model (not
@@ -133,170 +123,163 @@ def _student_for(cfg: DistillConfig, task):
 # ---- stage 1: teacher --------------------------------------------------------------------------------------------
 
 
-def run_teacher(cfg: TeacherConfig) -> Path:
-    cfg = cfg.teacher_config()
-    path = runs.run_dir(cfg.runs_dir, "teacher", cfg.run_id())
-    if runs.reusable(path, needs_model=True):
-        return path
-    preflight(cfg)
-    device = resolve_device(cfg.device)
+def train_teacher(cfg: TeacherConfig, run) -> None:
     task = get_task(cfg.source_task, cfg.local_tasks)
     data = load_source(cfg, cfg.source_task, cfg.max_train_samples)
-    with runs.open_run(path, cfg.to_dict(), device, {"seed": cfg.seed}) as prov:
-        torch.manual_seed(cfg.seed)
-        model, tokenizer = load_with_head(cfg.teacher_model, task.head, task.num_labels)
-        summary = fit_task(
-            model,
-            tokenizer,
-            task,
-            data,
-            cfg.max_length,
-            loop_settings(cfg, "teacher"),
-            path / "checkpoints",
-            device,
-            desc="teacher",
-            qa=qa_options(cfg),
-        )
-        metrics = evaluate_splits(
-            model, tokenizer, task, data, cfg.max_length, device, qa_options(cfg), dev=summary["dev_metrics"]
-        )
-        metrics.update(
-            stage="teacher",
-            run_id=path.name,
-            parameters=models.count_parameters(model),
-            train_examples=len(data["train"]),
-            xdlib_version=__version__,
-        )
-        _save_hf(model, tokenizer, path / "model")
-        runs.write_json(path / "metrics.json", metrics)
-        runs.write_json(path / "train_summary.json", summary)
-        prov["upstream"] = None
-    shutil.rmtree(path / "checkpoints", ignore_errors=True)
-    return path
+    torch.manual_seed(cfg.seed)
+    model, tokenizer = load_with_head(cfg.teacher_model, task.head, task.num_labels)
+    summary = fit_task(
+        model,
+        tokenizer,
+        task,
+        data,
+        cfg.max_length,
+        loop_settings(cfg, "teacher"),
+        run.path / "checkpoints",
+        run.device,
+        desc="teacher",
+        qa=qa_options(cfg),
+    )
+    metrics = evaluate_splits(
+        model, tokenizer, task, data, cfg.max_length, run.device, qa_options(cfg), dev=summary["dev_metrics"]
+    )
+    metrics.update(
+        stage="teacher",
+        run_id=run.path.name,
+        parameters=models.count_parameters(model),
+        train_examples=len(data["train"]),
+        xdlib_version=__version__,
+    )
+    run.save_hf(model, tokenizer)
+    run.write_json("metrics.json", metrics)
+    run.write_json("train_summary.json", summary)
+
+
+def run_teacher(cfg: TeacherConfig) -> Path:
+    from .stages import ensure
+
+    return ensure("teacher", cfg)
 
 
 # ---- stage 2: distillation ---------------------------------------------------------------------------------------
 
 
-def run_distill(cfg: DistillConfig, on_update=None) -> Path:
-    cfg = cfg.distill_config()
-    path = runs.run_dir(cfg.runs_dir, "distill", cfg.run_id())
-    if runs.reusable(path, needs_model=True):
-        return path
-    preflight(cfg)
-    teacher_dir = run_teacher(cfg)
-    device = resolve_device(cfg.device)
+def distil_student(cfg: DistillConfig, run, on_update=None) -> None:
+    teacher_dir, device = run.upstream["teacher"], run.device
     task = get_task(cfg.source_task, cfg.local_tasks)
     source = load_source(cfg, cfg.source_task, cfg.max_train_samples)
     transfer_rows, composition = transfer_set(
         source["train"], cfg.augmentation, augment_options(cfg, len(source["train"])), held_out_text(source)
     )
-
-    with runs.open_run(path, cfg.to_dict(), device, {"seed": cfg.seed}) as prov:
-        teacher, t_tok = load_with_head(
-            str(teacher_dir / "model"),
-            task.head,
-            task.num_labels,
-            **({"attn_implementation": "eager"} if cfg.attention_loss else {}),
-        )
-        teacher_id = teacher_dir.name
-        caches = {}
-        clock = time.perf_counter()
-        for name, rows in (("transfer", transfer_rows), ("dev", source["dev"])):
-            key = cache_key(teacher_id, rows, cfg.max_length, cfg.cache_dtype)
-            caches[name] = build_teacher_cache(
-                teacher,
-                t_tok,
-                rows,
-                task,
-                cfg.max_length,
-                Path(cfg.cache_dir) / "teacher-outputs" / key,
-                device,
-                cfg.cache_dtype,
-            )
-        student, s_tok = _student_for(cfg, task)
-        if cfg.attention_loss and s_tok.get_vocab() != t_tok.get_vocab():
-            raise ConfigError("attention_loss=true needs teacher and student to share a tokenizer; they differ")
-        if cfg.attention_loss:
-            student.config._attn_implementation = "eager"
-            student.set_attn_implementation("eager")
-        s_layers, t_layers = student.config.num_hidden_layers, teacher.config.num_hidden_layers
-        index = layer_map(cfg.layer_map, s_layers, t_layers)
-        torch.manual_seed(cfg.seed)
-        projection = HiddenProjection(s_layers + 1, student.config.hidden_size, teacher.config.hidden_size)
-        module = DistillModule(
-            student,
-            projection,
-            logit_loss=cfg.logit_loss,
-            temperature=cfg.temperature,
-            attention_loss=cfg.attention_loss,
-            teacher=teacher.to(device) if cfg.attention_loss else None,
-        )
-        n_units = len(models.encoder_units(student)) - (0 if cfg.unfreeze_embeddings_last else 1)
-        phases = plan_phases(cfg.distill_stages, cfg.distill_mode, cfg.gradual_unfreezing, n_units, cfg.distill_epochs)
-
-        dev_enc = encode(s_tok, source["dev"], task, cfg.max_length)  # once, not at every dev evaluation
-
-        def dev_metric() -> float:
-            return evaluate(student, s_tok, task, source["dev"], cfg.max_length, device, dev_enc)[task.metric]
-
-        cache_seconds, clock = time.perf_counter() - clock, time.perf_counter()
-        summaries = distil(
-            module,
-            s_tok,
+    teacher, t_tok = load_with_head(
+        str(teacher_dir / "model"),
+        task.head,
+        task.num_labels,
+        **({"attn_implementation": "eager"} if cfg.attention_loss else {}),
+    )
+    s_layers = parse_arch(cfg.student_arch)[0]
+    index = layer_map(cfg.layer_map, s_layers, teacher.config.num_hidden_layers)
+    caches = {}
+    clock = time.perf_counter()
+    for name, rows in (("transfer", transfer_rows), ("dev", source["dev"])):
+        # the teacher runs once, on the writing process; the others open what it wrote
+        key = cache_key(teacher_dir.name, rows, cfg.max_length, cfg.cache_dtype, index, compute_precision(device))
+        caches[name] = run.shared(
+            build_teacher_cache,
+            teacher,
+            t_tok,
+            rows,
             task,
-            transfer_rows,
-            source,
-            caches,
-            index,
-            phases,
-            loop_settings(cfg, "distill"),
-            path / "checkpoints",
+            cfg.max_length,
+            Path(cfg.cache_dir) / "teacher-outputs" / key,
             device,
-            dev_metric,
-            max_length=cfg.max_length,
-            embeddings_last=cfg.unfreeze_embeddings_last,
-            on_update=on_update,
-            phase_dev_eval=cfg.phase_dev_eval,
+            cfg.cache_dtype,
+            layers=sorted(set(index)),
         )
-        distil_seconds = time.perf_counter() - clock  # every phase, dev evaluations included
-        metrics = evaluate_splits(student, s_tok, task, source, cfg.max_length, device)
-        teacher_metrics = runs.read_metrics(teacher_dir)
-        main = f"test_{task.metric}"
-        metrics.update(
-            stage="distill",
-            run_id=path.name,
-            teacher_run=teacher_id,
-            parameters=models.count_parameters(student),
-            teacher_parameters=models.count_parameters(teacher),
-            flops_ratio=models.encoder_flops_per_token(teacher.config) / models.encoder_flops_per_token(student.config),
-            teacher_test=teacher_metrics.get(main),
-            test_chance=constant_baseline(task, source["test"]) if source.get("test") else None,
-            transfer_composition=composition,
-            layer_map=index,
-            cache_bytes_per_example=caches["transfer"].nbytes() / max(1, len(caches["transfer"])),
-            cache_seconds=cache_seconds,
-            distil_seconds=distil_seconds,
-            phases=[
-                {k: s.get(k) for k in ("phase", "updates", "best_dev", "first_losses", "last_losses", "seconds")}
-                for s in summaries
-            ],
-            xdlib_version=__version__,
-        )
-        # measured inference speed (encoder forward, batch 32 x 128 tokens, same device): the architecture table
-        t_sec = models.inference_seconds(teacher, repeats=3, device=device)
-        s_sec = models.inference_seconds(student, repeats=3, device=device)
-        metrics.update(teacher_inference_s=t_sec, student_inference_s=s_sec, speedup=t_sec / s_sec)
-        if metrics.get(main) is not None and teacher_metrics.get(main):
-            metrics["retention"] = metrics[main] / teacher_metrics[main]
-        _save_hf(student, s_tok, path / "model")
-        from safetensors.torch import save_model
+    student, s_tok = _student_for(cfg, task)
+    if cfg.attention_loss and s_tok.get_vocab() != t_tok.get_vocab():
+        raise ConfigError("attention_loss=true needs teacher and student to share a tokenizer; they differ")
+    if cfg.attention_loss:
+        student.config._attn_implementation = "eager"
+        student.set_attn_implementation("eager")
+    torch.manual_seed(cfg.seed)
+    projection = HiddenProjection(s_layers + 1, student.config.hidden_size, teacher.config.hidden_size)
+    module = DistillModule(
+        student,
+        projection,
+        logit_loss=cfg.logit_loss,
+        temperature=cfg.temperature,
+        attention_loss=cfg.attention_loss,
+        teacher=teacher.to(device) if cfg.attention_loss else None,
+    )
+    n_units = len(models.encoder_units(student)) - (0 if cfg.unfreeze_embeddings_last else 1)
+    phases = plan_phases(cfg.distill_stages, cfg.distill_mode, cfg.gradual_unfreezing, n_units, cfg.distill_epochs)
 
-        save_model(projection, str(path / "projection.safetensors"))
-        runs.write_json(path / "metrics.json", metrics)
-        prov["upstream"] = {"teacher": teacher_id}
-    shutil.rmtree(path / "checkpoints", ignore_errors=True)
-    return path
+    dev_enc = encode(s_tok, source["dev"], task, cfg.max_length)  # once, not at every dev evaluation
+
+    def dev_metric() -> float:
+        return evaluate(student, s_tok, task, source["dev"], cfg.max_length, device, dev_enc)[task.metric]
+
+    cache_seconds, clock = time.perf_counter() - clock, time.perf_counter()
+    summaries = distil(
+        module,
+        s_tok,
+        task,
+        transfer_rows,
+        source,
+        caches,
+        index,
+        phases,
+        loop_settings(cfg, "distill"),
+        run.path / "checkpoints",
+        device,
+        dev_metric,
+        max_length=cfg.max_length,
+        embeddings_last=cfg.unfreeze_embeddings_last,
+        on_update=on_update,
+        phase_dev_eval=cfg.phase_dev_eval,
+    )
+    distil_seconds = time.perf_counter() - clock  # every phase, dev evaluations included
+    metrics = evaluate_splits(student, s_tok, task, source, cfg.max_length, device)
+    teacher_metrics = runs.read_metrics(teacher_dir)
+    main = f"test_{task.metric}"
+    metrics.update(
+        stage="distill",
+        run_id=run.path.name,
+        teacher_run=teacher_dir.name,
+        parameters=models.count_parameters(student),
+        teacher_parameters=models.count_parameters(teacher),
+        flops_ratio=models.encoder_flops_per_token(teacher.config) / models.encoder_flops_per_token(student.config),
+        teacher_test=teacher_metrics.get(main),
+        test_chance=constant_baseline(task, source["test"]) if source.get("test") else None,
+        transfer_composition=composition,
+        layer_map=index,
+        cached_teacher_layers=caches["transfer"].layers,
+        compute_precision=compute_precision(device),
+        cache_bytes_per_example=caches["transfer"].nbytes() / max(1, len(caches["transfer"])),
+        cache_seconds=cache_seconds,
+        distil_seconds=distil_seconds,
+        phases=[
+            {k: s.get(k) for k in ("phase", "updates", "best_dev", "first_losses", "last_losses", "seconds")}
+            for s in summaries
+        ],
+        xdlib_version=__version__,
+    )
+    # measured inference speed (encoder forward, batch 32 x 128 tokens, same device): the architecture table
+    t_sec = models.inference_seconds(teacher, repeats=3, device=device)
+    s_sec = models.inference_seconds(student, repeats=3, device=device)
+    metrics.update(teacher_inference_s=t_sec, student_inference_s=s_sec, speedup=t_sec / s_sec)
+    if metrics.get(main) is not None and teacher_metrics.get(main):
+        metrics["retention"] = metrics[main] / teacher_metrics[main]
+    run.save_hf(student, s_tok)
+    run.save_module(projection, "projection.safetensors")
+    run.write_json("metrics.json", metrics)
+
+
+def run_distill(cfg: DistillConfig, on_update=None) -> Path:
+    from .stages import ensure
+
+    return ensure("distill", cfg, on_update=on_update)
 
 
 # ---- stage 3: student fine-tuning ---------------------------------------------------------------------------------
@@ -313,55 +296,50 @@ def _fresh_head_from(encoder_dir: str, head: str, num_labels: int, seed: int):
     return model, AutoTokenizer.from_pretrained(encoder_dir)
 
 
-def run_finetune(cfg: FinetuneConfig) -> Path:
-    path = runs.run_dir(cfg.runs_dir, "finetune", cfg.run_id())
-    if runs.is_complete(path):
-        return path
-    preflight(cfg)
-    device = resolve_device(cfg.device)
+def finetune_student(cfg: FinetuneConfig, run, on_update=None) -> None:
+    device = run.device
     task = get_task(cfg.target_task, cfg.local_tasks)
     data = load_source(cfg, cfg.target_task, cfg.target_max_train_samples)
-    upstream = None
+    upstream = run.upstream.get("distill")
     seed = cfg.finetune_seed if cfg.finetune_seed is not None else cfg.seed
-    with runs.open_run(path, cfg.to_dict(), device, {"seed": cfg.seed, "finetune_seed": seed}) as prov:
-        if cfg.student == "distilled":
-            upstream = run_distill(cfg)
-            model, tokenizer = _fresh_head_from(str(upstream / "model"), task.head, task.num_labels, seed)
-        elif cfg.student == "undistilled":
-            model, tokenizer = _student_for(cfg, task)
-        else:
-            ref = cfg.teacher_model if cfg.student == "teacher" else cfg.student
-            model, tokenizer = _fresh_head_from(models.resolve_model(ref), task.head, task.num_labels, seed)
-        summary = fit_task(
-            model,
-            tokenizer,
-            task,
-            data,
-            cfg.max_length,
-            loop_settings(cfg, "finetune", seed),
-            path / "checkpoints",
-            device,
-            desc=f"finetune {task.name}",
-            qa=qa_options(cfg),
-        )
-        metrics = evaluate_splits(
-            model, tokenizer, task, data, cfg.max_length, device, qa_options(cfg), dev=summary["dev_metrics"]
-        )
-        metrics.update(
-            stage="finetune",
-            run_id=path.name,
-            student=cfg.student,
-            distill_run=upstream.name if upstream else None,
-            parameters=models.count_parameters(model),
-            train_examples=len(data["train"]),
-            best_dev=summary["best_dev"],
-            test_chance=constant_baseline(task, data["test"]) if data.get("test") else None,
-            xdlib_version=__version__,
-        )
-        runs.write_json(path / "metrics.json", metrics)
-        prov["upstream"] = {"distill": upstream.name if upstream else None}
-    shutil.rmtree(path / "checkpoints", ignore_errors=True)
-    return path
+    run.seeds["finetune_seed"] = seed
+    if cfg.student == "distilled":
+        model, tokenizer = _fresh_head_from(str(upstream / "model"), task.head, task.num_labels, seed)
+    elif cfg.student == "undistilled":
+        model, tokenizer = _student_for(cfg, task)
+    else:
+        ref = cfg.teacher_model if cfg.student == "teacher" else cfg.student
+        model, tokenizer = _fresh_head_from(models.resolve_model(ref), task.head, task.num_labels, seed)
+    summary = fit_task(
+        model,
+        tokenizer,
+        task,
+        data,
+        cfg.max_length,
+        loop_settings(cfg, "finetune", seed),
+        run.path / "checkpoints",
+        device,
+        desc=f"finetune {task.name}",
+        qa=qa_options(cfg),
+    )
+    metrics = evaluate_splits(
+        model, tokenizer, task, data, cfg.max_length, device, qa_options(cfg), dev=summary["dev_metrics"]
+    )
+    metrics.update(
+        stage="finetune",
+        run_id=run.path.name,
+        student=cfg.student,
+        distill_run=upstream.name if upstream else None,
+        parameters=models.count_parameters(model),
+        train_examples=len(data["train"]),
+        best_dev=summary["best_dev"],
+        test_chance=constant_baseline(task, data["test"]) if data.get("test") else None,
+        xdlib_version=__version__,
+    )
+    run.write_json("metrics.json", metrics)
 
 
-RUNNERS = {"teacher": run_teacher, "distill": run_distill, "finetune": run_finetune}
+def run_finetune(cfg: FinetuneConfig) -> Path:
+    from .stages import ensure
+
+    return ensure("finetune", cfg)

@@ -50,17 +50,46 @@ def has_model(path: str | Path) -> bool:
     return (Path(path) / "model" / "config.json").is_file()
 
 
-def reusable(path: str | Path, needs_model: bool) -> bool:
-    """Whether a stage can return the run at `path` as it is. A complete run without its model folder (a run
-    store copied without weights, e.g. a committed study's metrics) counts for the report, but cannot feed a
-    downstream stage: when `needs_model`, its DONE marker is dropped here so that it runs again, and a rerun
-    killed halfway is never taken for complete."""
-    if not is_complete(path):
-        return False
-    if not needs_model or has_model(path):
-        return True
-    (Path(path) / "DONE").unlink()
-    return False
+def usable(path: str | Path, needs_model: bool) -> bool:
+    """Whether the run at `path` can be returned as it is: complete and, when a stage below reads its weights
+    (`needs_model`), with its model folder. A complete run without its model (a run store copied without weights)
+    still counts for the report. Only reads: reopening a run is `reopen`."""
+    return is_complete(path) and (not needs_model or has_model(path))
+
+
+def reopen(path: str | Path) -> None:
+    """Drop a complete run's DONE so that it runs again (its results are rewritten, its id is kept)."""
+    (Path(path) / "DONE").unlink(missing_ok=True)
+
+
+@contextmanager
+def locked(path: str | Path) -> Iterator[None]:
+    """An exclusive lock on one run (`<runs_dir>/.locks/<stage>-<run_id>.lock`), held while it is made: two
+    processes that ensure the same run (two sweeps on one store) never train it twice; the second waits, then
+    finds it complete. The lock goes with the process, also when it is killed."""
+    import fcntl
+
+    path = Path(path)
+    locks = path.parent.parent / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{path.parent.name}-{path.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def save_hf(model, tokenizer, path: Path) -> None:
+    """An ordinary Hugging Face folder (safetensors), swapped in whole: a reader never sees half of one."""
+    import shutil
+
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
 
 
 def git_state() -> dict[str, Any]:
@@ -100,13 +129,17 @@ def environment(device: torch.device | str) -> dict[str, Any]:
 
 
 @contextmanager
-def open_run(path: Path, config: dict, device, seeds: dict) -> Iterator[dict]:
-    """Set up a run dir; on clean exit write provenance and then DONE. Yields a dict for extra provenance."""
-    path.mkdir(parents=True, exist_ok=True)
-    atomic_write(path / "config.yaml", yaml.safe_dump(config, sort_keys=True))
+def open_run(path: Path, config: dict, device, seeds: dict, write: bool = True) -> Iterator[dict]:
+    """Set up a run dir; on clean exit write provenance and then DONE. Yields a dict for extra provenance.
+    With write=False (a process that is not the writer) nothing is written."""
+    if write:
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write(path / "config.yaml", yaml.safe_dump(config, sort_keys=True))
     extra: dict = {}
     start = time.time()
     yield extra
+    if not write:
+        return
     write_json(
         path / "provenance.json",
         {

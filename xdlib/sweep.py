@@ -30,6 +30,7 @@ from pathlib import Path
 
 from . import runs
 from .config import ConfigError, FinetuneConfig, load_params, with_target_settings
+from .stages import chain as _chain
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +72,9 @@ class Job:
         return runs.run_dir(self.runs_dir, self.stage, self.run_id)
 
 
-def stage_chain(cfg: FinetuneConfig) -> list[tuple[str, object]]:
-    """(stage, config) of every run a fine-tuning cell needs, upstream first."""
-    chain = []
-    if cfg.student == "distilled":
-        chain += [("teacher", cfg.teacher_config()), ("distill", cfg.distill_config())]
-    return chain + [("finetune", cfg)]
+def chain_of(cfg: FinetuneConfig) -> list[tuple[str, object]]:
+    """(stage, config) of every run a fine-tuning cell needs, upstream first (the stage registry's chain)."""
+    return _chain("finetune", cfg)
 
 
 def plan(path: str | Path, overrides: dict | None = None) -> tuple[str, list[FinetuneConfig], dict]:
@@ -96,7 +94,7 @@ def execute_job(job: Job, log_dir: str, gpu: int | None = None) -> tuple[str, fl
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     start = time.time()
-    if runs.reusable(job.path, needs_model=job.stage != "finetune"):
+    if runs.usable(job.path, needs_model=job.stage != "finetune"):
         return "complete", 0.0, ""
     Path(log_dir).mkdir(parents=True, exist_ok=True)
     out = Path(log_dir) / f"{job.stage}-{job.run_id}.ipynb"
@@ -123,13 +121,13 @@ def execute_job(job: Job, log_dir: str, gpu: int | None = None) -> tuple[str, fl
 
 
 def execute_direct(job: Job, log_dir: str) -> tuple[str, float, str]:
-    """Call the stage function in this process (no notebook); returns (state, wall, error line)."""
+    """`ensure` the job's run in this process (no notebook); returns (state, wall, error line)."""
     from .config import config_for_stage
-    from .pipeline import RUNNERS
+    from .stages import ensure
 
     start = time.time()
     try:
-        RUNNERS[job.stage](config_for_stage(job.stage).from_dict(job.config))
+        ensure(job.stage, config_for_stage(job.stage).from_dict(job.config))
     except Exception as err:  # a failed cell: recorded, the sweep goes on
         Path(log_dir).mkdir(parents=True, exist_ok=True)
         Path(job.log_path).write_text(traceback.format_exc())
@@ -209,7 +207,7 @@ def sweep(
     cells = []
     for cfg in configs:
         chain = []
-        for stage, stage_cfg in stage_chain(cfg):
+        for stage, stage_cfg in chain_of(cfg):
             key = (stage, stage_cfg.run_id())
             if key not in jobs:
                 jobs[key] = Job(stage, key[1], stage_cfg.to_dict(), cfg.runs_dir)

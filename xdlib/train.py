@@ -4,8 +4,10 @@ AdamW; warmup + linear decay or the paper code's constant lr; gradient accumulat
 model selection on dev with early stopping; checkpoints that let a killed run resume exactly where it stopped
 (same weights as an uninterrupted run on CPU: data order comes from (seed, epoch), the dropout RNG is saved).
 
-Under `torchrun` / `accelerate launch` the module is wrapped in DistributedDataParallel and each rank takes every
-world_size-th batch; rank 0 alone writes checkpoints.
+Under `torchrun` / `accelerate launch` the module is wrapped in DistributedDataParallel and every global batch
+is split across the ranks, each rank's loss weighted by its share of the batch: the averaged gradient is the
+single-process one, so N processes train the same weights as one (dropout aside). Rank 0 alone evaluates on dev
+and writes checkpoints; its decisions (best weights, early stopping) are broadcast, so every rank takes the same.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import dist
+from .config import ConfigError
 from .data import length_grouped_batches
 
 log = logging.getLogger(__name__)
@@ -48,19 +52,18 @@ class LoopSettings:
     progress: bool = True
 
 
-def distributed() -> tuple[int, int]:
-    """(rank, world size); (0, 1) outside torch.distributed."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def resolve_device(name: str) -> torch.device:
+    """auto = the launcher's GPU (LOCAL_RANK) when there is CUDA, else the CPU; `cuda` also follows LOCAL_RANK."""
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device(name)
+
+
+def compute_precision(device) -> str:
+    """The precision the forward passes run in on `device` (see `autocast`): part of what a teacher cache keys on."""
+    return "bf16" if torch.device(device).type == "cuda" else "fp32"
 
 
 def autocast(device: torch.device):
@@ -119,7 +122,7 @@ def train(
     A finished phase (`ckpt_dir/DONE`) is not retrained: its final weights are loaded and its summary returned.
     """
     ckpt_dir = Path(ckpt_dir)
-    rank, world = distributed()
+    rank, world = dist.rank_world()
     if (ckpt_dir / "DONE").is_file():
         load_model(module, ckpt_dir / "final.safetensors", device=str(device))
         return json.loads((ckpt_dir / "summary.json").read_text())
@@ -135,7 +138,7 @@ def train(
         lr=settings.lr,
         fused=device.type in ("cuda", "cpu"),  # one kernel over all tensors: 3-5x faster than the default on CPU
     )
-    batches_per_epoch = max(1, math.ceil(len(lengths) / settings.batch_size / world))
+    batches_per_epoch = max(1, math.ceil(len(lengths) / settings.batch_size))  # global batches: as on 1 process
     updates_per_epoch = max(1, batches_per_epoch // settings.grad_accum_steps)
     total_updates = max(1, math.ceil(settings.epochs * updates_per_epoch)) if settings.epochs > 0 else 0
     scheduler = make_scheduler(optimizer, settings, max(total_updates, 1))
@@ -152,11 +155,17 @@ def train(
         optimizer.load_state_dict(optim_state["optimizer"])
         scheduler.load_state_dict(optim_state["scheduler"])
         state = json.loads((last / "trainer.json").read_text())
-        torch.set_rng_state(load_file(last / "rng.safetensors")["cpu"])
+        if state.get("world_size", 1) != world:
+            raise ConfigError(
+                f"{ckpt_dir} was checkpointed by {state.get('world_size', 1)} process(es) and is resumed by {world}; "
+                f"allowed: resume with the same number of processes ({state.get('world_size', 1)})"
+            )
+        rng_file = last / (f"rng-{rank}.safetensors" if world > 1 else "rng.safetensors")
+        torch.set_rng_state(load_file(rng_file)["cpu"])
         best_path = last / "best.safetensors"
         log.info("%s: resuming at update %d from %s", desc, state["update"], last)
     else:  # fresh start: dropout RNG seeded per phase, so a phase's result never depends on what ran before
-        torch.manual_seed(settings.seed * 100_003 + zlib.crc32(ckpt_dir.name.encode()))
+        torch.manual_seed(settings.seed * 100_003 + zlib.crc32(ckpt_dir.name.encode()) + rank)
     best_state = load_file(best_path, device="cpu") if state["best_score"] is not None and best_path.is_file() else None
 
     runner = module
@@ -180,7 +189,7 @@ def train(
         flush_losses()
         clock = time.perf_counter()
         module.eval()
-        score = float(evaluate())
+        score = dist.broadcast(float(evaluate()) if rank == 0 else None)  # one number, one decision for all ranks
         module.train()
         state["history"].append({"update": state["update"], "dev": score})
         better = state["best_score"] is None or (
@@ -202,10 +211,14 @@ def train(
         epoch, position = divmod(micro, batches_per_epoch)
         if epoch not in epoch_batches:
             epoch_batches = {epoch: length_grouped_batches(lengths, settings.batch_size, settings.seed, epoch)}
-        batches = epoch_batches[epoch][rank::world]
-        indices = batches[position % len(batches)]
+        batches = epoch_batches[epoch]
+        batch = batches[position % len(batches)]
+        indices = batch[rank::world]  # this rank's share of the global batch
+        # each rank's mean loss weighted by its share, so DDP's gradient average is the global batch's mean; a rank
+        # left without examples (a global batch smaller than the world) joins the reduction with weight 0
+        weight = len(indices) * world / len(batch)
         with autocast(device):
-            loss = runner(make_batch(indices)) / settings.grad_accum_steps
+            loss = runner(make_batch(indices or batch[:1])) * (weight / settings.grad_accum_steps)
         loss.backward()
         running += loss.detach().float()
         micro += 1
@@ -225,10 +238,13 @@ def train(
             run_eval()
             if state["bad_evals"] >= settings.patience:
                 state["stopped_early"] = True
-        if rank == 0 and (state["update"] % settings.checkpoint_every == 0):
+        if state["update"] % settings.checkpoint_every == 0:
             flush_losses()
             clock = time.perf_counter()
-            _save_checkpoint(ckpt_dir, module, optimizer, scheduler, state, best_state)
+            rng_states = dist.gather(torch.get_rng_state())  # each rank's dropout RNG, written by rank 0
+            if rank == 0:
+                _save_checkpoint(ckpt_dir, module, optimizer, scheduler, {**state, "world_size": world}, best_state, rng_states)
+            dist.barrier()
             seconds["checkpoint"] += time.perf_counter() - clock
         if on_update is not None:
             on_update(state["update"])
@@ -261,6 +277,7 @@ def train(
     summary["seconds"] = {k: round(v, 4) for k, v in seconds.items()}
     if rank == 0:
         _finish(ckpt_dir, summary)
+    dist.barrier()
     return summary
 
 
@@ -272,14 +289,17 @@ def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
     return None
 
 
-def _save_checkpoint(ckpt_dir: Path, module, optimizer, scheduler, state, best_state) -> None:
+def _save_checkpoint(ckpt_dir: Path, module, optimizer, scheduler, state, best_state, rng_states) -> None:
     """Write a complete checkpoint to last.tmp, then swap it in: a half-written one is never read."""
     tmp, last = ckpt_dir / "last.tmp", ckpt_dir / "last"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_model(module, str(tmp / "state.safetensors"))
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optim.pt")
-    save_file({"cpu": torch.get_rng_state()}, tmp / "rng.safetensors")
+    if len(rng_states) == 1:
+        save_file({"cpu": rng_states[0]}, tmp / "rng.safetensors")
+    for r, rng in enumerate(rng_states if len(rng_states) > 1 else []):
+        save_file({"cpu": rng}, tmp / f"rng-{r}.safetensors")
     if best_state is not None:
         save_file({k: v.contiguous() for k, v in best_state.items()}, tmp / "best.safetensors")
     (tmp / "trainer.json").write_text(json.dumps(state))  # written last: marks the checkpoint complete
