@@ -133,7 +133,11 @@ def main(argv: list[str] | None = None) -> int:
                 values = with_target_settings({**values, **overrides, "target_settings": settings})
                 values.pop("target_settings")
             values.update(overrides)  # -p is strict: only this stage's keys
-            print(ensure(args.stage, cls.from_dict(values)))
+            path = ensure(args.stage, cls.from_dict(values))
+            from .dist import is_main
+
+            if is_main():  # one line, also under torchrun
+                print(path)
         elif args.command in ("sweep", "study"):
             code = run_sweep(args, parse_overrides(args.overrides))
             if args.command == "study" and not args.dry_run:

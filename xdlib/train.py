@@ -177,9 +177,12 @@ def train(
     seconds = {"total": time.perf_counter(), "eval": 0.0, "checkpoint": 0.0}  # where a phase's time goes
     pending: list[torch.Tensor] = []  # per-update losses kept on the device: no host sync on every step
 
-    def flush_losses() -> None:
+    def flush_losses() -> None:  # every rank calls it at the same updates: the sum over ranks is the global mean
         if pending:
-            state.setdefault("losses", []).extend(round(x, 6) for x in torch.stack(pending).tolist())
+            values = torch.stack(pending)
+            if world > 1:
+                torch.distributed.all_reduce(values)
+            state.setdefault("losses", []).extend(round(x, 6) for x in (values / world).tolist())
             pending.clear()
 
     def run_eval() -> None:
