@@ -122,3 +122,19 @@ def test_two_processes_match_one_and_resume_after_a_kill(params, tmp_path):
         assert one.keys() == two.keys()
         bad = [k for k in one if not torch.allclose(one[k], two[k], rtol=1e-3, atol=1e-4)]
         assert not bad, (stage, bad)
+
+
+def test_accelerate_launch_trains_the_same_teacher(params, tmp_path):
+    """`accelerate launch --multi_gpu` starts the same process group (gloo where there is no GPU)."""
+    path, values = params
+    single = ensure("teacher", FinetuneConfig.from_dict(values | {"runs_dir": str(tmp_path / "one")}))
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+               "-m", "xdlib", "run", "teacher", "--params", str(path), "-p", f"runs_dir={tmp_path / 'two'}"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    (run,) = (tmp_path / "two" / "teacher").iterdir()
+    assert run.name == single.name and yaml.safe_load((run / "provenance.json").read_text())["world_size"] == 2
+    one, two = (load_file(p / "model" / "model.safetensors") for p in (single, run))
+    assert all(torch.allclose(one[k], two[k], rtol=1e-3, atol=1e-4) for k in one)

@@ -3,7 +3,7 @@
 tasks [--params F]                 every task: kind, metric, origin, split sizes, source
 params [stage]                     every parameter of a stage with its default and meaning
 run <stage> [--params F] [-p k=v]  one stage (teacher | distill | finetune); upstream stages run if missing
-sweep <params.yaml> [--dry-run] [--executor inline|direct|local|slurm] [--workers N]
+sweep <params.yaml> [--dry-run] [--executor inline|direct|local|slurm] [--workers N] [--gpus-per-cell N]
                                    every cell of the grid through the notebooks (papermill); status table
 report [--runs D] [--out D]        tables and figures from the complete runs only
 bench [--quick] [--device D]       speed benchmark: ratios vs naive KD, teachers and the matmul peak
@@ -36,7 +36,7 @@ def parse_overrides(pairs: list[str]) -> dict:
 def run_sweep(args, overrides: dict) -> int:
     from .sweep import sweep
 
-    status = sweep(args.params, overrides, args.dry_run, args.executor, args.workers)
+    status = sweep(args.params, overrides, args.dry_run, args.executor, args.workers, gpus_per_cell=args.gpus_per_cell)
     shown = status.drop(columns=["log", "wall_s", "error"]) if args.dry_run else status
     print(shown.fillna("-").to_string(index=False))
     counts = status["state"].value_counts().to_dict()
@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
             help="inline (notebooks, default), direct (no notebooks), local or slurm (submitit)",
         )
         p_sweep.add_argument("--workers", type=int, default=1, help="parallel jobs for the local executor")
+        p_sweep.add_argument(
+            "--gpus-per-cell", type=int, default=1, help="local executor: processes (GPUs) that share one cell's runs"
+        )
     p_bench = sub.add_parser("bench")
     p_bench.add_argument("--quick", action="store_true", help="under 3 minutes on 2 cores")
     p_bench.add_argument("--size", choices=("smoke", "quick", "medium", "full"), default=None)

@@ -87,6 +87,17 @@ def plan(path: str | Path, overrides: dict | None = None) -> tuple[str, list[Fin
     return name, configs, settings
 
 
+def _join_job_tasks() -> int:
+    """Inside a submitit job of several tasks (a cell given N GPUs): export RANK, WORLD_SIZE, MASTER_ADDR... for
+    `dist.init_from_env`, which `ensure` calls. Returns this task's rank (0 in a job of one task)."""
+    tasks = int(os.environ.get("SUBMITIT_LOCAL_NTASKS") or os.environ.get("SLURM_NTASKS") or 1)
+    if tasks <= 1 or "SUBMITIT_FOLDER" not in os.environ and "SUBMITIT_LOCAL_JOB_ID" not in os.environ:
+        return 0
+    import submitit
+
+    return submitit.helpers.TorchDistributedEnvironment().export().rank
+
+
 def execute_job(job: Job, log_dir: str, gpu: int | None = None) -> tuple[str, float, str]:
     """Run one stage notebook through papermill (in a subprocess kernel); returns (state, wall, error line)."""
     import papermill
@@ -96,10 +107,12 @@ def execute_job(job: Job, log_dir: str, gpu: int | None = None) -> tuple[str, fl
     start = time.time()
     if runs.usable(job.path, needs_model=job.stage != "finetune"):
         return "complete", 0.0, ""
+    rank = _join_job_tasks()  # the kernel inherits the environment: its ensure() joins the process group
     Path(log_dir).mkdir(parents=True, exist_ok=True)
-    out = Path(log_dir) / f"{job.stage}-{job.run_id}.ipynb"
+    suffix = f"-rank{rank}" if rank else ""
+    out = Path(log_dir) / f"{job.stage}-{job.run_id}{suffix}.ipynb"
     try:
-        with open(Path(log_dir) / f"{job.stage}-{job.run_id}.log", "w") as stream:
+        with open(Path(log_dir) / f"{job.stage}-{job.run_id}{suffix}.log", "w") as stream:
             papermill.execute_notebook(
                 str(NOTEBOOK_DIR / f"{job.stage}.ipynb"),
                 str(out),
@@ -114,7 +127,7 @@ def execute_job(job: Job, log_dir: str, gpu: int | None = None) -> tuple[str, fl
         line = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', str(err))}"
         log.debug("job %s failed:\n%s", job.run_id, traceback.format_exc())
         return "failed", time.time() - start, line.splitlines()[0][:300] if line else "failed"
-    if job.path.is_dir():
+    if job.path.is_dir() and rank == 0:
         shutil.copyfile(out, job.path / ".notebook.ipynb.tmp")
         os.replace(job.path / ".notebook.ipynb.tmp", job.path / "notebook.ipynb")
     return "done", time.time() - start, ""
@@ -127,6 +140,7 @@ def execute_direct(job: Job, log_dir: str) -> tuple[str, float, str]:
 
     start = time.time()
     try:
+        _join_job_tasks()
         ensure(job.stage, config_for_stage(job.stage).from_dict(job.config))
     except Exception as err:  # a failed cell: recorded, the sweep goes on
         Path(log_dir).mkdir(parents=True, exist_ok=True)
@@ -162,23 +176,28 @@ def run_jobs(jobs: list[Job], log_dir: Path, executor: str, workers: int, settin
     import submitit
 
     folder = log_dir / "submitit"
+    per_cell = settings.get("gpus_per_cell", 1)  # processes (one per GPU, or CPU processes) that share one run
     if executor == "local":
         ex = submitit.LocalExecutor(folder=folder)
-        ex.update_parameters(timeout_min=settings.get("timeout_min", 24 * 60))
-    else:
+        ex.update_parameters(timeout_min=settings.get("timeout_min", 24 * 60), tasks_per_node=per_cell)
+    else:  # tasks_per_node / gpus_per_node for N GPUs per cell come from the params file's slurm: settings
         ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
         ex.update_parameters(**settings.get("slurm", {}))
     gpus = _gpu_count() if executor == "local" else 0
-    slots = max(1, min(workers, gpus) if gpus else workers) if executor == "local" else len(pending) or 1
+    if executor == "local":
+        slots = max(1, min(workers, gpus // per_cell) if gpus else workers)
+    else:
+        slots = len(pending) or 1
     for start in range(0, len(pending), slots):
         batch = pending[start : start + slots]
-        submitted = [
-            (job, ex.submit(execute_job, job, str(log_dir), (i % gpus) if gpus else None))
-            for i, job in enumerate(batch)
-        ]
+        submitted = []
+        for i, job in enumerate(batch):
+            if executor == "local" and gpus:  # this slot's own GPUs
+                ex.update_parameters(gpus_per_node=per_cell, visible_gpus=tuple(range(i * per_cell, (i + 1) * per_cell)))
+            submitted.append((job, ex.submit(execute_job, job, str(log_dir))))
         for job, handle in submitted:
             try:
-                job.state, job.wall, job.error = handle.result()
+                job.state, job.wall, job.error = handle.results()[0]  # rank 0's, in a job of several tasks
             except Exception as err:  # the job process itself died
                 job.state, job.error = "failed", f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
             progress.update(1)
@@ -191,6 +210,7 @@ def sweep(
     executor: str = "inline",
     workers: int = 1,
     out_dir: str | Path | None = None,
+    gpus_per_cell: int = 1,
 ):
     """Run (or, with dry_run, only plan) every cell of a params file; returns the status DataFrame."""
     import pandas as pd
@@ -200,7 +220,13 @@ def sweep(
 
     if executor not in EXECUTORS:
         raise ConfigError(f"executor {executor!r} is not allowed; allowed: {', '.join(EXECUTORS)}")
+    if gpus_per_cell < 1 or (gpus_per_cell > 1 and executor != "local"):
+        raise ConfigError(
+            f"--gpus-per-cell {gpus_per_cell} is not allowed with --executor {executor}; allowed: 1, or N >= 1 with "
+            "--executor local (Slurm: tasks_per_node and gpus_per_node under the params file's slurm:)"
+        )
     name, configs, settings = plan(path, overrides)
+    settings["gpus_per_cell"] = gpus_per_cell
     for cfg in configs:  # every input checked before any training
         preflight(cfg, network=not dry_run)
     jobs: dict[tuple[str, str], Job] = {}
