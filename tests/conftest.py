@@ -13,14 +13,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(2)
 
 
-def make_tiny_encoder(path: Path, hidden: int = 64, layers: int = 4, heads: int = 4, seed: int = 0) -> Path:
-    """A random tiny BERT + a whole-word tokenizer over the toy tasks' vocabulary, saved as an HF folder."""
+def make_tiny_encoder(
+    path: Path, hidden: int = 64, layers: int = 4, heads: int = 4, seed: int = 0, words: list[str] | None = None
+) -> Path:
+    """A random tiny BERT + a whole-word tokenizer over the toy tasks' vocabulary (or `words`), as an HF folder."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     from xdlib.tasks import TOY_VOCAB
 
     path.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TOY_VOCAB]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *(words or TOY_VOCAB)]
     tokenizer = BertTokenizerFast(vocab={word: i for i, word in enumerate(vocab)})
     torch.manual_seed(seed)
     config = BertConfig(

@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from .config import ConfigError, FinetuneConfig, config_for_stage, describe, load_params, with_target_settings
+from .tasks import DataError
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             report = run(args.size or ("quick" if args.quick else "full"), args.device, args.out)
             print(format_table(report))
             print(f"wall {report['wall_seconds']:.0f} s; raw timings: {report['json']}")
-    except ConfigError as err:
+    except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

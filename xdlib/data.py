@@ -242,7 +242,7 @@ def hub_text(dataset: str, source_rows: Split, opts: AugmentOptions) -> Split:
     from .tasks import hub_dataset
 
     dataset_id, _, config = dataset.partition(":")
-    split = hub_dataset(dataset_id, config or None)["train"]
+    split = hub_dataset(dataset_id, config or None, ("train",))["train"]
     column = next((c for c, f in split.features.items() if getattr(f, "dtype", None) == "string"), None)
     if column is None:
         raise ValueError(f"hub:{dataset} has no text column; columns: {list(split.features)}")

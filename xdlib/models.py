@@ -119,8 +119,8 @@ BERT_HEAD_CLASSES = {
 
 
 def head_kwargs(head: str, num_labels: int) -> dict:
-    if head == "qa":
-        return {}
+    if head == "qa":  # start and end logits, whatever head the checkpoint had (a distilled MNLI student has 3)
+        return {"num_labels": 2}
     kwargs: dict = {"num_labels": num_labels}
     if head == "sequence" and num_labels == 1:
         kwargs["problem_type"] = "regression"

@@ -21,7 +21,7 @@ from .distill import DistillModule, build_teacher_cache, cache_key, distil, plan
 from .finetune import QAOptions, cap, evaluate, evaluate_splits, fit_task
 from .metrics import constant_baseline
 from .models import HiddenProjection, build_student, layer_map, load_with_head
-from .tasks import get_task, held_out_keys, normalise, row_texts, task_names
+from .tasks import check_hub_mirror, get_task, held_out_keys, hub_mirror, mirror_files, normalise, row_texts, task_names
 from .train import LoopSettings, compute_precision
 
 log = logging.getLogger(__name__)
@@ -35,10 +35,15 @@ def preflight(cfg: TeacherConfig, network: bool = True) -> None:
         name = getattr(cfg, key, None)
         if name is not None and name not in known:
             raise ConfigError(f"{key}={name!r} is not a registered task; known: {', '.join(known)}")
+        if name is not None:
+            check_hub_mirror(name)  # with XDLIB_HUB_MIRROR set, its Parquet files are there (nothing is loaded)
     for name in getattr(cfg, "augmentation", []):
         problem = check_augmentation_name(name, cfg.local_tasks)
         if problem:
             raise ConfigError(f"augmentation entry {name!r} is not allowed; allowed: {problem}")
+        if name.startswith("hub:") and hub_mirror() is not None:
+            dataset_id, _, config = name[4:].partition(":")
+            mirror_files(dataset_id, config or None, ("train",))
     if isinstance(cfg, DistillConfig):
         source = get_task(cfg.source_task, cfg.local_tasks)
         if source.kind == "qa":
@@ -290,7 +295,8 @@ def _fresh_head_from(encoder_dir: str, head: str, num_labels: int, seed: int):
     checkpoint is task-agnostic, its source-task head is not reused."""
     encoder = models.pretrained(AutoModel, encoder_dir)
     torch.manual_seed(seed)
-    config = encoder.config.__class__.from_dict({**encoder.config.to_dict(), **models.head_kwargs(head, num_labels)})
+    own = {k: v for k, v in encoder.config.to_dict().items() if k not in ("id2label", "label2id", "problem_type")}
+    config = encoder.config.__class__.from_dict({**own, **models.head_kwargs(head, num_labels)})  # the old head goes
     model = models.HEAD_CLASSES[head].from_config(config)
     model.base_model.load_state_dict(encoder.state_dict(), strict=False)
     return model, AutoTokenizer.from_pretrained(encoder_dir)
