@@ -110,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     p_bench.add_argument("--quick", action="store_true", help="under 3 minutes on 2 cores")
     p_bench.add_argument("--size", choices=("smoke", "quick", "medium", "full"), default=None)
     p_bench.add_argument("--device", default="auto")
+    p_bench.add_argument("--scale", action="store_true", help="only the scale section: transfer sets of 10k-1M rows")
+    p_bench.add_argument("--speed", action="store_true", help="only the speed section: base-size teacher, batch 128")
+    p_bench.add_argument("--speed-rows", type=int, default=20_000, help="transfer-set rows of the speed section")
+    p_bench.add_argument("--scale-rows", default="10000,100000,1000000", help="comma-separated transfer-set sizes")
     p_bench.add_argument("--out", default="results/benchmarks")
     p_report = sub.add_parser("report")
     p_report.add_argument("--runs", default="results/runs")
@@ -150,6 +154,34 @@ def main(argv: list[str] | None = None) -> int:
             return code
         elif args.command == "report":
             return run_report(args.runs, args.out)
+        elif args.command == "bench" and args.scale:
+            import json
+            import time
+
+            from .scale import format_scale
+            from .scale import run as run_scale
+
+            sizes = [int(x) for x in args.scale_rows.split(",") if x.strip()]
+            report = run_scale(sizes)
+            print(format_scale(report))
+            out = Path(args.out) / f"scale-{time.strftime('%Y%m%d-%H%M')}.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(report, indent=1) + "\n")
+            print(f"raw: {out}")
+        elif args.command == "bench" and args.speed:
+            import json
+            import time
+
+            from .speed import run as run_speed
+
+            report = run_speed(rows=args.speed_rows, device=args.device)
+            print(report["profile"])
+            for name, value in report["ratios"].items():
+                print(f"{name}: {value:.3f}")
+            out = Path(args.out) / f"speed-{time.strftime('%Y%m%d-%H%M')}.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(report, indent=1, default=str) + "\n")
+            print(f"raw: {out}")
         elif args.command == "bench":
             from .bench import format_table, run
 

@@ -8,10 +8,14 @@ length are batched together, so little compute is spent on padding.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from .registry import Registry
@@ -42,6 +46,121 @@ def encode(tokenizer, rows: Split, task: Task, max_length: int) -> list[dict]:
             ex["label"] = row["label"]
         out.append(ex)
     return out
+
+
+class EncodedSet:
+    """Encoded examples kept in Arrow (a `datasets.Dataset`, memory-mapped from its on-disk cache file when it has
+    one) instead of a Python list of dicts: a transfer set of any size costs disk, not RAM. `lengths` and `n_units`
+    are numpy arrays; `take(indices)` returns the dicts that `collate` pads."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        table = dataset.data
+        self.lengths = table.column("length").to_numpy()
+        self.n_units = table.column("n_units").to_numpy()
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def take(self, indices) -> list[dict]:
+        columns = self.dataset[[int(i) for i in indices]]  # one columnar read for the whole batch
+        keys = [k for k in columns if k not in ("length", "n_units")]
+        rows = [dict(zip(keys, values)) for values in zip(*(columns[k] for k in keys))]
+        for row in rows:
+            for key in ("label", "token_type_ids", "n_words"):
+                if key in row and row[key] is None:
+                    del row[key]
+        return rows
+
+
+def take(encoded, indices) -> list[dict]:
+    """Examples `indices` of a list of encoded dicts or an EncodedSet (copies: callers may trim them)."""
+    if isinstance(encoded, EncodedSet):
+        return encoded.take(indices)
+    return [dict(encoded[i]) for i in indices]
+
+
+def lengths_of(encoded) -> np.ndarray:
+    if isinstance(encoded, EncodedSet):
+        return encoded.lengths
+    return np.asarray([len(e["input_ids"]) for e in encoded], dtype=np.int64)
+
+
+def units_of(encoded) -> np.ndarray:
+    if isinstance(encoded, EncodedSet):
+        return encoded.n_units
+    return np.asarray([len(e["units"]) for e in encoded], dtype=np.int64)
+
+
+def rows_digest(rows) -> str:
+    """A digest of the inputs of `rows` (a list of dicts or a datasets.Dataset), read in batches."""
+    digest = hashlib.sha256()
+    if isinstance(rows, list):
+        for row in rows:
+            digest.update(json.dumps([row.get("text"), row.get("text_pair"), row.get("words")]).encode())
+        return digest.hexdigest()
+    present = [k for k in ("text", "text_pair", "words") if k in rows.column_names]
+    for start in range(0, len(rows), 10_000):
+        batch = rows[start : start + 10_000]
+        for values in zip(*(batch[k] for k in present)):
+            row = dict(zip(present, values))
+            digest.update(json.dumps([row.get("text"), row.get("text_pair"), row.get("words")]).encode())
+    return digest.hexdigest()
+
+
+def encode_set(tokenizer, rows, task: Task, max_length: int, cache_dir: str | Path | None = None) -> EncodedSet:
+    """`encode` through Arrow: `datasets.Dataset.map` in batches of 1,000 rows, compact integer columns, written to
+    `cache_dir/<key>.arrow` (reused when it is there) and memory-mapped. `rows`: a list of dicts or a Dataset."""
+    from datasets import Dataset, Features, Sequence, Value
+
+    keys = ("text", "text_pair", "words", "label")
+    if isinstance(rows, list):
+        present = [k for k in keys if any(r.get(k) is not None for r in rows)]
+        rows = Dataset.from_dict({k: [r.get(k) for r in rows] for k in present})
+    label = {"regression": Value("float32"), "token": Sequence(Value("int64"))}.get(task.kind, Value("int64"))
+    features = Features(
+        {
+            "input_ids": Sequence(Value("int32")),
+            "token_type_ids": Sequence(Value("int8")),
+            "units": Sequence(Value("int32")),
+            "n_words": Value("int32"),
+            "label": label,
+            "length": Value("int32"),
+            "n_units": Value("int32"),
+        }
+    )
+
+    def tokenize(batch: dict) -> dict:
+        names = list(batch)
+        examples = encode(tokenizer, [dict(zip(names, v)) for v in zip(*batch.values())], task, max_length)
+        return {
+            "input_ids": [e["input_ids"] for e in examples],
+            "token_type_ids": [e.get("token_type_ids") for e in examples],
+            "units": [e["units"] for e in examples],
+            "n_words": [e.get("n_words") for e in examples],
+            "label": [e.get("label") for e in examples],
+            "length": [len(e["input_ids"]) for e in examples],
+            "n_units": [len(e["units"]) for e in examples],
+        }
+
+    key = hashlib.sha256(
+        json.dumps([tokenizer.name_or_path, len(tokenizer), max_length, task.kind, rows_digest(rows)]).encode()
+    ).hexdigest()[:16]
+    cache_file = None
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        cache_file = str(Path(cache_dir) / f"{key}.arrow")
+    encoded = rows.map(
+        tokenize,
+        batched=True,
+        batch_size=1000,
+        remove_columns=rows.column_names,
+        features=features,
+        cache_file_name=cache_file,
+        new_fingerprint=key,
+        desc="tokenise",
+    )
+    return EncodedSet(encoded)
 
 
 def first_subtokens(word_ids: list[int | None]) -> list[int]:

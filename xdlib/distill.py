@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from . import losses
-from .data import collate, encode, eval_batches, gather_units
+from . import dist
+from .data import collate, encode, encode_set, eval_batches, gather_units, lengths_of, rows_digest, take, units_of
 from .finetune import model_inputs, unit_logits
 from .models import HiddenProjection, encoder_units
 from .tasks import Split, Task
@@ -103,8 +104,7 @@ def cache_key(teacher_id: str, rows: Split, max_length: int, dtype: str, layers:
     compute precision (a bf16 CUDA pass and an fp32 CPU pass never share a cache)."""
     digest = hashlib.sha256()
     digest.update(json.dumps([teacher_id, max_length, dtype, sorted(set(layers)), precision]).encode())
-    for row in rows:
-        digest.update(json.dumps([row.get("text"), row.get("text_pair"), row.get("words")]).encode())
+    digest.update(rows_digest(rows).encode())
     return digest.hexdigest()[:16]
 
 
@@ -112,7 +112,7 @@ def cache_key(teacher_id: str, rows: Split, max_length: int, dtype: str, layers:
 def build_teacher_cache(
     teacher,
     tokenizer,
-    rows: Split,
+    rows,
     task: Task,
     max_length: int,
     path: Path,
@@ -120,14 +120,16 @@ def build_teacher_cache(
     dtype: str = "float16",
     batch_size: int = 64,
     layers: list[int] | None = None,
+    tokenized_dir: Path | None = None,
 ) -> TeacherCache:
-    """Run the teacher once over `rows` and store its outputs at the loss units (atomic: tmp dir + rename):
-    the hidden states of `layers` only (default: every one), and the logits."""
+    """Run the teacher once over `rows` (a list of dicts or a datasets.Dataset) and store its outputs at the loss
+    units (atomic: tmp dir + rename): the hidden states of `layers` only (default: every one), and the logits.
+    Tokenised through Arrow (cached in `tokenized_dir`), so the rows never become a Python list here."""
     if (path / "DONE").is_file():
         return TeacherCache.open(path)
     teacher.eval().to(device)
-    encoded = encode(tokenizer, rows, task, max_length)
-    counts = [len(e["units"]) for e in encoded]
+    encoded = encode_set(tokenizer, rows, task, max_length, tokenized_dir)
+    counts = units_of(encoded)
     offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(counts)
     cfg = teacher.config
@@ -139,8 +141,8 @@ def build_teacher_cache(
     np_dtype = np.float16 if dtype == "float16" else np.float32
     hidden = np.lib.format.open_memmap(tmp / "hidden.npy", "w+", np_dtype, (int(offsets[-1]), n_states, width))
     logits = np.lib.format.open_memmap(tmp / "logits.npy", "w+", np_dtype, (int(offsets[-1]), n_labels))
-    for idx in eval_batches([len(e["input_ids"]) for e in encoded], batch_size):
-        batch = collate([encoded[i] for i in idx], tokenizer.pad_token_id, device)
+    for idx in eval_batches(lengths_of(encoded), batch_size):
+        batch = collate(take(encoded, idx), tokenizer.pad_token_id, device)
         with autocast(torch.device(device)):
             out = teacher(**model_inputs(batch), output_hidden_states=True)
         states = torch.stack([gather_units(out.hidden_states[i], batch["unit_pos"]) for i in layers], dim=2)
@@ -252,14 +254,10 @@ def unfreezing_units(student, embeddings_last: bool, frozen: set[int]) -> list[l
     return [[p for p in unit if id(p) not in frozen] for unit in units]
 
 
-def student_counts(student_enc: list[dict], cache: TeacherCache) -> list[int]:
-    """Units both sides have (tokenizers may truncate different numbers of words); trims student units."""
-    counts = []
-    for i, ex in enumerate(student_enc):
-        n = min(len(ex["units"]), cache.units(i))
-        ex["units"] = ex["units"][:n]
-        counts.append(n)
-    return counts
+def student_counts(student_enc, cache: TeacherCache) -> np.ndarray:
+    """Units both sides have (tokenizers may truncate different numbers of words): the student's units are
+    trimmed to these counts when a batch is taken."""
+    return np.minimum(units_of(student_enc), np.diff(cache.offsets))
 
 
 def distil(
@@ -279,23 +277,28 @@ def distil(
     embeddings_last: bool = True,
     on_update=None,
     phase_dev_eval: bool = False,
+    tokenized_dir: Path | None = None,
 ) -> list[dict]:
     """Run every phase in order (finished phases are skipped on resume); returns each phase's summary. A phase is
     scored on dev only where it selects among several evaluations, or everywhere with `phase_dev_eval`."""
     module.to(device)
     caches = {name: cache.to_device(device) for name, cache in caches.items()}
     pad = tokenizer.pad_token_id
-    transfer_enc = encode(tokenizer, transfer_rows, task, max_length)
+    # Arrow-backed (the writing rank tokenises into the cache, the others map what it wrote); dev stays a list
+    transfer_enc = dist.main_first(encode_set, tokenizer, transfer_rows, task, max_length, tokenized_dir)
     transfer_counts = student_counts(transfer_enc, caches["transfer"])
     dev_enc = encode(tokenizer, source["dev"], task, max_length)
     dev_counts = student_counts(dev_enc, caches["dev"])
-    label_enc = encode(tokenizer, source["train"], task, max_length)
+    label_enc = dist.main_first(encode_set, tokenizer, source["train"], task, max_length, tokenized_dir)
 
     def distil_batch(enc, counts, cache, idx):
-        batch = collate([enc[i] for i in idx], pad, device)
-        hidden, logits, mask = cache.batch(idx, [counts[i] for i in idx], layer_index, device)
+        examples = take(enc, idx)
+        for example, i in zip(examples, idx):
+            example["units"] = example["units"][: counts[i]]
+        batch = collate(examples, pad, device)
+        hidden, logits, mask = cache.batch(idx, [int(counts[i]) for i in idx], layer_index, device)
         batch.update(teacher_hidden=hidden, teacher_logits=logits, unit_mask=mask)
-        if "labels" in batch and "label" not in enc[idx[0]]:
+        if "labels" in batch and "label" not in examples[0]:
             batch.pop("labels")
         return batch
 
@@ -304,7 +307,7 @@ def distil(
         total, n = 0.0, 0
         saved = module.objective
         module.objective = "hidden"
-        for idx in eval_batches([len(e["input_ids"]) for e in dev_enc], 64):
+        for idx in eval_batches(lengths_of(dev_enc), 64):
             total += float(module(distil_batch(dev_enc, dev_counts, caches["dev"], idx))) * len(idx)
             n += len(idx)
         module.objective = saved
@@ -327,10 +330,10 @@ def distil(
         else:
             trainable = [p for unit in units[: phase.units] for p in unit]
         if phase.objective == "labels":
-            lengths = [len(e["input_ids"]) for e in label_enc]
-            make_batch = lambda idx: collate([label_enc[i] for i in idx], pad, device)  # noqa: E731
+            lengths = label_enc.lengths
+            make_batch = lambda idx: collate(take(label_enc, idx), pad, device)  # noqa: E731
         else:
-            lengths = [len(e["input_ids"]) for e in transfer_enc]
+            lengths = transfer_enc.lengths
             make_batch = lambda idx: distil_batch(transfer_enc, transfer_counts, caches["transfer"], idx)  # noqa: E731
         if phase.objective == "hidden":
             evaluate, higher = dev_hidden_loss, False

@@ -200,6 +200,7 @@ def distil_student(cfg: DistillConfig, run, on_update=None) -> None:
             device,
             cfg.cache_dtype,
             layers=sorted(set(index)),
+            tokenized_dir=Path(cfg.cache_dir) / "tokenized",
         )
     student, s_tok = _student_for(cfg, task)
     if cfg.attention_loss and s_tok.get_vocab() != t_tok.get_vocab():
@@ -243,6 +244,7 @@ def distil_student(cfg: DistillConfig, run, on_update=None) -> None:
         embeddings_last=cfg.unfreeze_embeddings_last,
         on_update=on_update,
         phase_dev_eval=cfg.phase_dev_eval,
+        tokenized_dir=Path(cfg.cache_dir) / "tokenized",
     )
     distil_seconds = time.perf_counter() - clock  # every phase, dev evaluations included
     metrics = evaluate_splits(student, s_tok, task, source, cfg.max_length, device)
