@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,15 +56,17 @@ class EncodedSet:
 
     def __init__(self, dataset):
         self.dataset = dataset
-        table = dataset.data
-        self.lengths = table.column("length").to_numpy()
-        self.n_units = table.column("n_units").to_numpy()
+        self.table = dataset.data.table  # pyarrow: a batch is one `take`, without datasets' formatting layer
+        self.lengths = self.table.column("length").to_numpy()
+        self.n_units = self.table.column("n_units").to_numpy()
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def take(self, indices) -> list[dict]:
-        columns = self.dataset[[int(i) for i in indices]]  # one columnar read for the whole batch
+        import pyarrow as pa
+
+        columns = self.table.take(pa.array(np.asarray(indices, dtype=np.int64))).to_pydict()
         keys = [k for k in columns if k not in ("length", "n_units")]
         rows = [dict(zip(keys, values)) for values in zip(*(columns[k] for k in keys))]
         for row in rows:
@@ -150,10 +153,13 @@ def encode_set(tokenizer, rows, task: Task, max_length: int, cache_dir: str | Pa
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         cache_file = str(Path(cache_dir) / f"{key}.arrow")
+    # large sets tokenise in several processes (the tokenizer is pickled to each); small ones stay in this one
+    workers = min(8, os.cpu_count() or 1) if len(rows) >= 50_000 else None
     encoded = rows.map(
         tokenize,
         batched=True,
         batch_size=1000,
+        num_proc=workers if workers and workers > 1 else None,
         remove_columns=rows.column_names,
         features=features,
         cache_file_name=cache_file,
@@ -184,20 +190,22 @@ def collate(examples: list[dict], pad_id: int, device: torch.device | str = "cpu
         longest = -(-longest // 8) * 8
     most_units = max(len(e["units"]) for e in examples)
     B = len(examples)
-    ids = torch.full((B, longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((B, longest), dtype=torch.long)
-    types = torch.zeros((B, longest), dtype=torch.long)
-    unit_pos = torch.zeros((B, most_units), dtype=torch.long)
-    unit_mask = torch.zeros((B, most_units), dtype=torch.long)
+    # filled in numpy (a row assignment from a list is cheap; torch.tensor per row is not), one tensor each
+    ids = np.full((B, longest), pad_id, dtype=np.int64)
+    mask = np.zeros((B, longest), dtype=np.int64)
+    types = np.zeros((B, longest), dtype=np.int64)
+    unit_pos = np.zeros((B, most_units), dtype=np.int64)
+    unit_mask = np.zeros((B, most_units), dtype=np.int64)
     for i, e in enumerate(examples):
         n = len(e["input_ids"])
-        ids[i, :n] = torch.tensor(e["input_ids"])
+        ids[i, :n] = e["input_ids"]
         mask[i, :n] = 1
         if "token_type_ids" in e:
-            types[i, :n] = torch.tensor(e["token_type_ids"])
+            types[i, :n] = e["token_type_ids"]
         u = len(e["units"])
-        unit_pos[i, :u] = torch.tensor(e["units"], dtype=torch.long)
+        unit_pos[i, :u] = e["units"]
         unit_mask[i, :u] = 1
+    ids, mask, types, unit_pos, unit_mask = map(torch.from_numpy, (ids, mask, types, unit_pos, unit_mask))
     batch = {"input_ids": ids, "attention_mask": mask, "unit_pos": unit_pos, "unit_mask": unit_mask}
     if "token_type_ids" in examples[0]:
         batch["token_type_ids"] = types
@@ -215,7 +223,15 @@ def collate(examples: list[dict], pad_id: int, device: torch.device | str = "cpu
         else:
             labels = torch.tensor([e["label"] for e in examples], dtype=torch.long)
         batch["labels"] = labels
-    return {k: v.to(device) for k, v in batch.items()}
+    return {k: to_device(v, device) for k, v in batch.items()}
+
+
+def to_device(tensor: torch.Tensor, device) -> torch.Tensor:
+    """A host tensor on `device`. To CUDA through pinned memory without blocking: a copy from pageable memory
+    waits for every kernel queued before it, so the host could not prepare the next batch while the GPU works."""
+    if torch.device(device).type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def length_grouped_batches(

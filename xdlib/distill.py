@@ -26,7 +26,18 @@ from torch import nn
 
 from . import losses
 from . import dist
-from .data import collate, encode, encode_set, eval_batches, gather_units, lengths_of, rows_digest, take, units_of
+from .data import (
+    collate,
+    encode,
+    encode_set,
+    eval_batches,
+    gather_units,
+    lengths_of,
+    rows_digest,
+    take,
+    to_device,
+    units_of,
+)
 from .finetune import model_inputs, unit_logits
 from .models import HiddenProjection, encoder_units
 from .tasks import Split, Task
@@ -71,7 +82,7 @@ class TeacherCache:
         device = torch.device(device)
         if device.type != "cuda" or self.nbytes() > fraction * torch.cuda.mem_get_info(device)[0]:
             return self
-        on = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
+        on = lambda a: torch.from_numpy(np.array(a)).to(device)  # a writable copy of the map  # noqa: E731
         return TeacherCache(self.hidden, self.logits, self.offsets, self.layers, (on(self.hidden), on(self.logits)))
 
     def batch(self, indices: list[int], counts: list[int], layers: list[int], device) -> tuple[torch.Tensor, ...]:
@@ -83,16 +94,16 @@ class TeacherCache:
         starts = self.offsets[np.asarray(indices)]
         valid = np.arange(n.max())[None, :] < n[:, None]  # (B, U)
         rows = np.where(valid, starts[:, None] + np.arange(n.max())[None, :], starts[:, None])
-        mask = torch.from_numpy(valid.astype(np.int64)).to(device)
+        mask = to_device(torch.from_numpy(valid.astype(np.int64)), device)
         if self.resident is not None:
-            r = torch.from_numpy(rows).to(device)
+            r = to_device(torch.from_numpy(rows), device)
             hidden = self.resident[0][r][:, :, layers].float()
             logits = self.resident[1][r].float()
         else:
             hidden = torch.from_numpy(np.asarray(self.hidden[rows.ravel()][:, layers], dtype=np.float32))
             logits = torch.from_numpy(np.asarray(self.logits[rows.ravel()], dtype=np.float32))
-            hidden = hidden.view(*rows.shape, *hidden.shape[1:]).to(device)
-            logits = logits.view(*rows.shape, -1).to(device)
+            hidden = to_device(hidden.view(*rows.shape, *hidden.shape[1:]), device)
+            logits = to_device(logits.view(*rows.shape, -1), device)
         return hidden * mask[..., None, None], logits * mask[..., None], mask
 
     def nbytes(self) -> int:

@@ -101,10 +101,25 @@ def qa_options(cfg: TeacherConfig) -> QAOptions:
     return QAOptions(doc_stride=cfg.doc_stride, max_answer_length=cfg.max_answer_length)
 
 
-def held_out_text(source: dict) -> frozenset[str]:
-    """Text no transfer set may contain: every offline task's dev/test text plus the source's own."""
+def held_out_text(source: dict, offline: bool = True) -> frozenset[str]:
+    """Text no transfer set may contain: the source's own dev/test text, plus every offline task's when the
+    transfer set draws on the offline data (`offline`): offline tasks share sentence pools. A toy or Hub-only run
+    does not, and never needs the offline packages (an air-gapped cluster has none)."""
     own = {normalise(t) for split, rows in source.items() if split != "train" for r in rows for t in row_texts(r)}
-    return held_out_keys() | frozenset(own)
+    return (held_out_keys() if offline else frozenset()) | frozenset(own)
+
+
+def uses_offline_data(cfg: DistillConfig) -> bool:
+    """Whether the transfer set holds offline (packaged) text: an offline source task, or an augmentation from an
+    offline corpus or from another task that is offline."""
+    from .tasks import CORPORA
+
+    def offline_task(name: str) -> bool:
+        return get_task(name, cfg.local_tasks).origin == "offline"
+
+    return offline_task(cfg.source_task) or any(
+        a in CORPORA or (a.startswith("task:") and offline_task(a[5:])) for a in cfg.augmentation
+    )
 
 
 def _student_for(cfg: DistillConfig, task):
@@ -174,7 +189,10 @@ def distil_student(cfg: DistillConfig, run, on_update=None) -> None:
     task = get_task(cfg.source_task, cfg.local_tasks)
     source = load_source(cfg, cfg.source_task, cfg.max_train_samples)
     transfer_rows, composition = transfer_set(
-        source["train"], cfg.augmentation, augment_options(cfg, len(source["train"])), held_out_text(source)
+        source["train"],
+        cfg.augmentation,
+        augment_options(cfg, len(source["train"])),
+        held_out_text(source, uses_offline_data(cfg)),
     )
     teacher, t_tok = load_with_head(
         str(teacher_dir / "model"),

@@ -233,7 +233,7 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         state["update"] += 1
         bar.update(1)
-        if settings.progress and rank == 0:
+        if settings.progress and rank == 0 and state["update"] % 50 == 0:  # float() waits for the GPU: not every step
             bar.set_postfix(loss=f"{float(running):.4f}")
         pending.append(running)
         running = torch.zeros((), device=device)
