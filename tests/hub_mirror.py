@@ -42,7 +42,11 @@ def _glue_rows(config: str, rng: random.Random, n: int, test: bool) -> dict[str,
             rows[fields[0]].append(f"{who} {act} .")
             rows[fields[1]].append(f"{who} {act if label > 2.5 else other} .")
         else:  # pairs: the first label entails, the last contradicts (mnli's middle one is neutral)
-            second = [entailed, "is happy today", other][min(label, 2)] if len(labels) == 3 else (entailed if label == 0 else other)
+            second = (
+                [entailed, "is happy today", other][min(label, 2)]
+                if len(labels) == 3
+                else (entailed if label == 0 else other)
+            )
             rows[fields[0]].append(f"{who} {act} .")
             rows[fields[1]].append(f"{who} {second} .")
         rows["label"].append(-1 if test and labels else label)

@@ -16,8 +16,6 @@ from safetensors.torch import load_file
 from xdlib.config import FinetuneConfig
 from xdlib.stages import ensure
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def params(tmp_path_factory):
@@ -78,6 +76,7 @@ def _weights(store: Path, stage: str) -> dict:
     return load_file(run / "model" / "model.safetensors")
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_and_resume_after_a_kill(params, tmp_path):
     path, values = params
     single = tmp_path / "single"
@@ -124,6 +123,7 @@ def test_two_processes_match_one_and_resume_after_a_kill(params, tmp_path):
         assert not bad, (stage, bad)
 
 
+@pytest.mark.slow
 def test_accelerate_launch_trains_the_same_teacher(params, tmp_path):
     """`accelerate launch --multi_gpu` starts the same process group (gloo where there is no GPU)."""
     path, values = params
@@ -138,3 +138,28 @@ def test_accelerate_launch_trains_the_same_teacher(params, tmp_path):
     assert run.name == single.name and yaml.safe_load((run / "provenance.json").read_text())["world_size"] == 2
     one, two = (load_file(p / "model" / "model.safetensors") for p in (single, run))
     assert all(torch.allclose(one[k], two[k], rtol=1e-3, atol=1e-4) for k in one)
+
+
+@pytest.mark.parametrize(
+    "env, args, message",
+    [
+        (
+            {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29555"},
+            ["-p", "device=cuda"],
+            "asks for nccl (CUDA), but this machine has no CUDA",
+        ),
+        ({"WORLD_SIZE": "2"}, [], "RANK, MASTER_ADDR, MASTER_PORT not set"),
+        ({"WORLD_SIZE": "two"}, [], "WORLD_SIZE='two' is not allowed"),
+    ],
+    ids=["nccl-without-cuda", "no-launcher-variables", "bad-world-size"],
+)
+def test_bad_launches_are_one_line(env, args, message, monkeypatch, capsys, tmp_path):
+    from xdlib.__main__ import main
+
+    if torch.cuda.is_available() and "device=cuda" in args:
+        pytest.skip("this machine has CUDA")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(["run", "teacher", "-p", f"runs_dir={tmp_path}", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from hub_mirror import build_mirror, mirror_words
+
 from xdlib.__main__ import main
 from xdlib.tasks import get_task
 

@@ -161,7 +161,12 @@ def main(argv: list[str] | None = None) -> int:
             from .scale import format_scale
             from .scale import run as run_scale
 
-            sizes = [int(x) for x in args.scale_rows.split(",") if x.strip()]
+            try:
+                sizes = [int(x) for x in args.scale_rows.split(",") if x.strip()]
+            except ValueError:
+                raise ConfigError(
+                    f"--scale-rows {args.scale_rows!r} is not allowed; allowed: sizes like 10000,100000"
+                ) from None
             report = run_scale(sizes)
             print(format_scale(report))
             out = Path(args.out) / f"scale-{time.strftime('%Y%m%d-%H%M')}.json"

@@ -24,8 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import losses
-from . import dist
+from . import dist, losses
 from .data import (
     collate,
     encode,

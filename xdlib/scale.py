@@ -89,8 +89,17 @@ def measure(rows: int, work: Path, updates: int = 300, batch_size: int = 32) -> 
     index = layer_map("top", STUDENT["num_hidden_layers"], TEACHER["num_hidden_layers"])
     clock = time.perf_counter()
     caches = {
-        name: build_teacher_cache(teacher, tokenizer, data, task, 64, work / f"cache-{name}", "cpu",
-                                  layers=index, tokenized_dir=work / "tokenized-teacher")  # fmt: skip
+        name: build_teacher_cache(
+            teacher,
+            tokenizer,
+            data,
+            task,
+            64,
+            work / f"cache-{name}",
+            "cpu",
+            layers=index,
+            tokenized_dir=work / "tokenized-teacher",
+        )  # fmt: skip
         for name, data in (("transfer", transfer), ("dev", small))
     }
     cache_seconds = time.perf_counter() - clock

@@ -97,8 +97,18 @@ def ours(dataset, tokenizer, teacher, student, batch_size: int, max_length: int,
     start = time.perf_counter()
     index = layer_map("top", student.config.num_hidden_layers, teacher.config.num_hidden_layers)
     caches = {
-        name: build_teacher_cache(teacher, tokenizer, rows, task, max_length, work / f"cache-{name}", device,
-                                  batch_size=256, layers=index, tokenized_dir=work / "tok")  # fmt: skip
+        name: build_teacher_cache(
+            teacher,
+            tokenizer,
+            rows,
+            task,
+            max_length,
+            work / f"cache-{name}",
+            device,
+            batch_size=256,
+            layers=index,
+            tokenized_dir=work / "tok",
+        )  # fmt: skip
         for name, rows in (("transfer", dataset), ("dev", small))
     }
     _sync(device)
@@ -150,12 +160,11 @@ def efficiency(student_shape: dict, batch_size: int, length: int, device, compil
 def profile_steps(dataset, tokenizer, student_shape: dict, batch_size: int, max_length: int, device) -> str:
     """Top operators (by device time on CUDA, CPU time elsewhere) of 20 student steps on real dynamic batches."""
     from torch.profiler import ProfilerActivity, profile
+    from transformers import BertConfig, BertForSequenceClassification
 
     from .data import collate, encode
     from .tasks import Task
     from .train import autocast
-
-    from transformers import BertConfig, BertForSequenceClassification
 
     device = torch.device(device)
     student = BertForSequenceClassification(BertConfig(vocab_size=len(tokenizer), num_labels=3, **student_shape))
@@ -167,7 +176,12 @@ def profile_steps(dataset, tokenizer, student_shape: dict, batch_size: int, max_
 
     def step(batch) -> None:
         with autocast(device):
-            loss = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float().pow(2).mean()
+            loss = (
+                student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+                .logits.float()
+                .pow(2)
+                .mean()
+            )
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -36,7 +36,9 @@ class Stage:
 
 STAGES: dict[str, Stage] = {
     "teacher": Stage("teacher", TeacherConfig, lambda c: c.teacher_config(), lambda c: None, "train_teacher", True),
-    "distill": Stage("distill", DistillConfig, lambda c: c.distill_config(), lambda c: "teacher", "distil_student", True),
+    "distill": Stage(
+        "distill", DistillConfig, lambda c: c.distill_config(), lambda c: "teacher", "distil_student", True
+    ),
     "finetune": Stage(
         "finetune",
         FinetuneConfig,

@@ -193,7 +193,9 @@ def run_jobs(jobs: list[Job], log_dir: Path, executor: str, workers: int, settin
         submitted = []
         for i, job in enumerate(batch):
             if executor == "local" and gpus:  # this slot's own GPUs
-                ex.update_parameters(gpus_per_node=per_cell, visible_gpus=tuple(range(i * per_cell, (i + 1) * per_cell)))
+                ex.update_parameters(
+                    gpus_per_node=per_cell, visible_gpus=tuple(range(i * per_cell, (i + 1) * per_cell))
+                )
             submitted.append((job, ex.submit(execute_job, job, str(log_dir))))
         for job, handle in submitted:
             try:

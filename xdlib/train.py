@@ -246,7 +246,9 @@ def train(
             clock = time.perf_counter()
             rng_states = dist.gather(torch.get_rng_state())  # each rank's dropout RNG, written by rank 0
             if rank == 0:
-                _save_checkpoint(ckpt_dir, module, optimizer, scheduler, {**state, "world_size": world}, best_state, rng_states)
+                _save_checkpoint(
+                    ckpt_dir, module, optimizer, scheduler, {**state, "world_size": world}, best_state, rng_states
+                )
             dist.barrier()
             seconds["checkpoint"] += time.perf_counter() - clock
         if on_update is not None:
