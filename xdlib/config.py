@@ -168,12 +168,33 @@ class TeacherConfig:
 
     def run_id(self) -> str:
         up = self.upstream()
-        payload = {"stage": self.stage, "fields": self.id_fields(), "upstream": up.run_id() if up else None}
+        payload = {"stage": self.stage, "fields": self.id_fields(), "upstream": up.run_id() if up else None,
+                   "precision": self.precision(), "task_version": self.task_version()}  # fmt: skip
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
         return f"{_slug(self.label())}-{digest}"
 
     def label(self) -> str:
         return self.source_task
+
+    def precision(self) -> str:
+        """bf16 where the stage computes on CUDA (autocast), else fp32: runs on either never share an id."""
+        if self.device.startswith("cuda"):
+            return "bf16"
+        if self.device == "auto":
+            import torch  # only here: configs are checked before heavy imports
+
+            return "bf16" if torch.cuda.is_available() else "fp32"
+        return "fp32"
+
+    def task_version(self) -> str:
+        """The version of the task this stage trains on: a changed reader or split makes new runs."""
+        from .tasks import get_task
+
+        name = getattr(self, "target_task", None) if self.stage == "finetune" else self.source_task
+        try:
+            return get_task(name, self.local_tasks).version
+        except Exception:  # an unknown name is reported by preflight, with the known ones
+            return "?"
 
     def teacher_config(self) -> TeacherConfig:
         names = {f.name for f in dataclasses.fields(TeacherConfig)}

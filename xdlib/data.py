@@ -211,17 +211,18 @@ def collate(examples: list[dict], pad_id: int, device: torch.device | str = "cpu
         batch["token_type_ids"] = types
     if "span" in examples[0]:  # extractive QA: (start, end) token of the answer, (0, 0) = no answer
         batch["spans"] = torch.tensor([e["span"] for e in examples], dtype=torch.long)
-    if all("label" in e for e in examples):
-        first = examples[0]["label"]
+    labelled = [e for e in examples if e.get("label") is not None]
+    if labelled:  # a joint-mode batch mixes labelled source rows with unlabelled augmentation rows: the latter are
+        first = labelled[0]["label"]  # ignored by the label loss (-100 for classes and tags, NaN for regression)
         if isinstance(first, list):
             labels = torch.full((B, most_units), -100, dtype=torch.long)
             for i, e in enumerate(examples):
-                kept = e["label"][: len(e["units"])]
+                kept = (e.get("label") or [])[: len(e["units"])]
                 labels[i, : len(kept)] = torch.tensor(kept, dtype=torch.long)
         elif isinstance(first, float):
-            labels = torch.tensor([e["label"] for e in examples], dtype=torch.float32)
+            labels = torch.tensor([e.get("label", float("nan")) for e in examples], dtype=torch.float32)
         else:
-            labels = torch.tensor([e["label"] for e in examples], dtype=torch.long)
+            labels = torch.tensor([e.get("label", -100) for e in examples], dtype=torch.long)
         batch["labels"] = labels
     return {k: to_device(v, device) for k, v in batch.items()}
 

@@ -308,8 +308,6 @@ def distil(
         batch = collate(examples, pad, device)
         hidden, logits, mask = cache.batch(idx, [int(counts[i]) for i in idx], layer_index, device)
         batch.update(teacher_hidden=hidden, teacher_logits=logits, unit_mask=mask)
-        if "labels" in batch and "label" not in examples[0]:
-            batch.pop("labels")
         return batch
 
     @torch.inference_mode()

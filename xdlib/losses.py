@@ -83,7 +83,11 @@ def label_loss(logits: Tensor, labels: Tensor) -> Tensor:
 
     logits: (B, U, C) or (B, C); labels: matching (B, U) / (B,) class ids or float targets.
     """
+    # means over the labelled targets only, and 0 (not NaN) for a batch without any; no host sync either way
     if logits.shape[-1] == 1 and labels.is_floating_point():
         keep = ~torch.isnan(labels)
-        return F.mse_loss(logits.squeeze(-1)[keep].float(), labels[keep].float())
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1).long(), ignore_index=-100)
+        error = (logits.squeeze(-1).float() - torch.nan_to_num(labels.float())) ** 2
+        return (error * keep).sum() / keep.sum().clamp(min=1)
+    flat = labels.reshape(-1).long()
+    total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), flat, ignore_index=-100, reduction="sum")
+    return total / (flat != -100).sum().clamp(min=1)

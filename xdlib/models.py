@@ -118,6 +118,14 @@ BERT_HEAD_CLASSES = {
 }
 
 
+def head_module(model) -> nn.Module:
+    """The task head of an HF head model (what a fresh head replaces): classifier or qa_outputs."""
+    for name in ("classifier", "qa_outputs"):
+        if hasattr(model, name):
+            return getattr(model, name)
+    raise TypeError(f"{type(model).__name__} has no classifier or qa_outputs head")
+
+
 def head_kwargs(head: str, num_labels: int) -> dict:
     if head == "qa":  # start and end logits, whatever head the checkpoint had (a distilled MNLI student has 3)
         return {"num_labels": 2}

@@ -46,6 +46,11 @@ def preflight(cfg: TeacherConfig, network: bool = True) -> None:
             mirror_files(dataset_id, config or None, ("train",))
     if isinstance(cfg, DistillConfig):
         source = get_task(cfg.source_task, cfg.local_tasks)
+        if cfg.logit_loss == "kl" and source.kind == "regression":
+            raise ConfigError(
+                f"logit_loss='kl' is not allowed with source_task={cfg.source_task!r}, a regression task (one "
+                "output: a softmax over it is constant, so the loss would be 0); allowed: logit_loss=mse"
+            )
         if source.kind == "qa":
             raise ConfigError(
                 f"source_task={cfg.source_task!r} is extractive QA, which cannot be a distillation source yet; "
@@ -80,10 +85,11 @@ def loop_settings(cfg: TeacherConfig, prefix: str, seed: int | None = None) -> L
 
 
 def load_source(cfg: TeacherConfig, task_name: str, train_cap: int | None) -> dict:
-    """Every split of a task; train capped at `train_cap`, the evaluation splits at max_eval_samples."""
+    """Every split of a task; train capped at `train_cap` (a sample drawn with `seed`), the evaluation splits at
+    max_eval_samples with a fixed draw: runs that differ only in seed are scored on the same rows."""
     data = get_task(task_name, cfg.local_tasks).load()
     return {
-        split: cap(rows, train_cap if split == "train" else cfg.max_eval_samples, cfg.seed)
+        split: cap(rows, train_cap, cfg.seed) if split == "train" else cap(rows, cfg.max_eval_samples, 0)
         for split, rows in data.items()
     }
 
@@ -318,7 +324,14 @@ def _fresh_head_from(encoder_dir: str, head: str, num_labels: int, seed: int):
     own = {k: v for k, v in encoder.config.to_dict().items() if k not in ("id2label", "label2id", "problem_type")}
     config = encoder.config.__class__.from_dict({**own, **models.head_kwargs(head, num_labels)})  # the old head goes
     model = models.HEAD_CLASSES[head].from_config(config)
-    model.base_model.load_state_dict(encoder.state_dict(), strict=False)
+    result = model.base_model.load_state_dict(encoder.state_dict(), strict=False)
+    # only the pooler may differ (token and QA heads have none); anything else means another architecture
+    mismatched = [k for k in (*result.missing_keys, *result.unexpected_keys) if not k.startswith("pooler.")]
+    if mismatched:
+        raise ConfigError(
+            f"the encoder in {encoder_dir} does not fit a {head} model: missing {list(result.missing_keys)[:8]}, "
+            f"unexpected {list(result.unexpected_keys)[:8]}; allowed: a checkpoint of the same architecture"
+        )
     return model, AutoTokenizer.from_pretrained(encoder_dir)
 
 
@@ -332,7 +345,11 @@ def finetune_student(cfg: FinetuneConfig, run, on_update=None) -> None:
     if cfg.student == "distilled":
         model, tokenizer = _fresh_head_from(str(upstream / "model"), task.head, task.num_labels, seed)
     elif cfg.student == "undistilled":
-        model, tokenizer = _student_for(cfg, task)
+        model, tokenizer = _student_for(cfg, task)  # the distilled student's initialisation (seed)
+        if seed != cfg.seed:  # its head, like every other arm's fresh head, from finetune_seed
+            torch.manual_seed(seed)
+            for module in models.head_module(model).modules():
+                model._init_weights(module)
     else:
         ref = cfg.teacher_model if cfg.student == "teacher" else cfg.student
         model, tokenizer = _fresh_head_from(models.resolve_model(ref), task.head, task.num_labels, seed)

@@ -30,11 +30,12 @@ from pathlib import Path
 
 from . import runs
 from .config import ConfigError, FinetuneConfig, load_params, with_target_settings
+from .stages import STAGES as _STAGE_REGISTRY
 from .stages import chain as _chain
 
 log = logging.getLogger(__name__)
 
-STAGES = ("teacher", "distill", "finetune")
+STAGES = tuple(_STAGE_REGISTRY)  # upstream first: the stage registry's order
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 EXECUTORS = ("inline", "direct", "local", "slurm")
 
