@@ -24,7 +24,7 @@ notebooks: $(VENV)/.installed  ## after changing a config field or a notebooks/*
 	$(PY) -m xdlib.notebook
 
 test: $(VENV)/.installed  ## every test tier that runs on a CPU
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=12
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow and not notebooks"

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 import yaml
 
 from .config import ConfigError, FinetuneConfig, config_for_stage, describe, load_params, with_target_settings
+from .assets import AssetError
 from .tasks import DataError
 
 
@@ -50,6 +52,11 @@ def run_sweep(args, overrides: dict) -> int:
 
 def run_report(runs_dir: str, out_dir: str) -> int:
     from .report import build_report
+
+    if not any(Path(runs_dir).glob("*/*/DONE")):
+        raise ConfigError(
+            f"--runs {runs_dir!r} holds no complete run; allowed: a run store a sweep or make study filled"
+        )
 
     for path in build_report(runs_dir, out_dir):
         print(path)
@@ -118,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     p_report = sub.add_parser("report")
     p_report.add_argument("--runs", default="results/runs")
     p_report.add_argument("--out", default="results")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks (also XDLIB_DEBUG=1)")
     args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("XDLIB_DEBUG", "") not in ("", "0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         if args.command == "tasks":
@@ -127,8 +136,6 @@ def main(argv: list[str] | None = None) -> int:
             for name, default, help_text in describe(config_for_stage(args.stage)):
                 print(f"{name:26s} {default!r:32s} {help_text}")
         elif args.command == "run":
-            from .stages import ensure
-
             cls = config_for_stage(args.stage)
             values = load_params(args.params) if args.params else {}
             values.pop("grid", None)
@@ -141,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
                 values = with_target_settings({**values, **overrides, "target_settings": settings})
                 values.pop("target_settings")
             values.update(overrides)  # -p is strict: only this stage's keys
-            path = ensure(args.stage, cls.from_dict(values))
+            cfg = cls.from_dict(values)  # every config error before torch is imported
+            from .stages import ensure
+
+            path = ensure(args.stage, cfg)
             from .dist import is_main
 
             if is_main():  # one line, also under torchrun
@@ -193,10 +203,21 @@ def main(argv: list[str] | None = None) -> int:
             report = run(args.size or ("quick" if args.quick else "full"), args.device, args.out)
             print(format_table(report))
             print(f"wall {report['wall_seconds']:.0f} s; raw timings: {report['json']}")
-    except (ConfigError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ConfigError, DataError, AssetError) as err:  # the user's input (or the machine's): exit 2, one line
+        if debug:
+            raise
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except Exception as err:  # a failure at run time: one line, the traceback with --debug or XDLIB_DEBUG=1
+        if debug:
+            raise
+        print(f"error: {type(err).__name__}: {_one_line(err)} (--debug or XDLIB_DEBUG=1 shows where)", file=sys.stderr)
+        return 1
     return 0
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 if __name__ == "__main__":

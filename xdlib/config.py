@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -53,9 +54,17 @@ def _opt(
 
 
 def _check_arch(value: str) -> str | None:
-    if STUDENT_ARCH_PATTERN.match(value):
+    match = STUDENT_ARCH_PATTERN.match(value)
+    if match and int(match.group(1)) >= 1 and int(match.group(2)) >= 1:
         return None
-    return "an architecture name like l6-h256, l6-h384, l12-h384 (any l<layers>-h<hidden>)"
+    return "an architecture name like l6-h256, l6-h384, l12-h384 (any l<layers>-h<hidden>, both at least 1)"
+
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def _check_device(value: str) -> str | None:
+    return None if DEVICE_PATTERN.match(value) else "auto, cpu, cuda, cuda:N or mps"
 
 
 def _check_layer_map(value: Any) -> str | None:
@@ -111,7 +120,7 @@ class TeacherConfig:
     patience: int = _opt(5, "stop after this many dev evaluations without improvement", low=1)
     seed: int = _opt(0, "seed for data order, dropout and initialisation", low=0)
     # system (cannot change the result: left out of run ids)
-    device: str = _opt("auto", "auto, cpu, cuda, cuda:N or mps", id=False)
+    device: str = _opt("auto", "auto, cpu, cuda, cuda:N or mps", id=False, check=_check_device)
     runs_dir: str = _opt("results/runs", "where run folders are written", id=False)
     cache_dir: str = _opt("results/cache", "teacher-output caches", id=False)
     progress: bool = _opt(True, "show tqdm progress bars", id=False)
@@ -374,11 +383,19 @@ def load_params(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any
     if path.resolve() in _seen:
         raise ConfigError(f"params file {str(path)!r} includes itself (cycle: {' -> '.join(map(str, _seen))})")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"params file {str(path)!r} is not UTF-8 text (byte {err.start}); allowed: a UTF-8 YAML file"
+        ) from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"params file {str(path)!r} is not valid YAML: {err}") from None
+        where = getattr(err, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"params file {str(path)!r} is not valid YAML{line}: {problem}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"params file {str(path)!r} must hold a mapping of key: value, got {type(values).__name__}")
+    _anchor_paths(values, path.parent)
     include = values.pop("include", None)
     if include is None:
         return values
@@ -389,6 +406,20 @@ def load_params(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any
     if grid:
         merged["grid"] = grid
     return merged
+
+
+def _anchor_paths(values: dict[str, Any], folder: Path) -> None:
+    """Relative data paths in a params file (local_tasks' train/dev/test files) are relative to that file."""
+    tasks = values.get("local_tasks")
+    if not isinstance(tasks, dict):
+        return
+    for spec in tasks.values():
+        if not isinstance(spec, dict):
+            continue
+        for split in ("train", "dev", "test"):
+            value = spec.get(split)
+            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                spec[split] = str(folder / value)
 
 
 def with_target_settings(values: dict[str, Any]) -> dict[str, Any]:
@@ -438,8 +469,8 @@ def _coerce(key: str, value: Any, tp: Any, meta: typing.Mapping[str, Any]) -> An
     elif tp is float:
         if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
             value = float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            fail("a number" + _range_text(meta))
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            fail("a finite number" + _range_text(meta))
         clean = float(value)
     elif tp is str:
         if not isinstance(value, str):

@@ -61,10 +61,35 @@ def preflight(cfg: TeacherConfig, network: bool = True) -> None:
     models.check_model_reachable(cfg.teacher_model, "teacher_model", network)
     if isinstance(cfg, DistillConfig) and cfg.student_init != "random":
         models.check_model_reachable(cfg.student_init, "student_init", network)
-    if isinstance(cfg, FinetuneConfig) and cfg.student not in ("distilled", "undistilled", "teacher"):
+    if isinstance(cfg, FinetuneConfig) and cfg.student not in STUDENT_KEYWORDS:
+        import difflib
+
+        close = difflib.get_close_matches(cfg.student, STUDENT_KEYWORDS, n=1, cutoff=0.75)
+        if close:  # a misspelt keyword, not a model reference
+            raise ConfigError(
+                f"student={cfg.student!r} is not allowed (did you mean {close[0]!r}?); allowed: "
+                f"{', '.join(STUDENT_KEYWORDS)}, or a model (HF id or folder)"
+            )
         models.check_model_reachable(cfg.student, "student", network)
+    check_device(cfg.device)
     if isinstance(cfg, DistillConfig):
         models.architecture(cfg.student_arch, cfg.student_heads)
+
+
+STUDENT_KEYWORDS = ("distilled", "undistilled", "teacher")
+
+
+def check_device(name: str) -> None:
+    """The device exists on this machine (the config checked the spelling)."""
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count()
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= count:
+            have = f"{count} CUDA device(s)" if count else "no CUDA"
+            raise ConfigError(f"device={name!r} is not on this machine ({have}); allowed: auto, cpu"
+                              + (f", cuda:0..cuda:{count - 1}" if count else ""))  # fmt: skip
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device='mps' is not on this machine; allowed: auto, cpu")
 
 
 def loop_settings(cfg: TeacherConfig, prefix: str, seed: int | None = None) -> LoopSettings:

@@ -49,6 +49,9 @@ def expand_grid(values: dict) -> list[dict]:
     for block in blocks:
         if not isinstance(block, dict) or not all(isinstance(v, list) for v in block.values()):
             raise ConfigError("grid must map each key to a list of values (or be a list of such mappings)")
+        empty = [k for k, v in block.items() if not v]
+        if empty:
+            raise ConfigError(f"grid key {empty[0]!r} has no values; allowed: a non-empty list of values")
         keys = list(block)
         for combo in itertools.product(*(block[k] for k in keys)):
             cell = {**values, **dict(zip(keys, combo))}
@@ -85,6 +88,13 @@ def plan(path: str | Path, overrides: dict | None = None) -> tuple[str, list[Fin
     name = str(values.get("name") or Path(path).stem)
     settings = {"slurm": values.pop("slurm", None) or {}}
     configs = [FinetuneConfig.from_dict(with_target_settings(cell)) for cell in expand_grid(values)]
+    targets = {cfg.target_task for cfg in configs}
+    unused = sorted(set(values.get("target_settings") or {}) - targets)
+    if unused:
+        raise ConfigError(
+            f"target_settings names {', '.join(map(repr, unused))}, which no cell of {Path(path).name} fine-tunes on; "
+            f"allowed: its target tasks ({', '.join(sorted(targets))})"
+        )
     return name, configs, settings
 
 
