@@ -20,8 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError, FinetuneConfig, config_for_stage, describe, load_params, with_target_settings
 from .assets import AssetError
+from .config import ConfigError, FinetuneConfig, config_for_stage, describe, load_params, with_target_settings
 from .tasks import DataError
 
 
