@@ -59,10 +59,10 @@ CASES = {
         "grid key 'seed'",
         "non-empty list",
     ),
-    "target settings for no target": (
-        lambda t: ["sweep", _params(t, {"target_settings": {"trec6": {"finetune_lr": 1e-4}}}), "--dry-run"],
-        "'trec6'",
-        "rt-polarity",
+    "target settings for no task": (
+        lambda t: ["sweep", _params(t, {"target_settings": {"trec7": {"finetune_lr": 1e-4}}}), "--dry-run"],
+        "'trec7'",
+        "trec6",
     ),
     "unknown executor": (lambda t: ["sweep", _params(t, {}), "--executor", "ray"], "'ray'", "inline, direct"),
     "processes per cell without local": (

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 def preflight(cfg: TeacherConfig, network: bool = True) -> None:
     """Every check that needs no training: task names, augmentation names, model references (a Hub id is
-    looked up now, so 'no network' is reported before any heavy work; network=False skips that lookup)."""
+    looked up now, so 'no network' is reported before any heavy work) and the device. network=False (dry runs)
+    skips the Hub lookup and the device's presence."""
     known = task_names(cfg.local_tasks)
     for key in ("source_task", "target_task"):
         name = getattr(cfg, key, None)
@@ -71,7 +72,8 @@ def preflight(cfg: TeacherConfig, network: bool = True) -> None:
                 f"{', '.join(STUDENT_KEYWORDS)}, or a model (HF id or folder)"
             )
         models.check_model_reachable(cfg.student, "student", network)
-    check_device(cfg.device)
+    if network:  # a dry run may plan for another machine (params/gpu.yaml on a laptop)
+        check_device(cfg.device)
     if isinstance(cfg, DistillConfig):
         models.architecture(cfg.student_arch, cfg.student_heads)
 

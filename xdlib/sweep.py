@@ -88,12 +88,14 @@ def plan(path: str | Path, overrides: dict | None = None) -> tuple[str, list[Fin
     name = str(values.get("name") or Path(path).stem)
     settings = {"slurm": values.pop("slurm", None) or {}}
     configs = [FinetuneConfig.from_dict(with_target_settings(cell)) for cell in expand_grid(values)]
-    targets = {cfg.target_task for cfg in configs}
-    unused = sorted(set(values.get("target_settings") or {}) - targets)
-    if unused:
+    from .tasks import task_names
+
+    known = task_names(values.get("local_tasks"))
+    unknown = sorted(set(values.get("target_settings") or {}) - set(known))
+    if unknown:  # a base file's settings may name targets an including file's grid leaves out; not unknown tasks
         raise ConfigError(
-            f"target_settings names {', '.join(map(repr, unused))}, which no cell of {Path(path).name} fine-tunes on; "
-            f"allowed: its target tasks ({', '.join(sorted(targets))})"
+            f"target_settings names {', '.join(map(repr, unknown))}, which is not a task; allowed: registered tasks "
+            f"({', '.join(known)})"
         )
     return name, configs, settings
 
