@@ -57,16 +57,6 @@ def chain(stage: str, cfg: TeacherConfig) -> list[tuple[str, TeacherConfig]]:
     return (chain(up, own) if up else []) + [(stage, own)]
 
 
-def path_of(stage: str, cfg: TeacherConfig) -> Path:
-    own = STAGES[stage].narrow(cfg)
-    return runs.run_dir(own.runs_dir, stage, own.run_id())
-
-
-def is_usable(stage: str, cfg: TeacherConfig, for_downstream: bool = False) -> bool:
-    """Complete, and with its model where a stage below will read it. Reads only."""
-    return runs.usable(path_of(stage, cfg), needs_model=for_downstream and STAGES[stage].has_model)
-
-
 @dataclass
 class Run:
     """What a runner gets: its folder, device, upstream run folders, and writers that only rank 0 uses."""
