@@ -22,6 +22,76 @@ def _written(tmp_path, name, data: bytes):
     return str(path)
 
 
+def _local(tmp_path, data: bytes, suffix=".jsonl", kind="single", **spec):
+    """A params file whose target is a local task over one file holding `data`; args of its dry run."""
+    path = _written(tmp_path, f"data{suffix}", data)
+    task = {"kind": kind, "train": path, **spec}
+    return ["sweep", _params(tmp_path, {"local_tasks": {"mine": task}, "target_task": "mine"}), "--dry-run"]
+
+
+SQUAD = b'{"data": [{"title": "t", "paragraphs": [{"context": "Paris is big", "qas": [{"id": "1", "question": "q", "answers": [{"text": "Paris", "answer_start": 3}]}]}]}]}'
+# local data files, checked by `sweep --dry-run` (every file of every cell, before anything runs)
+DATA_CASES = {
+    "labels 1 and '1'": (
+        b'{"text": "a", "label": 1}\n{"text": "b", "label": "1"}\n',
+        {},
+        "labels '1' and 1",
+        "one spelling",
+    ),
+    "csv without the label column": (b"text,lab\na,1\n", {"suffix": ".csv"}, "missing column(s) ['label']", "found"),
+    "csv row with a field too many": (
+        b"text,label\na,1,2\n",
+        {"suffix": ".csv"},
+        "data.csv:2",
+        "expected 2 csv fields",
+    ),
+    "empty csv": (b"", {"suffix": ".csv"}, "data.csv: empty file", "header row"),
+    "latin-1 jsonl": ('{"text": "caf\xe9", "label": 1}\n'.encode("latin-1"), {}, "not UTF-8", "UTF-8 csv"),
+    "binary file": (bytes(range(256)), {"suffix": ".tsv"}, "data.tsv", "UTF-8"),
+    "empty jsonl": (b"\n\n", {}, "no examples", "at least one example"),
+    "broken jsonl line": (
+        b'{"text": "a", "label": 1}\n{"text": "b", "label\n',
+        {},
+        "data.jsonl:2",
+        "one JSON object per line",
+    ),
+    "jsonl line that is a list": (b'["a", 1]\n', {}, "data.jsonl:1", "expected a JSON object"),
+    "regression label not a number": (
+        b'{"text": "a", "label": "high"}\n',
+        {"kind": "regression"},
+        "'high'",
+        "not a number",
+    ),
+    "label outside the declared set": (
+        b'{"text": "a", "label": "meh"}\n',
+        {"labels": ["good", "bad"]},
+        "'meh'",
+        "['good', 'bad']",
+    ),
+    "pair without its second text": (b'{"text": "a", "label": "x"}\n', {"kind": "pair"}, "['text_pair']", "found"),
+    "conll line without a tag": (
+        b"Paris B-LOC\nis\n",
+        {"suffix": ".conll", "kind": "token"},
+        "data.conll:2",
+        "columns",
+    ),
+    "parquet that is not Parquet": (b"PAR1 nope", {"suffix": ".parquet"}, "data.parquet", "not a readable Parquet"),
+    "SQuAD answer not at answer_start": (SQUAD, {"suffix": ".json", "kind": "qa"}, "'Paris'", "answer_start=3"),
+    "SQuAD file that is not JSON": (b"{data: 1}", {"suffix": ".json", "kind": "qa"}, "data.json:1", "not valid JSON"),
+    "SQuAD JSON without data": (
+        b'{"version": 2}',
+        {"suffix": ".json", "kind": "qa"},
+        "data.json",
+        "expected SQuAD JSON",
+    ),
+    "unknown file format": (b"a", {"suffix": ".xlsx"}, "format None unknown", "conll"),
+    "unknown kind": (b"a", {"kind": "ranking"}, "needs kind", "'single', 'pair'"),
+    "unknown local task key": (b"a", {"lables": ["x"]}, "['lables']", "known:"),
+}
+for _name, (_data, _spec, _names, _allowed) in DATA_CASES.items():
+    DATA_CASES[_name] = (lambda t, d=_data, sp=_spec: _local(t, d, **sp), _names, _allowed)
+
+
 CASES = {
     "unknown choice": (lambda t: ["run", "distill", "-p", "logit_loss=cosine"], "logit_loss='cosine'", "mse, kl"),
     "unknown key": (lambda t: ["run", "teacher", "-p", "teacher_lrr=1e-4"], "'teacher_lrr'", "known: "),
@@ -77,13 +147,125 @@ CASES = {
         "cuda:7",
         "allowed: auto, cpu",
     ),
+    "missing dev file": (
+        lambda t: _local(t, b'{"text": "a", "label": 1}\n', dev=str(t / "dev.jsonl")),
+        "dev.jsonl",
+        "no such file",
+    ),
+    "missing train file": (
+        lambda t: [
+            "sweep",
+            _params(t, {"local_tasks": {"m": {"kind": "single", "train": "x.csv"}}, "target_task": "m"}),
+            "--dry-run",
+        ],
+        "x.csv",
+        "no such file",
+    ),  # fmt: skip
+    "local_tasks not a mapping": (
+        lambda t: ["sweep", _params(t, {"local_tasks": ["a"]}), "--dry-run"],
+        "local_tasks",
+        "a mapping of task name",
+    ),  # fmt: skip
+    "hidden size the init model lacks": (
+        lambda t: ["run", "distill", "-p", "student_arch=l6-h385", "-p", f"runs_dir={t}"], "l6-h385", "l<N>-h384"
+    ),
+    "init layers out of range": (
+        lambda t: ["run", "distill", "-p", "student_layers=[0, 1, 9]", "-p", f"runs_dir={t}"], "[0, 1, 9]", "0..5"
+    ),
+    "heads that do not divide": (
+        lambda t: ["run", "distill", "-p", "student_arch=l6-h384", "-p", "student_heads=5", "-p", f"runs_dir={t}"],
+        "student_heads=5",
+        "divisor",
+    ),
+    "layer map out of range": (
+        lambda t: ["run", "distill", "-p", "layer_map=[0, 2, 4, 99]", "-p", f"runs_dir={t}"],
+        "99",
+        "teacher",
+    ),
+    "layer map of words": (lambda t: ["run", "distill", "-p", "layer_map=middle"], "layer_map", "'top', 'uniform'"),
+    "unknown augmentation": (
+        lambda t: ["run", "distill", "-p", "augmentation=[wikipedia]", "-p", f"runs_dir={t}"],
+        "'wikipedia'",
+        "allowed",
+    ),
+    "unknown offline model": (
+        lambda t: ["run", "teacher", "-p", "teacher_model=offline:bert-huge", "-p", f"runs_dir={t}"],
+        "offline:bert-huge",
+        "offline:all-MiniLM-L6-v2",
+    ),
+    "model folder without config.json": (
+        lambda t: ["run", "teacher", "-p", f"teacher_model={t}", "-p", f"runs_dir={t / 'r'}"],
+        "config.json",
+        "folder",
+    ),
+    "zero max_length": (lambda t: ["run", "teacher", "-p", "max_length=0"], "max_length=0", "in [8, 4096]"),
+    "seed that is a word": (lambda t: ["run", "teacher", "-p", "seed=abc"], "seed", "int"),
+    "negative learning rate": (lambda t: ["run", "distill", "-p", "distill_lr=-1"], "distill_lr=-1", "in [0.0, 1.0]"),
+    "infinite epochs": (lambda t: ["run", "teacher", "-p", "teacher_epochs=.inf"], "teacher_epochs", "finite"),
+    "kl on a regression source": (
+        lambda t: ["run", "distill", "-p", "source_task=toy-regression", "-p", "logit_loss=kl", "-p", f"runs_dir={t}"],
+        "logit_loss='kl'",
+        "logit_loss=mse",
+    ),
+    "QA as a distillation source": (
+        lambda t: ["run", "distill", "-p", "source_task=toy-qa", "-p", f"runs_dir={t}"],
+        "'toy-qa'",
+        "single, pair",
+    ),
+    "unknown device": (lambda t: ["run", "teacher", "-p", "device=tpu"], "device='tpu'", "cuda:N"),
+    "runs_dir under a file": (
+        lambda t: ["run", "teacher", "-p", f"runs_dir={_written(t, 'f', b'')}/runs"],
+        "runs_dir",
+        "is a file",
+    ),
+    "unknown stage for params": (lambda t: ["params", "trainer"], "'trainer'", "teacher, distill, finetune"),
+    "tasks with a missing params file": (lambda t: ["tasks", "--params", str(t / "no.yaml")], "no.yaml", "exist"),
+    "unknown key in a params file": (
+        lambda t: ["sweep", _params(t, {"finetune_lrr": 1e-4}), "--dry-run"],
+        "'finetune_lrr'",
+        "known: ",
+    ),
+    "unknown key in the grid": (
+        lambda t: ["sweep", _params(t, {"grid": {"sed": [0, 1]}}), "--dry-run"],
+        "'sed'",
+        "known: ",
+    ),
+    "grid that is a number": (lambda t: ["sweep", _params(t, {"grid": 3}), "--dry-run"], "grid", "a list of values"),
+    "unknown task in the grid": (
+        lambda t: ["sweep", _params(t, {"grid": {"target_task": ["sst2", "sst5"]}}), "--dry-run"],
+        "'sst5'",
+        "sst2",
+    ),
+    "target_settings not a mapping": (
+        lambda t: ["sweep", _params(t, {"target_settings": ["trec6"]}), "--dry-run"],
+        "target_settings",
+        "mapping",
+    ),
+    "zero workers": (
+        lambda t: ["sweep", _params(t, {}), "--executor", "local", "--workers", "0"],
+        "--workers 0",
+        "1 or more",
+    ),  # fmt: skip
+    "workers that is a word": (lambda t: ["sweep", _params(t, {}), "--workers", "two"], "'two'", "--help"),
+    "unknown command": (lambda t: ["trian"], "'trian'", "run"),
+    "run without a stage": (lambda t: ["run"], "stage", "--help"),
+    "unknown bench size": (lambda t: ["bench", "--size", "huge"], "'huge'", "smoke"),
+    "unknown option": (lambda t: ["report", "--rnus", "x"], "--rnus", "--help"),
+    **DATA_CASES,
 }
+
+
+def _main(args) -> int:
+    try:
+        return main(args)
+    except SystemExit as stop:  # argparse's usage errors
+        return stop.code
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input_is_one_line(case, tmp_path, capsys):
     args, names, allowed = CASES[case]
-    assert main(args(tmp_path)) == 2
+    assert _main(args(tmp_path)) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert "Traceback" not in err and names in err and allowed in err, err
@@ -110,3 +292,34 @@ def test_a_failure_at_run_time_is_one_line_and_exit_1(tmp_path, capsys, monkeypa
     assert err == "error: RuntimeError: disk on fire second line (--debug or XDLIB_DEBUG=1 shows where)\n"
     with pytest.raises(RuntimeError):
         main(["--debug", "run", "teacher", "-p", f"runs_dir={tmp_path}"])
+
+
+NOTEBOOK_CASES = {  # notebook, parameters, the error's class, what its one line names
+    "unknown choice": ("distill", {"logit_loss": "cosine"}, "ConfigError", "logit_loss='cosine'"),
+    "unknown parameter": ("teacher", {"lr": 1e-3}, "ConfigError", "unknown notebook parameter(s) 'lr'"),
+    "bad local file": ("finetune", "data", "DataError", "labels '1' and 1"),
+}
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("case", sorted(NOTEBOOK_CASES))
+def test_a_notebook_under_papermill_raises_one_line(case, tmp_path):
+    """papermill raises the notebook's one exception; the notebook shows one line `error: …`, no traceback."""
+    import nbformat
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from xdlib.notebook import NOTEBOOKS
+
+    name, parameters, ename, names = NOTEBOOK_CASES[case]
+    if parameters == "data":
+        data = _written(tmp_path, "data.jsonl", b'{"text": "a", "label": 1}\n{"text": "b", "label": "1"}\n')
+        parameters = {"local_tasks": {"mine": {"kind": "single", "train": data}}, "target_task": "mine",
+                      "runs_dir": str(tmp_path / "runs")}  # fmt: skip
+    out = tmp_path / "out.ipynb"
+    with pytest.raises(PapermillExecutionError) as raised:
+        papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=parameters,
+                                   progress_bar=False, kernel_name="python3")  # fmt: skip
+    assert raised.value.ename == ename and names in raised.value.evalue and "\n" not in raised.value.evalue
+    (error,) = [o for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", []) if o.get("ename")]
+    assert error["traceback"] == [f"error: {raised.value.evalue}"]

@@ -97,3 +97,30 @@ def test_an_encoder_that_does_not_fit_the_head_model_is_refused(monkeypatch, tin
     monkeypatch.setattr(models, "pretrained", with_an_extra_key)
     with pytest.raises(ConfigError, match="does not fit a sequence model: .*unexpected \\['adapter_scale'\\]"):
         pipeline._fresh_head_from(str(tiny_encoder), "sequence", 2, 0)
+
+
+def test_headline_and_architectures_never_average_different_students():
+    """Bug 6: two augmentations of one architecture and source are two rows, each the mean of its own seeds."""
+    import pandas as pd
+
+    from xdlib.report import architecture_table, headline_table
+
+    rows = []
+    for aug, run, base in (("-", "d1", 60.0), ("plot-sentences", "d2", 80.0)):
+        for seed, (task, bump) in enumerate([("sst2", 0.0), ("sst2", 2.0), ("rte", 10.0)]):
+            rows.append({"stage": "finetune", "student": "distilled", "student_arch": "l6-h256", "source_task": "sst2",
+                         "augmentation": aug, "target_task": task, "seed": seed % 2, "score": base + bump,
+                         "m_parameters": 13e6, "m_distill_run": run,
+                         "variant": f"l6-h256 distilled from sst2 ({'source only' if aug == '-' else '+' + aug})"})  # fmt: skip
+    ft = pd.DataFrame(rows)
+    ours = headline_table(ft).query("model.str.startswith('ours')")
+    assert list(ours["SST2"]) == ["81.0", "61.0"] and list(ours["RTE"]) == ["90.0", "70.0"]  # before: one row, 71
+    assert ours["model"].str.contains(r"\(source only\), mean over 2 seeds").tolist() == [False, True]
+    dist = pd.DataFrame([{"stage": "distill", "run_id": run, "source_task": "sst2", "student_arch": "l6-h256",
+                          "student_init": "random", "student_embeddings": "random", "augmentation": aug, "seed": 0,
+                          "m_parameters": 13e6, "m_teacher_parameters": 1e8, "m_flops_ratio": 8.0, "m_speedup": 5.0,
+                          "m_main_metric": "accuracy", "m_test_accuracy": 0.8} for run, aug in
+                         (("d1", "-"), ("d2", "plot-sentences"))])  # fmt: skip
+    arch = architecture_table(dist, ft)
+    # each target weighs the same: (61 + 70) / 2, not the mean of three runs (two of them sst2)
+    assert list(arch["mean_over_targets"]) == [65.5, 85.5] and list(arch["finetunes"]) == [3, 3]

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from .assets import AssetError
 from .config import ConfigError, FinetuneConfig, config_for_stage, describe, load_params, with_target_settings
-from .tasks import DataError
+from .errors import UserError, one_line
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -86,10 +85,15 @@ def list_tasks(params: str | None) -> None:
     print("hub tasks need the network; offline tasks are real data packaged on PyPI (sizes after leakage removal)")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake told in one line (`error: …`, exit status 2) like every other."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message}; allowed: see {self.prog} --help\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m xdlib", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = Parser(prog="python -m xdlib", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p_tasks = sub.add_parser("tasks")
     p_tasks.add_argument("--params", help="also list this params file's local_tasks")
@@ -203,21 +207,35 @@ def main(argv: list[str] | None = None) -> int:
             report = run(args.size or ("quick" if args.quick else "full"), args.device, args.out)
             print(format_table(report))
             print(f"wall {report['wall_seconds']:.0f} s; raw timings: {report['json']}")
-    except (ConfigError, DataError, AssetError) as err:  # the user's input (or the machine's): exit 2, one line
+    except UserError as err:  # the user's input (or the machine's): exit 2, one line
         if debug:
             raise
-        print(f"error: {_one_line(err)}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     except Exception as err:  # a failure at run time: one line, the traceback with --debug or XDLIB_DEBUG=1
         if debug:
             raise
-        print(f"error: {type(err).__name__}: {_one_line(err)} (--debug or XDLIB_DEBUG=1 shows where)", file=sys.stderr)
+        if _disk_full(err):  # the machine's state, not our bug: what to do about it
+            where = f" writing {err.filename}" if isinstance(err, OSError) and err.filename else ""
+            print(f"error: the disk is full{where}; free space and rerun the same command: the run resumes from "
+                  "its last checkpoint, and nothing half-written is counted", file=sys.stderr)  # fmt: skip
+            return 1
+        print(f"error: {type(err).__name__}: {one_line(err)} (--debug or XDLIB_DEBUG=1 shows where)", file=sys.stderr)
         return 1
     return 0
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
+def _disk_full(err: BaseException) -> bool:
+    """ENOSPC or EDQUOT, also wrapped (safetensors and torch.save report it in their own exception types)."""
+    import errno
+
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(err) or "Disk quota exceeded" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 if __name__ == "__main__":

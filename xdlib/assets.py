@@ -18,6 +18,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -106,7 +108,7 @@ MODEL_FILES = (
 )
 
 
-class AssetError(RuntimeError):
+class AssetError(UserError, RuntimeError):
     """A packaged resource could not be fetched or failed its checksum."""
 
 

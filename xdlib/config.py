@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import re
 import types
 import typing
@@ -28,11 +29,13 @@ from typing import Any
 
 import yaml
 
+from .errors import UserError
+
 STUDENT_ARCH_PATTERN = re.compile(r"^l(\d+)-h(\d+)$")
 OFFLINE_MINILM = "offline:all-MiniLM-L6-v2"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A bad config value: the message names the key, the value and what is allowed."""
 
 
@@ -65,6 +68,19 @@ DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 def _check_device(value: str) -> str | None:
     return None if DEVICE_PATTERN.match(value) else "auto, cpu, cuda, cuda:N or mps"
+
+
+def _check_folder(value: str) -> str | None:
+    """A folder that is there or can be made: its nearest existing ancestor is a writable folder."""
+    path = Path(str(value)).expanduser().absolute()
+    for parent in (path, *path.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                return f"a folder that is there or can be made ({parent} is a file)"
+            if not os.access(parent, os.W_OK):
+                return f"a writable folder ({parent} is read-only)"
+            return None
+    return None
 
 
 def _check_layer_map(value: Any) -> str | None:
@@ -121,8 +137,8 @@ class TeacherConfig:
     seed: int = _opt(0, "seed for data order, dropout and initialisation", low=0)
     # system (cannot change the result: left out of run ids)
     device: str = _opt("auto", "auto, cpu, cuda, cuda:N or mps", id=False, check=_check_device)
-    runs_dir: str = _opt("results/runs", "where run folders are written", id=False)
-    cache_dir: str = _opt("results/cache", "teacher-output caches", id=False)
+    runs_dir: str = _opt("results/runs", "where run folders are written", id=False, check=_check_folder)
+    cache_dir: str = _opt("results/cache", "teacher-output caches", id=False, check=_check_folder)
     progress: bool = _opt(True, "show tqdm progress bars", id=False)
     checkpoint_every: int = _opt(200, "optimizer steps between resumable checkpoints", low=1, id=False)
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import dist, losses
+from . import dist, losses, runs
 from .data import (
     collate,
     encode,
@@ -163,6 +163,7 @@ def build_teacher_cache(
             n = counts[i]
             hidden[offsets[i] : offsets[i] + n] = states_np[row, :n]
             logits[offsets[i] : offsets[i] + n] = logits_np[row, :n]
+        runs.fault("cache", tmp)
     hidden.flush()
     logits.flush()
     del hidden, logits

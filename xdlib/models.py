@@ -8,6 +8,7 @@ h256 (256 is not divisible by 12) and 12 for h384.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -79,6 +80,60 @@ def resolve_model(ref: str) -> str:
     return ref
 
 
+def check_student_init(init: str, pcfg, arch: Architecture, arch_name: str, layers: list[int] | None) -> list[int]:
+    """The init model's layers the student copies, after checking that its config fits the architecture."""
+    if getattr(pcfg, "hidden_size", None) != arch.hidden:
+        raise ConfigError(
+            f"student_init={init!r} has hidden size {getattr(pcfg, 'hidden_size', None)} but "
+            f"student_arch={arch_name!r} has {arch.hidden}; allowed: an l<N>-h{getattr(pcfg, 'hidden_size', 'H')} "
+            "architecture, or student_init='random' (optionally with student_embeddings='pca')"
+        )
+    chosen = layers if layers is not None else evenly_spaced_layers(pcfg.num_hidden_layers, arch.layers)
+    if any(i < 0 or i >= pcfg.num_hidden_layers for i in chosen):
+        raise ConfigError(
+            f"student_layers={chosen} is not allowed; allowed: layer indices in 0..{pcfg.num_hidden_layers - 1} of "
+            f"the {pcfg.num_hidden_layers}-layer student_init"
+        )
+    return chosen
+
+
+def model_config(ref: str, network: bool = True):
+    """The config.json of the model `ref` names, without its weights (None for 'random', or a Hub id in a dry
+    run)."""
+    if ref == "random" or (not network and not ref.startswith(("offline:", ".", "/", "~"))):
+        return None
+    return AutoConfig.from_pretrained(resolve_model(ref))
+
+
+def config_layers(ref: str, network: bool = True) -> int | None:
+    """The number of transformer layers of the model `ref` names, from its config.json alone (None for a Hub id
+    in a dry run, or a config without the field)."""
+    return getattr(model_config(ref, network), "num_hidden_layers", None)
+
+
+@functools.cache
+def hub_offline() -> str | None:
+    """Why this process works offline (cached Hub files only), or None when the Hub answers. Without
+    HF_HUB_OFFLINE set, one TCP connect (3 s timeout) decides, once: an unreachable Hub then switches
+    huggingface_hub to offline mode, so that each lookup fails at once instead of retrying for 25 s."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=3).close()
+        return None
+    except OSError as err:
+        constants.HF_HUB_OFFLINE = True
+        os.environ["HF_HUB_OFFLINE"] = "1"  # for datasets, imported later
+        log.debug("%s is unreachable (%s): working offline, with cached Hub files only", constants.ENDPOINT, err)
+        return f"{constants.ENDPOINT} is unreachable: {err}"
+
+
 def check_model_reachable(ref: str, key: str, network: bool = True) -> None:
     """Fail fast, with one clear message, on a missing folder or an unreachable Hub id (before heavy work).
     With network=False (dry runs) a Hub id is accepted unchecked."""
@@ -96,12 +151,14 @@ def check_model_reachable(ref: str, key: str, network: bool = True) -> None:
         return
     if not network:
         return
+    offline = hub_offline()
     try:
         AutoConfig.from_pretrained(ref)
     except Exception as err:  # OSError, HTTP errors, offline mode
         raise ConfigError(
             f"{key}={ref!r} could not be loaded: not a local folder, and the Hugging Face Hub did not serve it "
-            f"({type(err).__name__}: {str(err).splitlines()[0][:160]}). Without network use a local folder or "
+            f"({offline or type(err).__name__ + ': ' + str(err).splitlines()[0][:160]}). Without network use a "
+            "local folder or "
             f"one of: {', '.join('offline:' + n for n in assets.offline_model_names())}"
         ) from None
 
@@ -220,19 +277,11 @@ def build_student(
         tokenizer = AutoTokenizer.from_pretrained(path)
         source_model = pretrained(AutoModel, path)
         pcfg = source_model.config
-        if getattr(pcfg, "hidden_size", None) != arch.hidden:
-            raise ConfigError(
-                f"student_init={init!r} has hidden size {pcfg.hidden_size} but student_arch={arch_name!r} has "
-                f"{arch.hidden}; use an l<N>-h{pcfg.hidden_size} architecture, or student_init='random' "
-                "(optionally with student_embeddings='pca')"
-            )
+        chosen = check_student_init(init, pcfg, arch, arch_name, layers)
         if not hasattr(source_model, "encoder") or not hasattr(source_model.encoder, "layer"):
             raise ConfigError(
                 f"student_init={init!r} is a {pcfg.model_type} model; layer copying needs a BERT-like one"
             )
-        chosen = layers if layers is not None else evenly_spaced_layers(pcfg.num_hidden_layers, arch.layers)
-        if any(i < 0 or i >= pcfg.num_hidden_layers for i in chosen):
-            raise ConfigError(f"student_layers={chosen} out of range for a {pcfg.num_hidden_layers}-layer init")
         config = BertConfig(**{**pcfg.to_dict(), "num_hidden_layers": arch.layers, **head_kwargs(head, num_labels)})
         config.architectures = None
         model = BERT_HEAD_CLASSES[head](config)
@@ -301,8 +350,11 @@ def layer_map(mode, student_layers: int, teacher_layers: int) -> list[int]:
     topmost layers of the teacher"); uniform: spread over the teacher's depth; or an explicit list.
     """
     if isinstance(mode, list):
-        if any(i < 0 or i > teacher_layers for i in mode):
-            raise ConfigError(f"layer_map={mode} has indices outside the teacher's 0..{teacher_layers}")
+        if any(i < 0 or i > teacher_layers for i in mode) or len(mode) != student_layers + 1:
+            raise ConfigError(
+                f"layer_map={mode} is not allowed; allowed: {student_layers + 1} teacher hidden-state indices (one "
+                f"per student hidden state, the embeddings first), each in the teacher's 0..{teacher_layers}"
+            )
         return list(mode)
     if mode == "top":
         if student_layers > teacher_layers:

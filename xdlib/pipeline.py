@@ -38,6 +38,8 @@ def preflight(cfg: TeacherConfig, network: bool = True) -> None:
             raise ConfigError(f"{key}={name!r} is not a registered task; known: {', '.join(known)}")
         if name is not None:
             check_hub_mirror(name)  # with XDLIB_HUB_MIRROR set, its Parquet files are there (nothing is loaded)
+            if network and hub_mirror() is None and get_task(name, cfg.local_tasks).origin == "hub":
+                models.hub_offline()  # no Hub: datasets reads its cache, without retries
     for name in getattr(cfg, "augmentation", []):
         problem = check_augmentation_name(name, cfg.local_tasks)
         if problem:
@@ -45,6 +47,11 @@ def preflight(cfg: TeacherConfig, network: bool = True) -> None:
         if name.startswith("hub:") and hub_mirror() is not None:
             dataset_id, _, config = name[4:].partition(":")
             mirror_files(dataset_id, config or None, ("train",))
+    for name in {getattr(cfg, k, None) for k in ("source_task", "target_task")} | {
+        a[5:] for a in getattr(cfg, "augmentation", []) if a.startswith("task:")
+    }:  # every local file read and checked: readable, UTF-8, its columns there, labels of the right type and set
+        if name and cfg.local_tasks and name in cfg.local_tasks:
+            get_task(name, cfg.local_tasks).load()
     if isinstance(cfg, DistillConfig):
         source = get_task(cfg.source_task, cfg.local_tasks)
         if cfg.logit_loss == "kl" and source.kind == "regression":
@@ -75,7 +82,13 @@ def preflight(cfg: TeacherConfig, network: bool = True) -> None:
     if network:  # a dry run may plan for another machine (params/gpu.yaml on a laptop)
         check_device(cfg.device)
     if isinstance(cfg, DistillConfig):
-        models.architecture(cfg.student_arch, cfg.student_heads)
+        arch = models.architecture(cfg.student_arch, cfg.student_heads)
+        teacher_layers = models.config_layers(cfg.teacher_model, network)  # config.json only: no weights loaded
+        if teacher_layers is not None:
+            layer_map(cfg.layer_map, arch.layers, teacher_layers)
+        init = models.model_config(cfg.student_init, network)
+        if init is not None:
+            models.check_student_init(cfg.student_init, init, arch, cfg.student_arch, cfg.student_layers)
 
 
 STUDENT_KEYWORDS = ("distilled", "undistilled", "teacher")

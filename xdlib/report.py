@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ PAPER_HEADLINE = {
     "XtremeDistil l6-h384": ("22M", "5.3x", 85.4, 90.3, 91.0, 80.9, 92.3, 90.0, 76.6),
     "XtremeDistil l12-h384": ("33M", "2.7x", 87.2, 91.9, 91.3, 85.6, 93.1, 90.4, 80.2),
 }
+log = logging.getLogger(__name__)
 TABLES = ("results_matrix", "results_long", "augmentation", "architectures", "headline", "runs")
 
 
@@ -49,9 +51,15 @@ def _flat(value):
 
 def collect(runs_dir: str | Path) -> pd.DataFrame:
     """One row per complete run: stage, run_id, its config fields, scalar metrics and provenance."""
+    from .runs import damage
+
     rows = []
     for done in sorted(Path(runs_dir).glob("*/*/DONE")):
         path = done.parent
+        problem = damage(path)
+        if problem:  # named, never counted; the next sweep that needs it makes it again
+            log.warning("not counted: %s/%s is marked DONE but %s", path.parent.name, path.name, problem)
+            continue
         config = yaml.safe_load((path / "config.yaml").read_text())
         metrics = json.loads((path / "metrics.json").read_text())
         prov = json.loads((path / "provenance.json").read_text()) if (path / "provenance.json").is_file() else {}
@@ -182,8 +190,10 @@ def architecture_table(frame: pd.DataFrame, ft: pd.DataFrame) -> pd.DataFrame:
                 f"source_test_{main}": run[f"m_test_{main}"],
                 "teacher_source_test": run.get("m_teacher_test", np.nan),
                 "retention": run.get("m_retention", np.nan),
-                "targets": len(mine),
-                "mean_target_score": mine["score"].mean() if len(mine) else np.nan,
+                "targets": mine["target_task"].nunique() if len(mine) else 0,
+                "finetunes": len(mine),
+                # each target weighs the same: the mean over targets of the mean over that target's fine-tunings
+                "mean_over_targets": mine.groupby("target_task")["score"].mean().mean() if len(mine) else np.nan,
             }
         )
     return pd.DataFrame(rows)
@@ -205,9 +215,10 @@ def _paper_scale(mine: pd.DataFrame, frame: pd.DataFrame) -> bool:
 
 
 def headline_table(ft: pd.DataFrame, frame: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Paper rows as printed, then ours per distilled architecture and source: value on the paper's columns, with
-    the delta vs the paper's row of the same architecture only at paper scale (see above); n/a where we have no
-    run. Rows that are not at paper scale say "toy size" and carry no delta."""
+    """Paper rows as printed, then ours, one row per distilled variant (architecture, source, augmentation and
+    recipe: never averaged across them), the mean over its seeds on the paper's columns, with the delta vs the
+    paper's row of the same architecture only at paper scale (see above); n/a where we have no run. Rows that are
+    not at paper scale say "toy size" and carry no delta."""
     frame = ft if frame is None else frame
     cols = [c.upper() if c != "squad_v2" else "SQuAD2" for c in PAPER_COLUMNS]
     rows = []
@@ -215,9 +226,9 @@ def headline_table(ft: pd.DataFrame, frame: pd.DataFrame | None = None) -> pd.Da
         rows.append({"model": f"paper: {model}", "params": params, "speedup": speed,
                      **{c: f"{v:.1f}" for c, v in zip(cols, values)}, "Avg": f"{np.mean(values):.1f}"})  # fmt: skip
     dist = ft[ft["student"] == "distilled"] if not ft.empty else ft
-    groups = sorted(set(zip(dist["student_arch"], dist["source_task"]))) if not dist.empty else []
-    for arch, source in groups:
-        mine = dist[(dist["student_arch"] == arch) & (dist["source_task"] == source)]
+    for variant in sorted(set(dist["variant"])) if not dist.empty else []:  # like with like: one recipe per row
+        mine = dist[dist["variant"] == variant]
+        arch = mine["student_arch"].iloc[0]
         comparable = _paper_scale(mine, frame)
         paper = PAPER_HEADLINE.get(f"XtremeDistil {arch}") if comparable else None
         cells, ours = {}, []
@@ -230,7 +241,9 @@ def headline_table(ft: pd.DataFrame, frame: pd.DataFrame | None = None) -> pd.Da
             delta = f" ({scores.mean() - paper[2 + i]:+.1f})" if paper else ""
             cells[col] = f"{scores.mean():.1f}{delta}"
         avg = f"{np.mean(ours):.1f}" if len(ours) == len(cols) else "n/a"
-        label = f"ours: {arch} distilled from {source}" + ("" if comparable else " (toy size: not comparable)")
+        seeds = mine["seed"].nunique() if "seed" in mine else 1
+        label = f"ours: {variant}, mean over {seeds} seed{'s' if seeds > 1 else ''}"
+        label += "" if comparable else " (toy size: not comparable)"
         rows.append({"model": label, "params": f"{mine['m_parameters'].iloc[0] / 1e6:.0f}M",
                      "speedup": "see architectures", **cells, "Avg": avg})  # fmt: skip
     return pd.DataFrame(rows)
@@ -276,12 +289,12 @@ def figures(matrix: pd.DataFrame, ft: pd.DataFrame, arch: pd.DataFrame, out: Pat
     if not arch.empty:
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for _, row in arch.iterrows():
-            ax.scatter(row["parameters_M"], row["mean_target_score"])
+            ax.scatter(row["parameters_M"], row["mean_over_targets"])
             ax.annotate(
-                f"{row['arch']} {row['speedup_measured']:.1f}x", (row["parameters_M"], row["mean_target_score"])
+                f"{row['arch']} {row['speedup_measured']:.1f}x", (row["parameters_M"], row["mean_over_targets"])
             )
         ax.set_xlabel("student parameters (M)")
-        ax.set_ylabel("mean target score x100")
+        ax.set_ylabel("mean over targets, test score x100")
         ax.set_title("Architectures (label: measured speedup)")
         written.append(_save(fig, out / "architectures.png"))
     return written
@@ -290,8 +303,9 @@ def figures(matrix: pd.DataFrame, ft: pd.DataFrame, arch: pd.DataFrame, out: Pat
 def _write(
     table: pd.DataFrame, tables: Path, name: str, md: str | None = None, digits: str | None = "%.4f"
 ) -> list[Path]:
-    from .runs import atomic_write
+    from .runs import atomic_write, fault
 
+    fault("report", tables / name)
     atomic_write(tables / f"{name}.csv", table.to_csv(index=False, float_format=digits))
     atomic_write(tables / f"{name}.md", (md or table.to_markdown(index=False, floatfmt=".3f")) + "\n")
     return [tables / f"{name}.csv", tables / f"{name}.md"]

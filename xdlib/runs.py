@@ -4,9 +4,11 @@ DONE (written last). A run without DONE is never read as a result; rerunning it 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -21,6 +23,26 @@ import torch
 import yaml
 
 PACKAGES = ("torch", "transformers", "datasets", "safetensors", "tokenizers", "numpy", "pandas", "papermill")
+
+
+_FAULT_HITS: dict[str, int] = {}
+
+
+def fault(point: str, path: str | Path | None = None) -> None:
+    """A fault-injection point for the fault tests (tests/test_faults.py); nothing happens unless XDLIB_FAULT names
+    it. XDLIB_FAULT="<point>:<n>" kills this process with SIGKILL the n-th time it reaches `point`;
+    "<point>:<n>:enospc" raises there, from the n-th time on, the OSError a full disk raises. Points: update (after
+    an optimizer step), cache (a teacher-cache batch written), checkpoint (half a checkpoint written), save (half a
+    model folder written), run (metrics written, DONE not yet), report (between two tables)."""
+    spec = os.environ.get("XDLIB_FAULT")
+    if not spec or spec.split(":")[0] != point:
+        return
+    _, n, *kind = spec.split(":")
+    _FAULT_HITS[point] = hits = _FAULT_HITS.get(point, 0) + 1
+    if kind == ["enospc"] and hits >= int(n):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path or point))
+    if not kind and hits == int(n):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def atomic_write(path: str | Path, text: str) -> None:
@@ -50,11 +72,41 @@ def has_model(path: str | Path) -> bool:
     return (Path(path) / "model" / "config.json").is_file()
 
 
+def damage(path: str | Path, needs_model: bool = False) -> str | None:
+    """What makes a run marked DONE unusable, or None: metrics.json or config.yaml missing or unreadable, or
+    (`needs_model`) a model folder without readable weights. Such a run is never counted in a table and is made
+    again by the next sweep or `run` that needs it."""
+    path = Path(path)
+    for name, parse in (("metrics.json", json.loads), ("config.yaml", yaml.safe_load)):
+        try:
+            if not isinstance(parse((path / name).read_text()), dict):
+                return f"{name} holds no mapping"
+        except FileNotFoundError:
+            return f"{name} is missing"
+        except (OSError, ValueError, UnicodeDecodeError, yaml.YAMLError):
+            return f"{name} is unreadable"
+    if needs_model:
+        if not has_model(path):
+            return "model/ is missing"
+        weights = sorted((path / "model").glob("*.safetensors"))
+        if not weights:
+            return "model/ has no .safetensors weights"
+        from safetensors import safe_open
+
+        for file in weights:
+            try:
+                with safe_open(str(file), "pt") as handle:  # reads the header; checks it against the file's size
+                    handle.keys()
+            except Exception:  # the library's own error types differ across versions
+                return f"model/{file.name} is corrupt"
+    return None
+
+
 def usable(path: str | Path, needs_model: bool) -> bool:
-    """Whether the run at `path` can be returned as it is: complete and, when a stage below reads its weights
-    (`needs_model`), with its model folder. A complete run without its model (a run store copied without weights)
-    still counts for the report. Only reads: reopening a run is `reopen`."""
-    return is_complete(path) and (not needs_model or has_model(path))
+    """Whether the run at `path` can be returned as it is: complete, undamaged and, when a stage below reads its
+    weights (`needs_model`), with its model folder. A complete run without its model (a run store copied without
+    weights) still counts for the report. Only reads: reopening a run is `reopen`."""
+    return is_complete(path) and damage(path, needs_model) is None
 
 
 def reopen(path: str | Path) -> None:
@@ -63,10 +115,11 @@ def reopen(path: str | Path) -> None:
 
 
 @contextmanager
-def locked(path: str | Path) -> Iterator[None]:
+def locked(path: str | Path) -> Iterator[Any]:
     """An exclusive lock on one run (`<runs_dir>/.locks/<stage>-<run_id>.lock`), held while it is made: two
     processes that ensure the same run (two sweeps on one store) never train it twice; the second waits, then
-    finds it complete. The lock goes with the process, also when it is killed."""
+    finds it complete. The lock goes with the process, also when it is killed. Yields the lock file, open for
+    appending: `made` writes one line in it per completed making of the run, a journal the fault tests count."""
     import fcntl
 
     path = Path(path)
@@ -75,9 +128,15 @@ def locked(path: str | Path) -> Iterator[None]:
     with open(locks / f"{path.parent.name}-{path.name}.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            yield handle
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def made(handle) -> None:
+    """Append 'made <time> pid <pid> on <host>' to a held lock's journal (after DONE)."""
+    handle.write(f"made {time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()} on {platform.node()}\n")
+    handle.flush()
 
 
 def save_hf(model, tokenizer, path: Path) -> None:
@@ -87,6 +146,7 @@ def save_hf(model, tokenizer, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
+    fault("save", tmp)
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
@@ -151,12 +211,13 @@ def open_run(path: Path, config: dict, device, seeds: dict, write: bool = True) 
             **extra,
         },
     )
+    fault("run", path)
     atomic_write(path / "DONE", "")
 
 
 def read_metrics(path: str | Path) -> dict | None:
     """metrics.json of a complete run, else None."""
     path = Path(path)
-    if not is_complete(path):
+    if not is_complete(path) or damage(path):
         return None
     return json.loads((path / "metrics.json").read_text())

@@ -14,6 +14,7 @@ Reuse checks only read the run store; reopening a complete run whose model is mi
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -22,6 +23,8 @@ from pathlib import Path
 
 from . import dist, runs
 from .config import DistillConfig, FinetuneConfig, TeacherConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -109,11 +112,13 @@ def ensure(stage: str, cfg: TeacherConfig, *, on_update=None, _checked: bool = F
     from .train import resolve_device
 
     device = resolve_device(cfg.device)
-    with runs.locked(path) if dist.is_main() else nullcontext():
+    with runs.locked(path) if dist.is_main() else nullcontext() as lock:
         if dist.broadcast(runs.usable(path, needs_model=spec.has_model)):  # made by another process meanwhile
             return path
-        if dist.is_main() and runs.is_complete(path):
-            runs.reopen(path)  # complete, but its model is gone: made again
+        if dist.is_main() and runs.is_complete(path):  # complete, but its model is gone or it is damaged: made again
+            log.warning("%s/%s is marked DONE but %s: making it again", stage, path.name,
+                        runs.damage(path, spec.has_model) or "its model is gone")  # fmt: skip
+            runs.reopen(path)
         rank, world = dist.rank_world()
         run = Run(path, device, upstream, {"seed": cfg.seed})
         with runs.open_run(path, cfg.to_dict(), device, run.seeds, write=run.writer) as provenance:
@@ -126,5 +131,6 @@ def ensure(stage: str, cfg: TeacherConfig, *, on_update=None, _checked: bool = F
             dist.barrier()  # every rank is done computing before DONE marks the run complete
         if run.writer:
             shutil.rmtree(path / "checkpoints", ignore_errors=True)
+            runs.made(lock)
     dist.barrier()
     return path

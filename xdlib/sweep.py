@@ -235,6 +235,8 @@ def sweep(
 
     if executor not in EXECUTORS:
         raise ConfigError(f"executor {executor!r} is not allowed; allowed: {', '.join(EXECUTORS)}")
+    if workers < 1:
+        raise ConfigError(f"--workers {workers} is not allowed; allowed: 1 or more parallel jobs")
     if gpus_per_cell < 1 or (gpus_per_cell > 1 and executor != "local"):
         raise ConfigError(
             f"--gpus-per-cell {gpus_per_cell} is not allowed with --executor {executor}; allowed: 1, or N >= 1 with "
@@ -260,8 +262,10 @@ def sweep(
         for job in (j for j in jobs.values() if j.stage == stage):
             below = [c[c.index(job) + 1] for _, c in cells if job in c and c[-1] is not job]
             wanted = any(j.state != "complete" for j in below)
-            if runs.is_complete(job.path) and (runs.has_model(job.path) or not wanted):
+            if runs.usable(job.path, needs_model=False) and (runs.usable(job.path, needs_model=True) or not wanted):
                 job.state = "complete"
+            elif runs.is_complete(job.path) and runs.damage(job.path):
+                log.warning("%s/%s is marked DONE but %s: it runs again", stage, job.run_id, runs.damage(job.path))
     # beside the run store: results/runs -> results/sweeps/<name>
     sweep_dir = Path(out_dir or Path(configs[0].runs_dir).parent / "sweeps") / name
     log_dir = sweep_dir / "logs"

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import assets
+from .errors import UserError
 from .registry import Registry, UnknownNameError
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ KINDS = ("single", "pair", "regression", "token", "qa")
 ORIGINS = ("generated", "offline", "hub", "local")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A malformed data file: the message names the file, the line and what was expected."""
 
 
@@ -749,9 +750,22 @@ def local_task(name: str, spec_json: str) -> Task:
 
 def _read_split(spec: dict, path: str) -> list[dict]:
     """Rows of one local file, in the task's example format, with labels still as written in the file."""
-    fmt = spec.get("format") or FORMATS.get(Path(path).suffix)
     if not Path(path).is_file():
         raise DataError(f"{path}: no such file (local task data)")
+    try:
+        rows = _read_rows(spec, path)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (byte {err.start}); allowed: UTF-8 csv, tsv, jsonl, conll or "
+                        "SQuAD json, or Parquet") from None  # fmt: skip
+    except PermissionError:
+        raise DataError(f"{path}: not readable (permission denied)") from None
+    if not rows:
+        raise DataError(f"{path}: no examples; allowed: a file with at least one example")
+    return rows
+
+
+def _read_rows(spec: dict, path: str) -> list[dict]:
+    fmt = spec.get("format") or FORMATS.get(Path(path).suffix)
     if fmt == "conll":
         return [
             {"words": s["words"], "label": s["tags"]}
@@ -782,7 +796,16 @@ def _read_split(spec: dict, path: str) -> list[dict]:
 def _discover_labels(spec: dict) -> tuple[str, ...]:
     rows = _read_split(spec, spec["train"])
     found = {t for r in rows for t in (r["label"] if isinstance(r["label"], list) else [r["label"]])}
-    ordered = sorted(map(str, found))
+    by_name: dict[str, list] = {}
+    for value in found:
+        by_name.setdefault(str(value), []).append(value)
+    clash = next((sorted(v, key=repr) for v in by_name.values() if len(v) > 1), None)
+    if clash:  # 1 and "1" (or 1 and 1.0) are one class to us: say so rather than guess
+        raise DataError(
+            f"{spec['train']}: labels {' and '.join(map(repr, clash))} are written differently but name one class; "
+            "allowed: one spelling per class (all numbers or all strings), or declare `labels`"
+        )
+    ordered = sorted(by_name)
     if "O" in ordered:  # tag sets: O first, the usual convention
         ordered.insert(0, ordered.pop(ordered.index("O")))
     return tuple(ordered)

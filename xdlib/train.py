@@ -29,7 +29,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import dist
+from . import dist, runs
 from .config import ConfigError
 from .data import length_grouped_batches
 
@@ -232,6 +232,7 @@ def train(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         state["update"] += 1
+        runs.fault("update")
         bar.update(1)
         if settings.progress and rank == 0 and state["update"] % 50 == 0:  # float() waits for the GPU: not every step
             bar.set_postfix(loss=f"{float(running):.4f}")
@@ -300,6 +301,7 @@ def _save_checkpoint(ckpt_dir: Path, module, optimizer, scheduler, state, best_s
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_model(module, str(tmp / "state.safetensors"))
+    runs.fault("checkpoint", tmp)
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optim.pt")
     if len(rng_states) == 1:
         save_file({"cpu": rng_states[0]}, tmp / "rng.safetensors")
