@@ -167,10 +167,14 @@ CASES = {
         "a mapping of task name",
     ),  # fmt: skip
     "hidden size the init model lacks": (
-        lambda t: ["run", "distill", "-p", "student_arch=l6-h385", "-p", f"runs_dir={t}"], "l6-h385", "l<N>-h384"
+        lambda t: ["run", "distill", "-p", "student_arch=l6-h385", "-p", f"runs_dir={t}"],
+        "l6-h385",
+        "l<N>-h384",
     ),
     "init layers out of range": (
-        lambda t: ["run", "distill", "-p", "student_layers=[0, 1, 9]", "-p", f"runs_dir={t}"], "[0, 1, 9]", "0..5"
+        lambda t: ["run", "distill", "-p", "student_layers=[0, 1, 9]", "-p", f"runs_dir={t}"],
+        "[0, 1, 9]",
+        "0..5",
     ),
     "heads that do not divide": (
         lambda t: ["run", "distill", "-p", "student_arch=l6-h384", "-p", "student_heads=5", "-p", f"runs_dir={t}"],

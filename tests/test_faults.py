@@ -14,15 +14,13 @@ import multiprocessing as mp
 import os
 import random
 import re
-import shutil
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
-import torch
 import pytest
+import torch
 import yaml
 from conftest import smoke_params
 
