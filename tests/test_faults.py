@@ -120,7 +120,7 @@ def test_a_run_marked_done_but_damaged_is_named_never_counted_and_made_again(tmp
     finetune = ensure("finetune", cfg)
     distill, teacher = finetune.parent.parent / "distill", finetune.parent.parent / "teacher"
     (distill,), (teacher,) = distill.iterdir(), teacher.iterdir()
-    weights = load_file(teacher / "model" / "model.safetensors")
+    weights = {k: v.clone() for k, v in load_file(teacher / "model" / "model.safetensors").items()}  # not mmapped
     (finetune / "metrics.json").write_text('{"test_accuracy": 0.9')  # cut short
     (distill / "metrics.json").unlink()
     data = (teacher / "model" / "model.safetensors").read_bytes()

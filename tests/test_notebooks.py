@@ -1,24 +1,17 @@
 """The notebooks: jupytext pairs in sync, parameters cells equal to the configs, every notebook executed through
-papermill at smoke size, and a sweep that is killed mid-way and rerun."""
+papermill at smoke size, and every params file dry-run (kills and reruns: test_faults.py)."""
 
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import jupytext
 import nbformat
 import papermill
 import pytest
-import yaml
 
 from xdlib.config import ConfigError
 from xdlib.notebook import NOTEBOOKS, STAGE_NOTEBOOKS, parameters_source, stage_config
-from xdlib.report import TABLES, build_report
 
 pytestmark = pytest.mark.notebooks
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,57 +72,6 @@ def test_every_notebook_runs_under_papermill(tmp_path, base_params):
     assert any("complete runs" in o.get("text", "") for c in out.cells for o in c.get("outputs", []))
     assert (tmp_path / "results" / "tables" / "results_matrix.csv").is_file()
     assert (tmp_path / "results" / "figures" / "transfer_matrix.png").is_file()
-
-
-def _write_sweep_params(tmp_path: Path, base: dict) -> Path:
-    values = base | {"name": "kill-test"}
-    values["grid"] = {"source_task": ["toy-sentiment", "toy-pair"], "target_task": ["toy-sentiment", "toy-regression"]}
-    path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump(values))
-    return path
-
-
-def _tables(out: Path) -> dict:
-    return {name: (out / "tables" / f"{name}.csv").read_text() for name in TABLES}
-
-
-def test_sweep_killed_midway_then_rerun(tmp_path, base_params):
-    params = _write_sweep_params(tmp_path, base_params)
-    runs = Path(base_params["runs_dir"])
-    cmd = [sys.executable, "-m", "xdlib", "sweep", str(params)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    first = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.time() + 300
-    while not list(runs.glob("finetune/*/DONE")) and time.time() < deadline:  # killed in the fine-tuning wave
-        time.sleep(0.2)
-    os.killpg(first.pid, signal.SIGKILL)
-    first.wait()
-    done_before = {p.parent: p.stat().st_mtime_ns for p in runs.glob("*/*/DONE")}
-    assert 1 <= len(list(runs.glob("finetune/*/DONE"))) < 4, "killed after the first fine-tuning"
-    # the rerun (submitit's local executor, two workers) finishes and reruns nothing complete
-    rerun = subprocess.run(
-        cmd + ["--executor", "local", "--workers", "2"], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
-    assert {p.parent: p.stat().st_mtime_ns for p in runs.glob("*/*/DONE") if p.parent in done_before} == done_before
-    assert len(list(runs.glob("finetune/*/DONE"))) == 4 and len(list(runs.glob("distill/*/DONE"))) == 2
-    status = (runs.parent / "sweeps" / "kill-test" / "status.csv").read_text()
-    assert "failed" not in status and 1 <= status.count(",done,") <= 3 and status.count(",complete,") >= 1
-    rerun_ran = [p for p in runs.glob("finetune/*/DONE") if p.parent not in done_before]
-    assert all((p.parent / "notebook.ipynb").is_file() for p in rerun_ran)  # the executed notebook is stored
-    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    assert again.returncode == 0 and "4 complete" in again.stdout
-    # the report is a pure function of the run store
-    out = tmp_path / "report"
-    build_report(runs, out)
-    first_tables = _tables(out)
-    for table in (out / "tables").iterdir():
-        table.unlink()
-    build_report(runs, out)
-    assert _tables(out) == first_tables
-    assert "toy-pair" in first_tables["results_matrix"] and "n/a" in (out / "tables" / "headline.md").read_text()
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "params").rglob("*.yaml")), ids=lambda p: p.stem)
