@@ -115,7 +115,7 @@ def test_headline_and_architectures_never_average_different_students():
     ft = pd.DataFrame(rows)
     ours = headline_table(ft).query("model.str.startswith('ours')")
     assert list(ours["SST2"]) == ["81.0", "61.0"] and list(ours["RTE"]) == ["90.0", "70.0"]  # before: one row, 71
-    assert ours["model"].str.contains(r"\(source only\), mean over 2 seeds").tolist() == [False, True]
+    assert ours["model"].str.contains(r"\(source only\); mean over 2 seeds").tolist() == [False, True]
     dist = pd.DataFrame([{"stage": "distill", "run_id": run, "source_task": "sst2", "student_arch": "l6-h256",
                           "student_init": "random", "student_embeddings": "random", "augmentation": aug, "seed": 0,
                           "m_parameters": 13e6, "m_teacher_parameters": 1e8, "m_flops_ratio": 8.0, "m_speedup": 5.0,

@@ -242,7 +242,7 @@ def headline_table(ft: pd.DataFrame, frame: pd.DataFrame | None = None) -> pd.Da
             cells[col] = f"{scores.mean():.1f}{delta}"
         avg = f"{np.mean(ours):.1f}" if len(ours) == len(cols) else "n/a"
         seeds = mine["seed"].nunique() if "seed" in mine else 1
-        label = f"ours: {variant}, mean over {seeds} seed{'s' if seeds > 1 else ''}"
+        label = f"ours: {variant}; mean over {seeds} seed{'s' if seeds > 1 else ''}"
         label += "" if comparable else " (toy size: not comparable)"
         rows.append({"model": label, "params": f"{mine['m_parameters'].iloc[0] / 1e6:.0f}M",
                      "speedup": "see architectures", **cells, "Avg": avg})  # fmt: skip
