@@ -308,7 +308,6 @@ class DistillConfig(TeacherConfig):
         return DistillConfig(**{k: v for k, v in self.to_dict().items() if k in names})
 
 
-STUDENT_SOURCES = ("distilled", "undistilled", "teacher")
 # Teacher fields that only concern the source task: a baseline fine-tuned on a target does not depend on them.
 SOURCE_ONLY = ("source_task", "max_train_samples", "teacher_epochs", "teacher_lr", "teacher_batch_size")
 
