@@ -30,6 +30,7 @@ runs_dir = 'results/runs'  # where run folders are written
 cache_dir = 'results/cache'  # teacher-output caches
 progress = True  # show tqdm progress bars
 checkpoint_every = 200  # optimizer steps between resumable checkpoints
+study = ''  # the params file: name and version (recorded with each run, not in its id)
 student_arch = 'l3-h384'  # l<layers>-h<hidden>; registered: l6-h256, l6-h384, l12-h384
 student_heads = None  # attention heads (default: the architecture table or hidden/64)
 student_init = 'offline:all-MiniLM-L6-v2'  # random, or a model (HF id, folder, offline:<name>) to copy layers from

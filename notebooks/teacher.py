@@ -29,6 +29,7 @@ runs_dir = 'results/runs'  # where run folders are written
 cache_dir = 'results/cache'  # teacher-output caches
 progress = True  # show tqdm progress bars
 checkpoint_every = 200  # optimizer steps between resumable checkpoints
+study = ''  # the params file: name and version (recorded with each run, not in its id)
 
 # %%
 from xdlib.notebook import stage_config

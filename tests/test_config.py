@@ -98,3 +98,11 @@ def test_malformed_params_files(tmp_path, text, message):
 def test_missing_params_file():
     with pytest.raises(ConfigError, match="does not exist"):
         load_params("params/nope.yaml")
+
+
+def test_the_params_files_version_is_recorded_not_in_the_run_id():
+    from xdlib.config import FinetuneConfig
+
+    cfg = FinetuneConfig.from_yaml("params/default.yaml")
+    assert cfg.study == "default version 4" and cfg.distill_config().study == "default version 4"
+    assert cfg.run_id() == cfg.replace(study="").run_id()  # which file made a run does not change what it is

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from xdlib.finetune import cap
+from xdlib.data import cap
 from xdlib.metrics import constant_baseline
 from xdlib.sweep import sweep
 from xdlib.tasks import get_task

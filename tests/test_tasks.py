@@ -236,3 +236,28 @@ def test_params_file_with_local_task_round_trips(tmp_path):
     (tmp_path / "p.yaml").write_text(f"local_tasks:\n  mine:\n    kind: single\n    train: {tmp_path / 't.jsonl'}\n")
     cfg = FinetuneConfig.from_yaml(tmp_path / "p.yaml", {"target_task": "mine"})
     assert get_task("mine", cfg.local_tasks).labels == ("0", "1")
+
+
+def test_a_new_task_is_one_decorated_loader(monkeypatch, tmp_path, tiny_encoder):
+    """The README's recipe: one decorated function registers a task, which then runs like any other."""
+    from conftest import smoke_params
+
+    from xdlib.config import FinetuneConfig
+    from xdlib.stages import ensure
+    from xdlib.tasks import TASKS, register_task, task_names
+
+    monkeypatch.setattr(TASKS, "_items", dict(TASKS._items))  # the registry as it was, after this test
+
+    @register_task("toy-verdict", "single", labels=("against", "for"))
+    def load_toy_verdict():
+        """Does the one-line review recommend the film?"""
+        from xdlib.tasks.toy import TOY_NEGATIVE, TOY_POSITIVE
+
+        rows = [{"text": f"the film was {w}", "label": int(w in TOY_POSITIVE)} for w in TOY_POSITIVE + TOY_NEGATIVE]
+        return {"train": rows * 20, "dev": rows * 2, "test": rows * 2}
+
+    assert "toy-verdict" in task_names() and get_task("toy-verdict").source.endswith("load_toy_verdict)")
+    params = smoke_params(tmp_path, tiny_encoder) | {"target_task": "toy-verdict", "student": "teacher"}
+    run = ensure("finetune", FinetuneConfig.from_dict(params | {"finetune_epochs": 4.0}))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["task"] == "toy-verdict" and metrics["test_accuracy"] > 0.5 + 0.1  # half the rows are "for"

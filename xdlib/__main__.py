@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             values.pop("grid", None)
             FinetuneConfig.from_dict(values)  # a study file may hold downstream keys; unknown ones still fail
             known = {name for name, _, _ in describe(cls)}
-            values = {k: v for k, v in values.items() if k in known}
+            values = {k: v for k, v in values.items() if k in known or k in ("name", "version")}  # -> study
             overrides = parse_overrides(args.overrides)
             if args.stage == "finetune" and args.params:  # the file's target_settings, then -p on top
                 settings = load_params(args.params).get("target_settings")

@@ -30,8 +30,8 @@ import torch
 
 from . import models, runs
 from .config import DistillConfig, TeacherConfig
-from .models import timed, timed_each
-from .train import autocast, resolve_device
+from .devices import autocast, resolve_device
+from .timing import timed, timed_each
 
 SIZES = {
     # rows: augmentation rows in the transfer set (plus teacher_rows source rows); dev_rows: dev and test rows (the
@@ -84,7 +84,7 @@ def base_teacher():
 @torch.inference_mode()
 def inference(device, repeats: int, real_lengths: list[int], size: str, shapes) -> dict:
     """Encoder forward time of each teacher and student shape; every model is timed in turn at each repeat
-    (models.timed_each), so a slow spell of the machine cannot favour one side of a ratio."""
+    (timing.timed_each), so a slow spell of the machine cannot favour one side of a ratio."""
     from transformers import AutoModel
 
     teachers = {"all-MiniLM-L6-v2": models.pretrained(AutoModel, models.resolve_model("offline:all-MiniLM-L6-v2"))}
@@ -195,7 +195,7 @@ def naive(work: Path, size: dict, rows: int, device: str) -> dict:
     from .data import AugmentOptions, transfer_set
     from .finetune import evaluate
     from .models import HiddenProjection, layer_map, load_with_head
-    from .pipeline import _student_for, held_out_text, load_source
+    from .pipeline import held_out_text, load_source, student_for
     from .tasks import get_task
 
     cfg = distill_config(work, size, rows, device, "naive").replace(max_length=size["max_length"])
@@ -207,7 +207,7 @@ def naive(work: Path, size: dict, rows: int, device: str) -> dict:
     )
     teacher, tok = load_with_head(str(teacher_dir / "model"), "sequence", 2)
     teacher.to(device).eval()
-    student, s_tok = _student_for(cfg, task)
+    student, s_tok = student_for(cfg, task)
     student.to(device)
     index = layer_map("top", student.config.num_hidden_layers, teacher.config.num_hidden_layers)
     projection = HiddenProjection(len(index), student.config.hidden_size, teacher.config.hidden_size).to(device)

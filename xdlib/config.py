@@ -141,13 +141,16 @@ class TeacherConfig:
     cache_dir: str = _opt("results/cache", "teacher-output caches", id=False, check=_check_folder)
     progress: bool = _opt(True, "show tqdm progress bars", id=False)
     checkpoint_every: int = _opt(200, "optimizer steps between resumable checkpoints", low=1, id=False)
+    study: str = _opt("", "the params file: name and version (recorded with each run, not in its id)", id=False)
 
     # ---- construction -------------------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TeacherConfig:
         values = dict(values)
-        for meta_key in ("name", "version", "include", "grid", "description", "slurm", "target_settings"):
-            values.pop(meta_key, None)  # params-file metadata, not config fields
+        meta = {k: values.pop(k) for k in ("name", "version", "include", "grid", "description", "slurm",
+                                           "target_settings") if k in values}  # params-file metadata # fmt: skip
+        if "version" in meta and not values.get("study"):  # which study file made the run: recorded with it
+            values["study"] = f"{meta.get('name', '')} version {meta['version']}".strip()
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(known))
         if unknown:
@@ -308,7 +311,6 @@ class DistillConfig(TeacherConfig):
         return DistillConfig(**{k: v for k, v in self.to_dict().items() if k in names})
 
 
-STUDENT_SOURCES = ("distilled", "undistilled", "teacher")
 # Teacher fields that only concern the source task: a baseline fine-tuned on a target does not depend on them.
 SOURCE_ONLY = ("source_task", "max_train_samples", "teacher_epochs", "teacher_lr", "teacher_batch_size")
 

@@ -435,3 +435,11 @@ def transfer_set(
         if len(kept) < len(extra):
             composition[f"{name}:removed_held_out"] = len(extra) - len(kept)
     return rows, composition
+
+
+def cap(rows: Split, limit: int | None, seed: int) -> Split:
+    """A seeded random subset of at most `limit` rows (all rows when limit is None)."""
+    if limit is None or len(rows) <= limit:
+        return rows
+    keep = np.random.default_rng(seed).permutation(len(rows))[:limit]
+    return [rows[i] for i in sorted(keep)]

@@ -37,10 +37,10 @@ from .data import (
     to_device,
     units_of,
 )
-from .finetune import model_inputs, unit_logits
-from .models import HiddenProjection, encoder_units
+from .devices import autocast
+from .models import HiddenProjection, encoder_units, model_inputs, unit_logits
 from .tasks import Split, Task
-from .train import LoopSettings, autocast, train
+from .train import LoopSettings, train
 
 log = logging.getLogger(__name__)
 

@@ -8,15 +8,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from . import losses, metrics
-from .data import collate, encode, eval_batches, gather_units
+from .data import collate, encode, eval_batches
+from .devices import autocast
+from .models import model_inputs, unit_logits
 from .qa import QALoss, encode_qa, fit_threshold, predict_qa, qa_metrics
 from .tasks import Split, Task
-from .train import LoopSettings, autocast, train
+from .train import LoopSettings, train
 
 
 @dataclass(frozen=True)
@@ -24,17 +25,6 @@ class QAOptions:
     doc_stride: int = 128
     max_answer_length: int = 30
     n_best: int = 20
-
-
-def unit_logits(model_output_logits: torch.Tensor, batch: dict) -> torch.Tensor:
-    """Head logits at the loss units: (B, C) for sequence heads -> (B, 1, C); (B, T, C) -> (B, U, C)."""
-    if model_output_logits.dim() == 2:
-        return model_output_logits.unsqueeze(1)
-    return gather_units(model_output_logits, batch["unit_pos"])
-
-
-def model_inputs(batch: dict) -> dict:
-    return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
 
 
 class TaskLoss(nn.Module):
@@ -165,11 +155,3 @@ def fit_task(
     complete = len(scored) == len(summary["history"])
     best = [m for m in scored if m[task.metric] == summary["best_dev"]] if complete else []
     return {**summary, "dev_metrics": best[0] if best else None}
-
-
-def cap(rows: Split, limit: int | None, seed: int) -> Split:
-    """A seeded random subset of at most `limit` rows (all rows when limit is None)."""
-    if limit is None or len(rows) <= limit:
-        return rows
-    keep = np.random.default_rng(seed).permutation(len(rows))[:limit]
-    return [rows[i] for i in sorted(keep)]

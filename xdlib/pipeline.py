@@ -16,13 +16,15 @@ from transformers import AutoModel, AutoTokenizer
 
 from . import __version__, models, runs
 from .config import ConfigError, DistillConfig, FinetuneConfig, TeacherConfig, parse_arch
-from .data import AugmentOptions, check_augmentation_name, encode, transfer_set
+from .data import AugmentOptions, cap, check_augmentation_name, encode, transfer_set
+from .devices import compute_precision
 from .distill import DistillModule, build_teacher_cache, cache_key, distil, plan_phases
-from .finetune import QAOptions, cap, evaluate, evaluate_splits, fit_task
+from .finetune import QAOptions, evaluate, evaluate_splits, fit_task
 from .metrics import constant_baseline
 from .models import HiddenProjection, build_student, layer_map, load_with_head
 from .tasks import check_hub_mirror, get_task, held_out_keys, hub_mirror, mirror_files, normalise, row_texts, task_names
-from .train import LoopSettings, compute_precision
+from .timing import inference_seconds
+from .train import LoopSettings
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +109,18 @@ def check_device(name: str) -> None:
         raise ConfigError("device='mps' is not on this machine; allowed: auto, cpu")
 
 
-def loop_settings(cfg: TeacherConfig, prefix: str, seed: int | None = None) -> LoopSettings:
+def loop_settings(cfg: TeacherConfig, stage: str, seed: int | None = None) -> LoopSettings:
+    """The training loop's settings of `stage`: its own epochs, lr and batch size, and the shared ones."""
+    own = {
+        "teacher": lambda: (cfg.teacher_epochs, cfg.teacher_lr, cfg.teacher_batch_size),
+        "distill": lambda: (cfg.distill_epochs, cfg.distill_lr, cfg.distill_batch_size),
+        "finetune": lambda: (cfg.finetune_epochs, cfg.finetune_lr, cfg.finetune_batch_size),
+    }
+    epochs, lr, batch_size = own[stage]()
     return LoopSettings(
-        epochs=getattr(cfg, f"{prefix}_epochs"),
-        lr=getattr(cfg, f"{prefix}_lr"),
-        batch_size=getattr(cfg, f"{prefix}_batch_size"),
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
         lr_schedule=cfg.lr_schedule,
         warmup_ratio=cfg.warmup_ratio,
         weight_decay=cfg.weight_decay,
@@ -168,7 +177,7 @@ def uses_offline_data(cfg: DistillConfig) -> bool:
     )
 
 
-def _student_for(cfg: DistillConfig, task):
+def student_for(cfg: DistillConfig, task):
     """The student (with `task`'s head) that `cfg`'s student_* fields describe; the distilled student and its
     undistilled baseline start from exactly this: PCA embeddings come from the *pretrained* teacher_model (not
     the fine-tuned teacher), so both share one initialisation."""
@@ -266,7 +275,7 @@ def distil_student(cfg: DistillConfig, run, on_update=None) -> None:
             layers=sorted(set(index)),
             tokenized_dir=Path(cfg.cache_dir) / "tokenized",
         )
-    student, s_tok = _student_for(cfg, task)
+    student, s_tok = student_for(cfg, task)
     if cfg.attention_loss and s_tok.get_vocab() != t_tok.get_vocab():
         raise ConfigError("attention_loss=true needs teacher and student to share a tokenizer; they differ")
     if cfg.attention_loss:
@@ -337,8 +346,8 @@ def distil_student(cfg: DistillConfig, run, on_update=None) -> None:
         xdlib_version=__version__,
     )
     # measured inference speed (encoder forward, batch 32 x 128 tokens, same device): the architecture table
-    t_sec = models.inference_seconds(teacher, repeats=3, device=device)
-    s_sec = models.inference_seconds(student, repeats=3, device=device)
+    t_sec = inference_seconds(teacher, repeats=3, device=device)
+    s_sec = inference_seconds(student, repeats=3, device=device)
     metrics.update(teacher_inference_s=t_sec, student_inference_s=s_sec, speedup=t_sec / s_sec)
     if metrics.get(main) is not None and teacher_metrics.get(main):
         metrics["retention"] = metrics[main] / teacher_metrics[main]
@@ -385,7 +394,7 @@ def finetune_student(cfg: FinetuneConfig, run, on_update=None) -> None:
     if cfg.student == "distilled":
         model, tokenizer = _fresh_head_from(str(upstream / "model"), task.head, task.num_labels, seed)
     elif cfg.student == "undistilled":
-        model, tokenizer = _student_for(cfg, task)  # the distilled student's initialisation (seed)
+        model, tokenizer = student_for(cfg, task)  # the distilled student's initialisation (seed)
         if seed != cfg.seed:  # its head, like every other arm's fresh head, from finetune_seed
             torch.manual_seed(seed)
             for module in models.head_module(model).modules():

@@ -15,8 +15,8 @@ from torch import nn
 
 from . import metrics
 from .data import collate, eval_batches
+from .devices import autocast
 from .tasks import Split
-from .train import autocast
 
 
 def encode_qa(tokenizer, rows: Split, max_length: int, doc_stride: int) -> list[dict]:

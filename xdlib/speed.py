@@ -132,8 +132,8 @@ def efficiency(student_shape: dict, batch_size: int, length: int, device, compil
     from transformers import BertConfig, BertModel
 
     from .bench import matmul_peak
+    from .devices import autocast
     from .models import encoder_flops_per_token, timed
-    from .train import autocast
 
     device = torch.device(device)
     model = BertModel(BertConfig(vocab_size=30522, **student_shape)).train().to(device)
@@ -163,8 +163,8 @@ def profile_steps(dataset, tokenizer, student_shape: dict, batch_size: int, max_
     from transformers import BertConfig, BertForSequenceClassification
 
     from .data import collate, encode
+    from .devices import autocast
     from .tasks import Task
-    from .train import autocast
 
     device = torch.device(device)
     student = BertForSequenceClassification(BertConfig(vocab_size=len(tokenizer), num_labels=3, **student_shape))
@@ -201,7 +201,7 @@ def run(rows: int = 20_000, batch_size: int = 128, max_length: int = 128, device
         teacher_shape: dict | None = None, student_shape: dict | None = None) -> dict:  # fmt: skip
     import tempfile
 
-    from .train import resolve_device
+    from .devices import resolve_device
 
     device = resolve_device(device)
     teacher_shape, student_shape = teacher_shape or BASE, student_shape or STUDENT

@@ -109,7 +109,7 @@ def ensure(stage: str, cfg: TeacherConfig, *, on_update=None, _checked: bool = F
         preflight(cfg)  # every name and model reference, before any upstream work
     upstream_stage = spec.upstream(cfg)
     upstream = {upstream_stage: ensure(upstream_stage, cfg, _checked=True)} if upstream_stage else {}
-    from .train import resolve_device
+    from .devices import resolve_device
 
     device = resolve_device(cfg.device)
     with runs.locked(path) if dist.is_main() else nullcontext() as lock:

@@ -20,7 +20,6 @@ import shutil
 import time
 import zlib
 from collections.abc import Callable
-from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from tqdm.auto import tqdm
 from . import dist, runs
 from .config import ConfigError
 from .data import length_grouped_batches
+from .devices import autocast
 
 log = logging.getLogger(__name__)
 
@@ -50,36 +50,6 @@ class LoopSettings:
     seed: int = 0
     checkpoint_every: int = 200
     progress: bool = True
-
-
-def resolve_device(name: str) -> torch.device:
-    """auto = the launcher's GPU (LOCAL_RANK) when there is CUDA, else the CPU; `cuda` also follows LOCAL_RANK."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device(name)
-
-
-def compute_precision(device) -> str:
-    """The precision the forward passes run in on `device` (see `autocast`): part of what a teacher cache keys on."""
-    return "bf16" if torch.device(device).type == "cuda" else "fp32"
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; plain fp32 elsewhere (CPU bf16 autocast is slower on most CPUs).
-
-    On CUDA, attention also keeps to the flash / memory-efficient / math SDPA kernels: the cuDNN kernel plans
-    each new (batch, length) shape, which dynamic padding makes a per-step cost (profiled on an H200).
-    """
-    if device.type != "cuda":
-        return nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    stack = ExitStack()
-    stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
-    stack.enter_context(sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]))
-    return stack
 
 
 def make_scheduler(optimizer, settings: LoopSettings, total_updates: int):
