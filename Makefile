@@ -30,7 +30,7 @@ test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow and not notebooks"
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check xdlib tests
+	$(VENV)/bin/ruff check xdlib tests notebooks
 	$(VENV)/bin/ruff format --check xdlib tests
 
 clean:
