@@ -92,7 +92,7 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message}; allowed: see {self.prog} --help\n")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> Parser:
     parser = Parser(prog="python -m xdlib", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p_tasks = sub.add_parser("tasks")
@@ -130,88 +130,113 @@ def main(argv: list[str] | None = None) -> int:
     p_report.add_argument("--runs", default="results/runs")
     p_report.add_argument("--out", default="results")
     parser.add_argument("--debug", action="store_true", help="show tracebacks (also XDLIB_DEBUG=1)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def cmd_params(args) -> int:
+    for name, default, help_text in describe(config_for_stage(args.stage)):
+        print(f"{name:26s} {default!r:32s} {help_text}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    cls = config_for_stage(args.stage)
+    values = load_params(args.params) if args.params else {}
+    values.pop("grid", None)
+    FinetuneConfig.from_dict(values)  # a study file may hold downstream keys; unknown ones still fail
+    known = {name for name, _, _ in describe(cls)}
+    values = {k: v for k, v in values.items() if k in known or k in ("name", "version")}  # -> study
+    overrides = parse_overrides(args.overrides)
+    if args.stage == "finetune" and args.params:  # the file's target_settings, then -p on top
+        settings = load_params(args.params).get("target_settings")
+        values = with_target_settings({**values, **overrides, "target_settings": settings})
+        values.pop("target_settings")
+    values.update(overrides)  # -p is strict: only this stage's keys
+    cfg = cls.from_dict(values)  # every config error before torch is imported
+    from .stages import ensure
+
+    path = ensure(args.stage, cfg)
+    from .dist import is_main
+
+    if is_main():  # one line, also under torchrun
+        print(path)
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    code = run_sweep(args, parse_overrides(args.overrides))
+    if args.command == "study" and not args.dry_run:
+        runs_dir = Path(FinetuneConfig.from_yaml(args.params, parse_overrides(args.overrides)).runs_dir)
+        code = run_report(str(runs_dir), str(runs_dir.parent)) or code  # tables beside the run store
+    return code
+
+
+def _write_raw(report: dict, out: str, kind: str) -> None:
+    import json
+    import time
+
+    path = Path(out) / f"{kind}-{time.strftime('%Y%m%d-%H%M')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    print(f"raw: {path}")
+
+
+def cmd_bench(args) -> int:
+    if args.scale:
+        from .scale import format_scale
+        from .scale import run as run_scale
+
+        try:
+            sizes = [int(x) for x in args.scale_rows.split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError(
+                f"--scale-rows {args.scale_rows!r} is not allowed; allowed: sizes like 10000,100000"
+            ) from None
+        report = run_scale(sizes)
+        print(format_scale(report))
+        _write_raw(report, args.out, "scale")
+    elif args.speed:
+        from .speed import run as run_speed
+
+        report = run_speed(rows=args.speed_rows, device=args.device)
+        print(report["profile"])
+        for name, value in report["ratios"].items():
+            print(f"{name}: {value:.3f}")
+        _write_raw(report, args.out, "speed")
+    else:
+        from .bench import format_table, run
+
+        report = run(args.size or ("quick" if args.quick else "full"), args.device, args.out)
+        print(format_table(report))
+        print(f"wall {report['wall_seconds']:.0f} s; raw timings: {report['json']}")
+    return 0
+
+
+COMMANDS = {
+    "tasks": lambda args: list_tasks(args.params) or 0,
+    "params": cmd_params,
+    "run": cmd_run,
+    "sweep": cmd_sweep,
+    "study": cmd_sweep,
+    "report": lambda args: run_report(args.runs, args.out),
+    "bench": cmd_bench,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("XDLIB_DEBUG", "") not in ("", "0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        if args.command == "tasks":
-            list_tasks(args.params)
-        elif args.command == "params":
-            for name, default, help_text in describe(config_for_stage(args.stage)):
-                print(f"{name:26s} {default!r:32s} {help_text}")
-        elif args.command == "run":
-            cls = config_for_stage(args.stage)
-            values = load_params(args.params) if args.params else {}
-            values.pop("grid", None)
-            FinetuneConfig.from_dict(values)  # a study file may hold downstream keys; unknown ones still fail
-            known = {name for name, _, _ in describe(cls)}
-            values = {k: v for k, v in values.items() if k in known or k in ("name", "version")}  # -> study
-            overrides = parse_overrides(args.overrides)
-            if args.stage == "finetune" and args.params:  # the file's target_settings, then -p on top
-                settings = load_params(args.params).get("target_settings")
-                values = with_target_settings({**values, **overrides, "target_settings": settings})
-                values.pop("target_settings")
-            values.update(overrides)  # -p is strict: only this stage's keys
-            cfg = cls.from_dict(values)  # every config error before torch is imported
-            from .stages import ensure
-
-            path = ensure(args.stage, cfg)
-            from .dist import is_main
-
-            if is_main():  # one line, also under torchrun
-                print(path)
-        elif args.command in ("sweep", "study"):
-            code = run_sweep(args, parse_overrides(args.overrides))
-            if args.command == "study" and not args.dry_run:
-                runs_dir = Path(FinetuneConfig.from_yaml(args.params, parse_overrides(args.overrides)).runs_dir)
-                code = run_report(str(runs_dir), str(runs_dir.parent)) or code  # tables beside the run store
-            return code
-        elif args.command == "report":
-            return run_report(args.runs, args.out)
-        elif args.command == "bench" and args.scale:
-            import json
-            import time
-
-            from .scale import format_scale
-            from .scale import run as run_scale
-
-            try:
-                sizes = [int(x) for x in args.scale_rows.split(",") if x.strip()]
-            except ValueError:
-                raise ConfigError(
-                    f"--scale-rows {args.scale_rows!r} is not allowed; allowed: sizes like 10000,100000"
-                ) from None
-            report = run_scale(sizes)
-            print(format_scale(report))
-            out = Path(args.out) / f"scale-{time.strftime('%Y%m%d-%H%M')}.json"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(report, indent=1) + "\n")
-            print(f"raw: {out}")
-        elif args.command == "bench" and args.speed:
-            import json
-            import time
-
-            from .speed import run as run_speed
-
-            report = run_speed(rows=args.speed_rows, device=args.device)
-            print(report["profile"])
-            for name, value in report["ratios"].items():
-                print(f"{name}: {value:.3f}")
-            out = Path(args.out) / f"speed-{time.strftime('%Y%m%d-%H%M')}.json"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(report, indent=1, default=str) + "\n")
-            print(f"raw: {out}")
-        elif args.command == "bench":
-            from .bench import format_table, run
-
-            report = run(args.size or ("quick" if args.quick else "full"), args.device, args.out)
-            print(format_table(report))
-            print(f"wall {report['wall_seconds']:.0f} s; raw timings: {report['json']}")
+        return COMMANDS[args.command](args)
     except UserError as err:  # the user's input (or the machine's): exit 2, one line
         if debug:
             raise
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `python -m xdlib tasks | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # and Python's exit flush stays quiet
+        return 0
     except Exception as err:  # a failure at run time: one line, the traceback with --debug or XDLIB_DEBUG=1
         if debug:
             raise
@@ -222,7 +247,6 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"error: {type(err).__name__}: {one_line(err)} (--debug or XDLIB_DEBUG=1 shows where)", file=sys.stderr)
         return 1
-    return 0
 
 
 def _disk_full(err: BaseException) -> bool:
