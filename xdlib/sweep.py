@@ -218,6 +218,52 @@ def run_jobs(jobs: list[Job], log_dir: Path, executor: str, workers: int, settin
             progress.update(1)
 
 
+def plan_jobs(configs: list[FinetuneConfig]) -> tuple[dict[tuple[str, str], Job], list[tuple]]:
+    """Every cell's chain of jobs (cells share jobs with equal run ids), each job marked complete where the run
+    store already has it: last stage first, so an upstream run without its model (metrics only) is rerun only
+    when a stage below it still has to run; a damaged run is named and runs again."""
+    jobs: dict[tuple[str, str], Job] = {}
+    cells = []
+    for cfg in configs:
+        chain = []
+        for stage, stage_cfg in chain_of(cfg):
+            key = (stage, stage_cfg.run_id())
+            if key not in jobs:
+                jobs[key] = Job(stage, key[1], stage_cfg.to_dict(), cfg.runs_dir)
+            chain.append(jobs[key])
+        cells.append((cfg, chain))
+    for stage in reversed(STAGES):
+        for job in (j for j in jobs.values() if j.stage == stage):
+            below = [c[c.index(job) + 1] for _, c in cells if job in c and c[-1] is not job]
+            wanted = any(j.state != "complete" for j in below)
+            if runs.usable(job.path, needs_model=False) and (runs.usable(job.path, needs_model=True) or not wanted):
+                job.state = "complete"
+            elif runs.is_complete(job.path) and runs.damage(job.path):
+                log.warning("%s/%s is marked DONE but %s: it runs again", stage, job.run_id, runs.damage(job.path))
+    return jobs, cells
+
+
+def _status_row(i: int, cfg: FinetuneConfig, chain: list[Job], dry_run: bool) -> dict:
+    """One cell's line of the status table: its runs, state, wall time, first error and log."""
+    states = [j.state for j in chain]
+    state = next((s for s in ("failed", "blocked", "pending") if s in states), None)
+    state = state or ("complete" if all(s == "complete" for s in states) else "done")
+    return {
+        "cell": i,
+        "source": cfg.source_task,
+        "target": cfg.target_task,
+        "student": cfg.student,
+        "arch": cfg.student_arch,
+        "augmentation": "+".join(cfg.augmentation) or "-",
+        "seed": cfg.seed,
+        **{f"{j.stage}_run": j.run_id for j in chain},
+        "state": "planned" if dry_run and state == "pending" else state,
+        "wall_s": round(sum(j.wall for j in chain), 1),
+        "error": next((j.error for j in chain if j.error), ""),
+        "log": next((j.log_path for j in chain if j.state in ("failed", "blocked")), chain[-1].log_path),
+    }
+
+
 def sweep(
     path: str | Path,
     overrides: dict | None = None,
@@ -246,26 +292,7 @@ def sweep(
     settings["gpus_per_cell"] = gpus_per_cell
     for cfg in configs:  # every input checked before any training
         preflight(cfg, network=not dry_run)
-    jobs: dict[tuple[str, str], Job] = {}
-    cells = []
-    for cfg in configs:
-        chain = []
-        for stage, stage_cfg in chain_of(cfg):
-            key = (stage, stage_cfg.run_id())
-            if key not in jobs:
-                jobs[key] = Job(stage, key[1], stage_cfg.to_dict(), cfg.runs_dir)
-            chain.append(jobs[key])
-        cells.append((cfg, chain))
-    # last stage first: a complete run is reused; an upstream one without its model (metrics only) is rerun
-    # only when a stage below it still has to run
-    for stage in reversed(STAGES):
-        for job in (j for j in jobs.values() if j.stage == stage):
-            below = [c[c.index(job) + 1] for _, c in cells if job in c and c[-1] is not job]
-            wanted = any(j.state != "complete" for j in below)
-            if runs.usable(job.path, needs_model=False) and (runs.usable(job.path, needs_model=True) or not wanted):
-                job.state = "complete"
-            elif runs.is_complete(job.path) and runs.damage(job.path):
-                log.warning("%s/%s is marked DONE but %s: it runs again", stage, job.run_id, runs.damage(job.path))
+    jobs, cells = plan_jobs(configs)
     # beside the run store: results/runs -> results/sweeps/<name>
     sweep_dir = Path(out_dir or Path(configs[0].runs_dir).parent / "sweeps") / name
     log_dir = sweep_dir / "logs"
@@ -281,28 +308,7 @@ def sweep(
                             progress.update(1)
                             break
                 run_jobs(wave, log_dir, executor, workers, settings, progress)
-    rows = []
-    for i, (cfg, chain) in enumerate(cells):
-        states = [j.state for j in chain]
-        state = next((s for s in ("failed", "blocked", "pending") if s in states), None)
-        state = state or ("complete" if all(s == "complete" for s in states) else "done")
-        rows.append(
-            {
-                "cell": i,
-                "source": cfg.source_task,
-                "target": cfg.target_task,
-                "student": cfg.student,
-                "arch": cfg.student_arch,
-                "augmentation": "+".join(cfg.augmentation) or "-",
-                "seed": cfg.seed,
-                **{f"{j.stage}_run": j.run_id for j in chain},
-                "state": "planned" if dry_run and state == "pending" else state,
-                "wall_s": round(sum(j.wall for j in chain), 1),
-                "error": next((j.error for j in chain if j.error), ""),
-                "log": next((j.log_path for j in chain if j.state in ("failed", "blocked")), chain[-1].log_path),
-            }
-        )
-    status = pd.DataFrame(rows)
+    status = pd.DataFrame([_status_row(i, cfg, chain, dry_run) for i, (cfg, chain) in enumerate(cells)])
     if not dry_run:
         sweep_dir.mkdir(parents=True, exist_ok=True)
         runs.atomic_write(sweep_dir / "status.csv", status.to_csv(index=False))
