@@ -8,10 +8,10 @@ import pytest
 
 from xdlib import assets, tasks
 from xdlib.config import ConfigError, FinetuneConfig
-from xdlib.data import AugmentOptions, augmentation_rows, transfer_set
 from xdlib.pipeline import held_out_text, preflight
 from xdlib.qa import encode_qa
 from xdlib.tasks import DataError, get_task, held_out_keys, normalise, row_texts
+from xdlib.transfer import AugmentOptions, augmentation_rows, transfer_set
 
 # split sizes after dedupe and leakage removal (pinned wheels, deterministic hash splits)
 OFFLINE_SIZES = {

@@ -192,11 +192,11 @@ def naive(work: Path, size: dict, rows: int, device: str) -> dict:
     """The common KD loop: teacher forward every step (fp32, no cache), batches padded to max_length, the same
     three stages and number of epochs as ours, no gradual unfreezing, the same student initialisation."""
     from . import losses
-    from .data import AugmentOptions, transfer_set
     from .finetune import evaluate
     from .models import HiddenProjection, layer_map, load_with_head
     from .pipeline import held_out_text, load_source, student_for
     from .tasks import get_task
+    from .transfer import AugmentOptions, transfer_set
 
     cfg = distill_config(work, size, rows, device, "naive").replace(max_length=size["max_length"])
     teacher_dir = _teacher_run(work, size, device)

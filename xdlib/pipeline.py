@@ -16,7 +16,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from . import __version__, models, runs
 from .config import ConfigError, DistillConfig, FinetuneConfig, TeacherConfig, parse_arch
-from .data import AugmentOptions, cap, check_augmentation_name, encode, transfer_set
+from .data import cap, encode
 from .devices import compute_precision
 from .distill import DistillModule, build_teacher_cache, cache_key, distil, plan_phases
 from .finetune import QAOptions, evaluate, evaluate_splits, fit_task
@@ -25,6 +25,7 @@ from .models import HiddenProjection, build_student, layer_map, load_with_head
 from .tasks import check_hub_mirror, get_task, held_out_keys, hub_mirror, mirror_files, normalise, row_texts, task_names
 from .timing import inference_seconds
 from .train import LoopSettings
+from .transfer import AugmentOptions, check_augmentation_name, transfer_set
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,242 @@
+"""Command line: `python -m xdlib <command>`.
+
+tasks [--params F]                 every task: kind, metric, origin, split sizes, source
+params [stage]                     every parameter of a stage with its default and meaning
+run <stage> [--params F] [-p k=v]  one stage (teacher | distill | finetune); upstream stages run if missing
+sweep <params.yaml> [--dry-run] [--executor inline|direct|local|slurm] [--workers N] [--gpus-per-cell N]
+                                   every cell of the grid through the notebooks (papermill); status table
+report [--runs D] [--out D]        tables and figures from the complete runs only
+bench [--quick] [--device D]       speed benchmark: ratios vs naive KD, teachers and the matmul peak
+study <params.yaml>                sweep, then report (what `make study` runs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+from .config import ConfigError, FinetuneConfig, config_for_stage, describe, load_params, with_target_settings
+from .errors import UserError, one_line
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """-p key=value (value parsed as YAML: 3, 1e-4, true, [a, b]); papermill's -p syntax."""
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"-p {pair!r}: expected key=value")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def run_sweep(args, overrides: dict) -> int:
+    from .sweep import sweep
+
+    status = sweep(args.params, overrides, args.dry_run, args.executor, args.workers, gpus_per_cell=args.gpus_per_cell)
+    shown = status.drop(columns=["log", "wall_s", "error"]) if args.dry_run else status
+    print(shown.fillna("-").to_string(index=False))
+    counts = status["state"].value_counts().to_dict()
+    print(f"{len(status)} cells: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    failed = int((status["state"] == "failed").sum() + (status["state"] == "blocked").sum())
+    if failed:
+        print(f"{failed} cell(s) failed; see the error and log columns", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run_report(runs_dir: str, out_dir: str) -> int:
+    from .report import build_report
+
+    if not any(Path(runs_dir).glob("*/*/DONE")):
+        raise ConfigError(
+            f"--runs {runs_dir!r} holds no complete run; allowed: a run store a sweep or make study filled"
+        )
+
+    for path in build_report(runs_dir, out_dir):
+        print(path)
+    return 0
+
+
+def list_tasks(params: str | None) -> None:
+    """Every task: kind, main metric, origin and source; split sizes for offline and local tasks (loaded: the
+    first call downloads the pinned wheels); Hub tasks are listed without loading."""
+    from .tasks import DataError, get_task, task_names
+
+    local = load_params(params).get("local_tasks") if params else None
+    print(f"{'task':16s} {'kind':10s} {'metric':9s} {'origin':9s} {'train':>7s} {'dev':>6s} {'test':>6s}  source")
+    for name in task_names(local):
+        task = get_task(name, local)
+        sizes = ["", "", ""]
+        if task.origin in ("offline", "local", "generated"):
+            try:
+                data = task.load()
+                sizes = [str(len(data.get(s, []))) for s in ("train", "dev", "test")]
+            except DataError as err:
+                sizes = ["error", "", ""]
+                print(f"  {name}: {err}", file=sys.stderr)
+        print(
+            f"{name:16s} {task.kind:10s} {task.metric:9s} {task.origin:9s} {sizes[0]:>7s} {sizes[1]:>6s} {sizes[2]:>6s}  {task.source}"
+        )
+    print("hub tasks need the network; offline tasks are real data packaged on PyPI (sizes after leakage removal)")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake told in one line (`error: …`, exit status 2) like every other."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message}; allowed: see {self.prog} --help\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = Parser(prog="python -m xdlib", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_tasks = sub.add_parser("tasks")
+    p_tasks.add_argument("--params", help="also list this params file's local_tasks")
+    p_params = sub.add_parser("params")
+    p_params.add_argument("stage", nargs="?", default="finetune")
+    p_run = sub.add_parser("run")
+    p_run.add_argument("stage")
+    p_run.add_argument("--params")
+    p_run.add_argument("-p", dest="overrides", action="append", default=[])
+    for command in ("sweep", "study"):
+        p_sweep = sub.add_parser(command)
+        p_sweep.add_argument("params")
+        p_sweep.add_argument("-p", dest="overrides", action="append", default=[])
+        p_sweep.add_argument("--dry-run", action="store_true", help="print the plan and what is done; run nothing")
+        p_sweep.add_argument(
+            "--executor",
+            default="inline",
+            help="inline (notebooks, default), direct (no notebooks), local or slurm (submitit)",
+        )
+        p_sweep.add_argument("--workers", type=int, default=1, help="parallel jobs for the local executor")
+        p_sweep.add_argument(
+            "--gpus-per-cell", type=int, default=1, help="local executor: processes (GPUs) that share one cell's runs"
+        )
+    p_bench = sub.add_parser("bench")
+    p_bench.add_argument("--quick", action="store_true", help="under 3 minutes on 2 cores")
+    p_bench.add_argument("--size", choices=("smoke", "quick", "medium", "full"), default=None)
+    p_bench.add_argument("--device", default="auto")
+    p_bench.add_argument("--scale", action="store_true", help="only the scale section: transfer sets of 10k-1M rows")
+    p_bench.add_argument("--speed", action="store_true", help="only the speed section: base-size teacher, batch 128")
+    p_bench.add_argument("--speed-rows", type=int, default=20_000, help="transfer-set rows of the speed section")
+    p_bench.add_argument("--scale-rows", default="10000,100000,1000000", help="comma-separated transfer-set sizes")
+    p_bench.add_argument("--out", default="results/benchmarks")
+    p_report = sub.add_parser("report")
+    p_report.add_argument("--runs", default="results/runs")
+    p_report.add_argument("--out", default="results")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks (also XDLIB_DEBUG=1)")
+    args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("XDLIB_DEBUG", "") not in ("", "0")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        if args.command == "tasks":
+            list_tasks(args.params)
+        elif args.command == "params":
+            for name, default, help_text in describe(config_for_stage(args.stage)):
+                print(f"{name:26s} {default!r:32s} {help_text}")
+        elif args.command == "run":
+            cls = config_for_stage(args.stage)
+            values = load_params(args.params) if args.params else {}
+            values.pop("grid", None)
+            FinetuneConfig.from_dict(values)  # a study file may hold downstream keys; unknown ones still fail
+            known = {name for name, _, _ in describe(cls)}
+            values = {k: v for k, v in values.items() if k in known or k in ("name", "version")}  # -> study
+            overrides = parse_overrides(args.overrides)
+            if args.stage == "finetune" and args.params:  # the file's target_settings, then -p on top
+                settings = load_params(args.params).get("target_settings")
+                values = with_target_settings({**values, **overrides, "target_settings": settings})
+                values.pop("target_settings")
+            values.update(overrides)  # -p is strict: only this stage's keys
+            cfg = cls.from_dict(values)  # every config error before torch is imported
+            from .stages import ensure
+
+            path = ensure(args.stage, cfg)
+            from .dist import is_main
+
+            if is_main():  # one line, also under torchrun
+                print(path)
+        elif args.command in ("sweep", "study"):
+            code = run_sweep(args, parse_overrides(args.overrides))
+            if args.command == "study" and not args.dry_run:
+                runs_dir = Path(FinetuneConfig.from_yaml(args.params, parse_overrides(args.overrides)).runs_dir)
+                code = run_report(str(runs_dir), str(runs_dir.parent)) or code  # tables beside the run store
+            return code
+        elif args.command == "report":
+            return run_report(args.runs, args.out)
+        elif args.command == "bench" and args.scale:
+            import json
+            import time
+
+            from .scale import format_scale
+            from .scale import run as run_scale
+
+            try:
+                sizes = [int(x) for x in args.scale_rows.split(",") if x.strip()]
+            except ValueError:
+                raise ConfigError(
+                    f"--scale-rows {args.scale_rows!r} is not allowed; allowed: sizes like 10000,100000"
+                ) from None
+            report = run_scale(sizes)
+            print(format_scale(report))
+            out = Path(args.out) / f"scale-{time.strftime('%Y%m%d-%H%M')}.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(report, indent=1) + "\n")
+            print(f"raw: {out}")
+        elif args.command == "bench" and args.speed:
+            import json
+            import time
+
+            from .speed import run as run_speed
+
+            report = run_speed(rows=args.speed_rows, device=args.device)
+            print(report["profile"])
+            for name, value in report["ratios"].items():
+                print(f"{name}: {value:.3f}")
+            out = Path(args.out) / f"speed-{time.strftime('%Y%m%d-%H%M')}.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(report, indent=1, default=str) + "\n")
+            print(f"raw: {out}")
+        elif args.command == "bench":
+            from .bench import format_table, run
+
+            report = run(args.size or ("quick" if args.quick else "full"), args.device, args.out)
+            print(format_table(report))
+            print(f"wall {report['wall_seconds']:.0f} s; raw timings: {report['json']}")
+    except UserError as err:  # the user's input (or the machine's): exit 2, one line
+        if debug:
+            raise
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
+    except Exception as err:  # a failure at run time: one line, the traceback with --debug or XDLIB_DEBUG=1
+        if debug:
+            raise
+        if _disk_full(err):  # the machine's state, not our bug: what to do about it
+            where = f" writing {err.filename}" if isinstance(err, OSError) and err.filename else ""
+            print(f"error: the disk is full{where}; free space and rerun the same command: the run resumes from "
+                  "its last checkpoint, and nothing half-written is counted", file=sys.stderr)  # fmt: skip
+            return 1
+        print(f"error: {type(err).__name__}: {one_line(err)} (--debug or XDLIB_DEBUG=1 shows where)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _disk_full(err: BaseException) -> bool:
+    """ENOSPC or EDQUOT, also wrapped (safetensors and torch.save report it in their own exception types)."""
+    import errno
+
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(err) or "Disk quota exceeded" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

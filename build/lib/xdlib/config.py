@@ -1,0 +1,529 @@
+"""Typed, validated configs for each stage, built from YAML files and papermill parameters.
+
+One flat namespace of lower_snake_case keys, shared by `params/*.yaml`, the notebooks' `parameters` cells and
+the dataclass fields below. Each stage's config *extends* its upstream stage's config, so a distillation config
+can build (or find) its teacher, and a fine-tuning config its student:
+
+    TeacherConfig  <-  DistillConfig  <-  FinetuneConfig
+
+Validation happens here, before anything heavy: unknown keys, wrong types and out-of-range values raise one
+`ConfigError` naming the key, the value and what is allowed.
+
+Run ids: a stage's id is a short hash of the fields it *owns* (defaults filled, keys sorted) plus its upstream
+run id. Fields marked `id=False` (paths, device, progress bars) cannot change the result and are left out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+
+STUDENT_ARCH_PATTERN = re.compile(r"^l(\d+)-h(\d+)$")
+OFFLINE_MINILM = "offline:all-MiniLM-L6-v2"
+
+
+class ConfigError(UserError, ValueError):
+    """A bad config value: the message names the key, the value and what is allowed."""
+
+
+def _opt(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    id: bool = True,
+    check: typing.Callable[[Any], str | None] | None = None,
+):
+    """A config field: default, one-line help, allowed values, and whether it enters the run id."""
+    meta = {"help": help, "choices": choices, "low": low, "high": high, "id": id, "check": check}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _check_arch(value: str) -> str | None:
+    match = STUDENT_ARCH_PATTERN.match(value)
+    if match and int(match.group(1)) >= 1 and int(match.group(2)) >= 1:
+        return None
+    return "an architecture name like l6-h256, l6-h384, l12-h384 (any l<layers>-h<hidden>, both at least 1)"
+
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def _check_device(value: str) -> str | None:
+    return None if DEVICE_PATTERN.match(value) else "auto, cpu, cuda, cuda:N or mps"
+
+
+def _check_folder(value: str) -> str | None:
+    """A folder that is there or can be made: its nearest existing ancestor is a writable folder."""
+    path = Path(str(value)).expanduser().absolute()
+    for parent in (path, *path.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                return f"a folder that is there or can be made ({parent} is a file)"
+            if not os.access(parent, os.W_OK):
+                return f"a writable folder ({parent} is read-only)"
+            return None
+    return None
+
+
+def _check_layer_map(value: Any) -> str | None:
+    if value in ("top", "uniform") or (isinstance(value, list) and all(isinstance(v, int) for v in value)):
+        return None
+    return "'top', 'uniform' or a list of teacher layer indices, one per student hidden state"
+
+
+def _check_local_tasks(value: Any) -> str | None:
+    from .tasks import check_local_tasks  # tasks imports heavy modules only lazily
+
+    return check_local_tasks(value)
+
+
+STAGE_NAMES = ("hidden", "logits", "labels")
+
+
+def _check_stages(value: list) -> str | None:
+    if value and all(v in STAGE_NAMES for v in value) and len(set(value)) == len(value):
+        return None
+    return f"a non-empty list of distinct stages from {list(STAGE_NAMES)}"
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Stage 1 of the study: fine-tune the teacher on the source task."""
+
+    # data
+    source_task: str = _opt("rt-polarity", "source task name (python -m xdlib tasks lists them)")
+    max_length: int = _opt(64, "tokens per example after truncation", low=8, high=4096)
+    max_train_samples: int | None = _opt(None, "cap on source training examples (debug/smoke)", low=1)
+    max_eval_samples: int | None = _opt(None, "cap on dev/test examples of every task (debug/smoke)", low=1)
+    local_tasks: Any = _opt(
+        None,
+        "your own tasks from files: {name: {kind, train, dev, test, format, ...}} (README: local files)",
+        check=_check_local_tasks,
+    )
+    doc_stride: int = _opt(128, "QA: tokens shared by consecutive windows of a long context", low=1)
+    max_answer_length: int = _opt(30, "QA: longest answer span in tokens", low=1)
+    # model
+    teacher_model: str = _opt(OFFLINE_MINILM, "HF id, local folder, or offline:<name> packaged model")
+    # optim
+    teacher_epochs: float = _opt(1.0, "epochs of teacher fine-tuning", low=0.0)
+    teacher_lr: float = _opt(5e-5, "peak learning rate", low=0.0, high=1.0)
+    teacher_batch_size: int = _opt(32, "examples per optimizer step (before accumulation)", low=1)
+    lr_schedule: str = _opt(
+        "linear", "linear = warmup + linear decay; constant = the paper code's", choices=("linear", "constant")
+    )
+    warmup_ratio: float = _opt(0.06, "fraction of steps spent warming up", low=0.0, high=1.0)
+    weight_decay: float = _opt(0.01, "AdamW weight decay", low=0.0, high=1.0)
+    grad_accum_steps: int = _opt(1, "gradient accumulation steps", low=1)
+    evals_per_epoch: int = _opt(1, "dev evaluations per epoch (model selection on dev)", low=1)
+    patience: int = _opt(5, "stop after this many dev evaluations without improvement", low=1)
+    seed: int = _opt(0, "seed for data order, dropout and initialisation", low=0)
+    # system (cannot change the result: left out of run ids)
+    device: str = _opt("auto", "auto, cpu, cuda, cuda:N or mps", id=False, check=_check_device)
+    runs_dir: str = _opt("results/runs", "where run folders are written", id=False, check=_check_folder)
+    cache_dir: str = _opt("results/cache", "teacher-output caches", id=False, check=_check_folder)
+    progress: bool = _opt(True, "show tqdm progress bars", id=False)
+    checkpoint_every: int = _opt(200, "optimizer steps between resumable checkpoints", low=1, id=False)
+    study: str = _opt("", "the params file: name and version (recorded with each run, not in its id)", id=False)
+
+    # ---- construction -------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TeacherConfig:
+        values = dict(values)
+        meta = {k: values.pop(k) for k in ("name", "version", "include", "grid", "description", "slurm",
+                                           "target_settings") if k in values}  # params-file metadata # fmt: skip
+        if "version" in meta and not values.get("study"):  # which study file made the run: recorded with it
+            values["study"] = f"{meta.get('name', '')} version {meta['version']}".strip()
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"unknown parameter(s) {', '.join(map(repr, unknown))} for {cls.__name__}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        hints = typing.get_type_hints(cls)
+        clean = {k: _coerce(k, v, hints[k], known[k].metadata) for k, v in values.items()}
+        cfg = cls(**clean)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TeacherConfig:
+        values = load_params(path)
+        values.pop("grid", None)
+        values.update(overrides or {})
+        return cls.from_dict(with_target_settings(values))
+
+    def replace(self, **changes: Any) -> TeacherConfig:
+        return type(self).from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Cross-field checks; per-field checks happen in `from_dict`."""
+
+    # ---- run ids --------------------------------------------------------------------------------------------
+    stage: typing.ClassVar[str] = "teacher"
+
+    def own_fields(self) -> list[str]:
+        parent = type(self).__mro__[1]
+        inherited = {f.name for f in dataclasses.fields(parent)} if dataclasses.is_dataclass(parent) else set()
+        return [f.name for f in dataclasses.fields(self) if f.name not in inherited and f.metadata["id"]]
+
+    def id_fields(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in sorted(self.own_fields())}
+
+    def upstream(self) -> TeacherConfig | None:
+        return None
+
+    def run_id(self) -> str:
+        up = self.upstream()
+        payload = {"stage": self.stage, "fields": self.id_fields(), "upstream": up.run_id() if up else None,
+                   "precision": self.precision(), "task_version": self.task_version()}  # fmt: skip
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+        return f"{_slug(self.label())}-{digest}"
+
+    def label(self) -> str:
+        return self.source_task
+
+    def precision(self) -> str:
+        """bf16 where the stage computes on CUDA (autocast), else fp32: runs on either never share an id."""
+        if self.device.startswith("cuda"):
+            return "bf16"
+        if self.device == "auto":
+            import torch  # only here: configs are checked before heavy imports
+
+            return "bf16" if torch.cuda.is_available() else "fp32"
+        return "fp32"
+
+    def task_version(self) -> str:
+        """The version of the task this stage trains on: a changed reader or split makes new runs."""
+        from .tasks import get_task
+
+        name = getattr(self, "target_task", None) if self.stage == "finetune" else self.source_task
+        try:
+            return get_task(name, self.local_tasks).version
+        except Exception:  # an unknown name is reported by preflight, with the known ones
+            return "?"
+
+    def teacher_config(self) -> TeacherConfig:
+        names = {f.name for f in dataclasses.fields(TeacherConfig)}
+        return TeacherConfig(**{k: v for k, v in self.to_dict().items() if k in names})
+
+
+@dataclass(frozen=True)
+class DistillConfig(TeacherConfig):
+    """Stage 2: distil the fine-tuned teacher into a student over the transfer set, stage by stage."""
+
+    # student
+    student_arch: str = _opt(
+        "l3-h384", "l<layers>-h<hidden>; registered: l6-h256, l6-h384, l12-h384", check=_check_arch
+    )
+    student_heads: int | None = _opt(None, "attention heads (default: the architecture table or hidden/64)", low=1)
+    student_init: str = _opt(OFFLINE_MINILM, "random, or a model (HF id, folder, offline:<name>) to copy layers from")
+    student_layers: list[int] | None = _opt(None, "which layers of student_init to copy (default: evenly spaced)")
+    student_embeddings: str = _opt(
+        "init", "init = from student_init; pca = teacher word embeddings PCA-compressed", choices=("init", "pca")
+    )
+    freeze_word_embeddings: bool = _opt(False, "keep word embeddings frozen (the paper's multilingual recipe)")
+    # transfer set
+    augmentation: list[str] = _opt([], "augmentation resources added to the source inputs")
+    augment_max_examples: int | None = _opt(None, "cap on examples taken from each augmentation resource", low=1)
+    augment_ratio: float | None = _opt(
+        None, "mixing ratio: at most this many rows per source row from each augmentation resource", low=0.001
+    )
+    augment_mlm_model: str = _opt("bert-base-uncased", "masked LM (HF id / folder) for the mlm augmentation")
+    # recipe
+    distill_stages: list[str] = _opt(list(STAGE_NAMES), "stages in order: hidden, logits, labels", check=_check_stages)
+    distill_mode: str = _opt(
+        "stagewise",
+        "stagewise (the paper's) or joint (all losses, all trainable: ablation)",
+        choices=("stagewise", "joint"),
+    )
+    layer_map: Any = _opt(
+        "top", "student layer i -> teacher layer: top, uniform or an explicit list", check=_check_layer_map
+    )
+    attention_loss: bool = _opt(False, "add attention-map MSE over the top layers to the hidden stage")
+    logit_loss: str = _opt("mse", "mse (the paper's) or kl (with temperature)", choices=("mse", "kl"))
+    temperature: float = _opt(1.0, "softmax temperature for the kl logit loss", low=1e-3)
+    gradual_unfreezing: bool = _opt(True, "unfreeze from the top layer down, one layer per phase, in logits/labels")
+    unfreeze_embeddings_last: bool = _opt(True, "embeddings are the last unit unfrozen (else with the bottom layer)")
+    distill_epochs: float = _opt(1.0, "epochs over the transfer set per stage", low=0.0)
+    distill_lr: float = _opt(1e-4, "peak learning rate for distillation", low=0.0, high=1.0)
+    distill_batch_size: int = _opt(32, "examples per optimizer step", low=1)
+    cache_dtype: str = _opt("float16", "storage dtype of cached teacher outputs", choices=("float16", "float32"))
+    phase_dev_eval: bool = _opt(
+        False,
+        "score every phase on dev, also one with a single evaluation (which selects nothing: diagnostics only)",
+        id=False,
+    )
+
+    stage: typing.ClassVar[str] = "distill"
+
+    def validate(self) -> None:
+        super().validate()
+        layers, _ = parse_arch(self.student_arch)
+        if isinstance(self.layer_map, list) and len(self.layer_map) != layers + 1:
+            raise ConfigError(
+                f"layer_map={self.layer_map!r} has {len(self.layer_map)} entries; {self.student_arch} needs "
+                f"{layers + 1} (embedding output + one per layer)"
+            )
+        if self.student_layers is not None:
+            if len(self.student_layers) != layers:
+                raise ConfigError(
+                    f"student_layers={self.student_layers!r} has {len(self.student_layers)} entries; "
+                    f"{self.student_arch} has {layers} layers"
+                )
+            if self.student_init == "random":
+                raise ConfigError("student_layers is set but student_init='random'; allowed: a model to copy from")
+        if self.student_embeddings == "pca" and self.student_init != "random":
+            raise ConfigError(
+                f"student_embeddings='pca' needs student_init='random' (got {self.student_init!r}): the PCA "
+                "embeddings replace the init's vocabulary"
+            )
+
+    def upstream(self) -> TeacherConfig:
+        return self.teacher_config()
+
+    def label(self) -> str:
+        return f"{self.source_task}-{self.student_arch}"
+
+    def distill_config(self) -> DistillConfig:
+        names = {f.name for f in dataclasses.fields(DistillConfig)}
+        return DistillConfig(**{k: v for k, v in self.to_dict().items() if k in names})
+
+
+# Teacher fields that only concern the source task: a baseline fine-tuned on a target does not depend on them.
+SOURCE_ONLY = ("source_task", "max_train_samples", "teacher_epochs", "teacher_lr", "teacher_batch_size")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(DistillConfig):
+    """Stage 3: fine-tune a student (or a baseline) on a target task; select on dev, then test once."""
+
+    target_task: str = _opt("rt-polarity", "target task name")
+    student: str = _opt(
+        "distilled",
+        "distilled (this config's distillation run), undistilled (same arch and init, "
+        "no distillation: baseline), teacher (the teacher's pretrained model: baseline), or an HF "
+        "id / folder",
+    )
+    target_max_train_samples: int | None = _opt(None, "cap on target training examples", low=1)
+    finetune_epochs: float = _opt(2.0, "epochs on the target task", low=0.0)
+    finetune_lr: float = _opt(1e-4, "peak learning rate", low=0.0, high=1.0)
+    finetune_batch_size: int = _opt(32, "examples per optimizer step", low=1)
+    finetune_seed: int | None = _opt(
+        None, "seed of the fine-tuning alone (data order, dropout, new head); default: seed", low=0
+    )
+
+    stage: typing.ClassVar[str] = "finetune"
+
+    def upstream(self) -> TeacherConfig | None:
+        if self.student == "distilled":
+            return self.distill_config()
+        return None
+
+    def id_fields(self) -> dict[str, Any]:
+        fields = super().id_fields()
+        if self.student == "distilled":
+            return fields  # everything else is in the distillation run id (upstream)
+        # Baselines have no upstream run: their id holds the shared settings (seed, lengths, optimiser, teacher
+        # model) and, for the undistilled student, everything its initialisation depends on.
+        shared = {k: v for k, v in self.teacher_config().id_fields().items() if k not in SOURCE_ONLY}
+        fields["baseline"] = shared
+        if self.student == "undistilled":
+            fields["baseline_student"] = {
+                k: getattr(self, k)
+                for k in (
+                    "student_arch",
+                    "student_heads",
+                    "student_init",
+                    "student_layers",
+                    "student_embeddings",
+                    "freeze_word_embeddings",
+                )
+            }
+        return fields
+
+    def label(self) -> str:
+        who = self.student_arch if self.student in ("distilled", "undistilled") else _slug(self.student)
+        return f"{self.target_task}-{self.student}-{who}"
+
+
+STAGES: dict[str, type[TeacherConfig]] = {
+    "teacher": TeacherConfig,
+    "distill": DistillConfig,
+    "finetune": FinetuneConfig,
+}
+
+
+def config_for_stage(stage: str) -> type[TeacherConfig]:
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
+    return STAGES[stage]
+
+
+# ---- helpers -------------------------------------------------------------------------------------------------
+
+
+def parse_arch(name: str) -> tuple[int, int]:
+    """'l6-h384' -> (6, 384)."""
+    match = STUDENT_ARCH_PATTERN.match(name)
+    if not match:
+        raise ConfigError(f"student_arch={name!r} is not allowed; allowed: {_check_arch('')}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def load_params(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a params YAML file; `include: other.yaml` (relative to this file) is read first and overridden
+    key by key; a `grid:` in the including file replaces the included file's grid."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file {str(path)!r} does not exist")
+    if path.resolve() in _seen:
+        raise ConfigError(f"params file {str(path)!r} includes itself (cycle: {' -> '.join(map(str, _seen))})")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"params file {str(path)!r} is not UTF-8 text (byte {err.start}); allowed: a UTF-8 YAML file"
+        ) from None
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"params file {str(path)!r} is not valid YAML{line}: {problem}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"params file {str(path)!r} must hold a mapping of key: value, got {type(values).__name__}")
+    _anchor_paths(values, path.parent)
+    include = values.pop("include", None)
+    if include is None:
+        return values
+    base = load_params(path.parent / include, _seen + (path.resolve(),))
+    base_grid, own_grid = base.pop("grid", None), values.pop("grid", None)
+    grid = own_grid if own_grid is not None else base_grid  # a file's own grid replaces the included one
+    merged = {**base, **values}
+    if grid:
+        merged["grid"] = grid
+    return merged
+
+
+def _anchor_paths(values: dict[str, Any], folder: Path) -> None:
+    """Relative data paths in a params file (local_tasks' train/dev/test files) are relative to that file."""
+    tasks = values.get("local_tasks")
+    if not isinstance(tasks, dict):
+        return
+    for spec in tasks.values():
+        if not isinstance(spec, dict):
+            continue
+        for split in ("train", "dev", "test"):
+            value = spec.get(split)
+            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                spec[split] = str(folder / value)
+
+
+def with_target_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """A params file's `target_settings: {task: {key: value}}` applied to a cell whose target_task is that task
+    (e.g. more, smaller fine-tuning steps for a token task); the result is an ordinary config, so run ids see it."""
+    settings = values.get("target_settings") or {}
+    if not isinstance(settings, dict) or not all(isinstance(v, dict) for v in settings.values()):
+        raise ConfigError("target_settings must map a target task name to a mapping of parameter: value")
+    return {**values, **settings.get(values.get("target_task"), {})}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")[:40]
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(key: str, value: Any, tp: Any, meta: typing.Mapping[str, Any]) -> Any:
+    """Check `value` against the annotation and the field's metadata; return the clean value."""
+
+    def fail(allowed: str) -> typing.NoReturn:
+        raise ConfigError(f"parameter {key}={value!r} is not allowed; allowed: {allowed}")
+
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        clean = value
+    elif origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return _coerce(key, value, inner, meta)
+    elif origin is list:
+        if not isinstance(value, (list, tuple)):
+            fail(f"a list of {_type_name(args[0])}")
+        clean = [_coerce(key, v, args[0], {**meta, "check": None}) for v in value]
+    elif tp is bool:
+        if not isinstance(value, bool):
+            fail("true or false")
+        clean = value
+    elif tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail("an integer" + _range_text(meta))
+        clean = value
+    elif tp is float:
+        if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
+            value = float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            fail("a finite number" + _range_text(meta))
+        clean = float(value)
+    elif tp is str:
+        if not isinstance(value, str):
+            fail("a string" + (f" from {list(meta['choices'])}" if meta.get("choices") else ""))
+        clean = value
+    else:  # pragma: no cover - only the types above are used
+        raise TypeError(tp)
+    if meta.get("choices") and clean not in meta["choices"]:
+        fail(", ".join(map(str, meta["choices"])))
+    low, high = meta.get("low"), meta.get("high")
+    if isinstance(clean, (int, float)) and not isinstance(clean, bool):
+        if (low is not None and clean < low) or (high is not None and clean > high):
+            fail(("an integer" if isinstance(clean, int) else "a number") + _range_text(meta))
+    if meta.get("check"):
+        problem = meta["check"](clean)
+        if problem:
+            fail(problem)
+    return clean
+
+
+def _range_text(meta: typing.Mapping[str, Any]) -> str:
+    low, high = meta.get("low"), meta.get("high")
+    if low is not None and high is not None:
+        return f" in [{low}, {high}]"
+    if low is not None:
+        return f" >= {low}"
+    if high is not None:
+        return f" <= {high}"
+    return ""
+
+
+def describe(cls: type[TeacherConfig]) -> list[tuple[str, Any, str]]:
+    """(name, default, help) for every field: used by `python -m xdlib params` and the docs."""
+    out = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        out.append((f.name, default, f.metadata["help"]))
+    return out

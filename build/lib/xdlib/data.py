@@ -1,0 +1,445 @@
+"""Tokenisation, dynamic-padding collation, length-grouped batches and transfer sets.
+
+An *encoded* example is a dict of Python lists: input_ids, token_type_ids (if the tokenizer makes them), units
+(the positions the losses read: [0] = [CLS] for sequence tasks, the first sub-token of each word for token
+tasks) and label. Batches are padded only to their own longest member (dynamic padding), and examples of similar
+length are batched together, so little compute is spent on padding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .registry import Registry
+from .tasks import CORPORA, Split, Task, get_task, task_names, without_keys
+
+
+def encode(tokenizer, rows: Split, task: Task, max_length: int) -> list[dict]:
+    """Tokenise rows of `task` (truncating to max_length); keep labels."""
+    if task.kind == "token":
+        enc = tokenizer([r["words"] for r in rows], is_split_into_words=True, truncation=True, max_length=max_length)
+    else:
+        texts = [r["text"] for r in rows]
+        pairs = [r.get("text_pair") for r in rows]
+        enc = tokenizer(
+            texts, pairs if any(p is not None for p in pairs) else None, truncation=True, max_length=max_length
+        )
+    out = []
+    for i, row in enumerate(rows):
+        ex = {"input_ids": enc["input_ids"][i]}
+        if "token_type_ids" in enc:
+            ex["token_type_ids"] = enc["token_type_ids"][i]
+        if task.kind == "token":
+            ex["units"] = first_subtokens(enc.word_ids(i))
+            ex["n_words"] = len(row["words"])
+        else:
+            ex["units"] = [0]
+        if row.get("label") is not None:
+            ex["label"] = row["label"]
+        out.append(ex)
+    return out
+
+
+class EncodedSet:
+    """Encoded examples kept in Arrow (a `datasets.Dataset`, memory-mapped from its on-disk cache file when it has
+    one) instead of a Python list of dicts: a transfer set of any size costs disk, not RAM. `lengths` and `n_units`
+    are numpy arrays; `take(indices)` returns the dicts that `collate` pads."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.table = dataset.data.table  # pyarrow: a batch is one `take`, without datasets' formatting layer
+        self.lengths = self.table.column("length").to_numpy()
+        self.n_units = self.table.column("n_units").to_numpy()
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def take(self, indices) -> list[dict]:
+        import pyarrow as pa
+
+        columns = self.table.take(pa.array(np.asarray(indices, dtype=np.int64))).to_pydict()
+        keys = [k for k in columns if k not in ("length", "n_units")]
+        rows = [dict(zip(keys, values)) for values in zip(*(columns[k] for k in keys))]
+        for row in rows:
+            for key in ("label", "token_type_ids", "n_words"):
+                if key in row and row[key] is None:
+                    del row[key]
+        return rows
+
+
+def take(encoded, indices) -> list[dict]:
+    """Examples `indices` of a list of encoded dicts or an EncodedSet (copies: callers may trim them)."""
+    if isinstance(encoded, EncodedSet):
+        return encoded.take(indices)
+    return [dict(encoded[i]) for i in indices]
+
+
+def lengths_of(encoded) -> np.ndarray:
+    if isinstance(encoded, EncodedSet):
+        return encoded.lengths
+    return np.asarray([len(e["input_ids"]) for e in encoded], dtype=np.int64)
+
+
+def units_of(encoded) -> np.ndarray:
+    if isinstance(encoded, EncodedSet):
+        return encoded.n_units
+    return np.asarray([len(e["units"]) for e in encoded], dtype=np.int64)
+
+
+def rows_digest(rows) -> str:
+    """A digest of the inputs of `rows` (a list of dicts or a datasets.Dataset), read in batches."""
+    digest = hashlib.sha256()
+    if isinstance(rows, list):
+        for row in rows:
+            digest.update(json.dumps([row.get("text"), row.get("text_pair"), row.get("words")]).encode())
+        return digest.hexdigest()
+    present = [k for k in ("text", "text_pair", "words") if k in rows.column_names]
+    for start in range(0, len(rows), 10_000):
+        batch = rows[start : start + 10_000]
+        for values in zip(*(batch[k] for k in present)):
+            row = dict(zip(present, values))
+            digest.update(json.dumps([row.get("text"), row.get("text_pair"), row.get("words")]).encode())
+    return digest.hexdigest()
+
+
+def encode_set(tokenizer, rows, task: Task, max_length: int, cache_dir: str | Path | None = None) -> EncodedSet:
+    """`encode` through Arrow: `datasets.Dataset.map` in batches of 1,000 rows, compact integer columns, written to
+    `cache_dir/<key>.arrow` (reused when it is there) and memory-mapped. `rows`: a list of dicts or a Dataset."""
+    from datasets import Dataset, Features, Sequence, Value
+
+    keys = ("text", "text_pair", "words", "label")
+    if isinstance(rows, list):
+        present = [k for k in keys if any(r.get(k) is not None for r in rows)]
+        rows = Dataset.from_dict({k: [r.get(k) for r in rows] for k in present})
+    label = {"regression": Value("float32"), "token": Sequence(Value("int64"))}.get(task.kind, Value("int64"))
+    features = Features(
+        {
+            "input_ids": Sequence(Value("int32")),
+            "token_type_ids": Sequence(Value("int8")),
+            "units": Sequence(Value("int32")),
+            "n_words": Value("int32"),
+            "label": label,
+            "length": Value("int32"),
+            "n_units": Value("int32"),
+        }
+    )
+
+    def tokenize(batch: dict) -> dict:
+        names = list(batch)
+        examples = encode(tokenizer, [dict(zip(names, v)) for v in zip(*batch.values())], task, max_length)
+        return {
+            "input_ids": [e["input_ids"] for e in examples],
+            "token_type_ids": [e.get("token_type_ids") for e in examples],
+            "units": [e["units"] for e in examples],
+            "n_words": [e.get("n_words") for e in examples],
+            "label": [e.get("label") for e in examples],
+            "length": [len(e["input_ids"]) for e in examples],
+            "n_units": [len(e["units"]) for e in examples],
+        }
+
+    key = hashlib.sha256(
+        json.dumps([tokenizer.name_or_path, len(tokenizer), max_length, task.kind, rows_digest(rows)]).encode()
+    ).hexdigest()[:16]
+    cache_file = None
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        cache_file = str(Path(cache_dir) / f"{key}.arrow")
+    # large sets tokenise in several processes (the tokenizer is pickled to each); small ones stay in this one
+    workers = min(8, os.cpu_count() or 1) if len(rows) >= 50_000 else None
+    encoded = rows.map(
+        tokenize,
+        batched=True,
+        batch_size=1000,
+        num_proc=workers if workers and workers > 1 else None,
+        remove_columns=rows.column_names,
+        features=features,
+        cache_file_name=cache_file,
+        new_fingerprint=key,
+        desc="tokenise",
+    )
+    return EncodedSet(encoded)
+
+
+def first_subtokens(word_ids: list[int | None]) -> list[int]:
+    """Position of the first sub-token of each word that survived truncation."""
+    positions, previous = [], None
+    for pos, wid in enumerate(word_ids):
+        if wid is not None and wid != previous:
+            positions.append(pos)
+        previous = wid
+    return positions
+
+
+def collate(examples: list[dict], pad_id: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Pad a list of encoded examples to the longest in the batch. Returns tensors on `device`.
+
+    input_ids/attention_mask/token_type_ids (B, T); unit_pos/unit_mask (B, U); labels (B,) or (B, U)
+    (token labels padded with -100, regression labels as floats).
+    """
+    longest = max(len(e["input_ids"]) for e in examples)
+    if torch.device(device).type == "cuda":  # tensor-core friendly, and few distinct shapes for the kernels
+        longest = -(-longest // 8) * 8
+    most_units = max(len(e["units"]) for e in examples)
+    B = len(examples)
+    # filled in numpy (a row assignment from a list is cheap; torch.tensor per row is not), one tensor each
+    ids = np.full((B, longest), pad_id, dtype=np.int64)
+    mask = np.zeros((B, longest), dtype=np.int64)
+    types = np.zeros((B, longest), dtype=np.int64)
+    unit_pos = np.zeros((B, most_units), dtype=np.int64)
+    unit_mask = np.zeros((B, most_units), dtype=np.int64)
+    for i, e in enumerate(examples):
+        n = len(e["input_ids"])
+        ids[i, :n] = e["input_ids"]
+        mask[i, :n] = 1
+        if "token_type_ids" in e:
+            types[i, :n] = e["token_type_ids"]
+        u = len(e["units"])
+        unit_pos[i, :u] = e["units"]
+        unit_mask[i, :u] = 1
+    ids, mask, types, unit_pos, unit_mask = map(torch.from_numpy, (ids, mask, types, unit_pos, unit_mask))
+    batch = {"input_ids": ids, "attention_mask": mask, "unit_pos": unit_pos, "unit_mask": unit_mask}
+    if "token_type_ids" in examples[0]:
+        batch["token_type_ids"] = types
+    if "span" in examples[0]:  # extractive QA: (start, end) token of the answer, (0, 0) = no answer
+        batch["spans"] = torch.tensor([e["span"] for e in examples], dtype=torch.long)
+    labelled = [e for e in examples if e.get("label") is not None]
+    if labelled:  # a joint-mode batch mixes labelled source rows with unlabelled augmentation rows: the latter are
+        first = labelled[0]["label"]  # ignored by the label loss (-100 for classes and tags, NaN for regression)
+        if isinstance(first, list):
+            labels = torch.full((B, most_units), -100, dtype=torch.long)
+            for i, e in enumerate(examples):
+                kept = (e.get("label") or [])[: len(e["units"])]
+                labels[i, : len(kept)] = torch.tensor(kept, dtype=torch.long)
+        elif isinstance(first, float):
+            labels = torch.tensor([e.get("label", float("nan")) for e in examples], dtype=torch.float32)
+        else:
+            labels = torch.tensor([e.get("label", -100) for e in examples], dtype=torch.long)
+        batch["labels"] = labels
+    return {k: to_device(v, device) for k, v in batch.items()}
+
+
+def to_device(tensor: torch.Tensor, device) -> torch.Tensor:
+    """A host tensor on `device`. To CUDA through pinned memory without blocking: a copy from pageable memory
+    waits for every kernel queued before it, so the host could not prepare the next batch while the GPU works."""
+    if torch.device(device).type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+def length_grouped_batches(
+    lengths: list[int], batch_size: int, seed: int, epoch: int, group: int = 50
+) -> list[list[int]]:
+    """Shuffle, sort by length inside mega-batches of `group` batches, split, shuffle the batch order.
+
+    Deterministic in (seed, epoch) and independent of torch's RNG, so a resumed run sees the same order.
+    """
+    rng = random.Random(f"{seed}:{epoch}")
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    batches = []
+    span = batch_size * group
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start : start + span], key=lambda i: -lengths[i])
+        batches += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def eval_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Length-sorted batches for inference (order is restored by the caller through the indices)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[j : j + batch_size] for j in range(0, len(order), batch_size)]
+
+
+def gather_units(hidden: torch.Tensor, unit_pos: torch.Tensor) -> torch.Tensor:
+    """(B, T, H) hidden states, (B, U) positions -> (B, U, H)."""
+    index = unit_pos.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
+    return hidden.gather(1, index)
+
+
+# ---- transfer sets ---------------------------------------------------------------------------------------------
+#
+# An augmentation resource is named in params (`augmentation: [...]`):
+#   perturb                      source inputs with words dropped and swapped (no model needed)
+#   mlm                          source inputs with ~15% of words replaced by a masked LM's samples
+#                                (augment_mlm_model: any HF masked LM)
+#   plot-sentences | guardian-headlines | movie-dialog   unlabelled offline corpora (tasks.CORPORA)
+#   task:<name>                  another task's training inputs, labels dropped
+#   hub:<dataset id>[:<config>]  the first text column of a Hub dataset's train split
+# Every resource's rows are filtered against every offline task's dev/test text (tasks.held_out_keys).
+
+
+@dataclass(frozen=True)
+class AugmentOptions:
+    seed: int = 0
+    cap: int | None = None  # rows per resource
+    mlm_model: str = "bert-base-uncased"
+    mlm_probability: float = 0.15
+    local_tasks: dict | None = None
+
+
+AUGMENTATIONS: Registry[Callable[[Split, AugmentOptions], Split]] = Registry("augmentation resource")
+
+
+def _source_texts(row: dict) -> list[tuple[str, str]]:
+    return [(k, row[k]) for k in ("text", "text_pair") if row.get(k)] + (
+        [("words", " ".join(row["words"]))] if row.get("words") else []
+    )
+
+
+def perturb(source_rows: Split, opts: AugmentOptions) -> Split:
+    """Generated augmentation without a model: each source input with ~15% of its words dropped and one
+    adjacent pair swapped (a cheap token-level perturbation in the spirit of TinyBERT's augmentation)."""
+    rng = random.Random(f"perturb:{opts.seed}")
+    out = []
+    for row in source_rows[: opts.cap or len(source_rows)]:
+        new = {}
+        for key, text in _source_texts(row):
+            words = [w for w in text.split() if rng.random() > 0.15] or text.split()
+            if len(words) > 2:
+                j = rng.randrange(len(words) - 1)
+                words[j], words[j + 1] = words[j + 1], words[j]
+            new[key] = words if key == "words" else " ".join(words)
+        out.append(new)
+    return out
+
+
+@torch.inference_mode()
+def mlm_replace(source_rows: Split, opts: AugmentOptions, batch_size: int = 32) -> Split:
+    """Masked-LM augmentation (TinyBERT-style word replacement): in each source input, ~15% of the words are
+    masked one-for-one and replaced by a token sampled from the masked LM's top-5 (sub-word pieces cleaned).
+    Word counts are kept, so token tasks stay aligned."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from .models import pretrained, resolve_model
+
+    path = resolve_model(opts.mlm_model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = pretrained(AutoModelForMaskedLM, path).eval()
+    rng = random.Random(f"mlm:{opts.seed}")
+    gen = torch.Generator().manual_seed(opts.seed)
+    jobs = []  # (row index, key, words, masked positions)
+    rows = source_rows[: opts.cap or len(source_rows)]
+    out: list[dict] = [{} for _ in rows]
+    for i, row in enumerate(rows):
+        for key, text in _source_texts(row):
+            words = text.split()
+            chosen = [j for j in range(len(words)) if rng.random() < opts.mlm_probability] or [
+                rng.randrange(len(words))
+            ]
+            jobs.append((i, key, words, chosen))
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start : start + batch_size]
+        masked = [[tokenizer.mask_token if j in set(c) else w for j, w in enumerate(words)] for _, _, words, c in chunk]
+        enc = tokenizer(
+            masked, is_split_into_words=True, truncation=True, max_length=128, padding=True, return_tensors="pt"
+        )
+        logits = model(
+            **{k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        ).logits
+        for b, (i, key, words, _chosen) in enumerate(chunk):
+            new = list(words)
+            positions = (enc["input_ids"][b] == tokenizer.mask_token_id).nonzero().flatten().tolist()
+            word_ids = enc.word_ids(b)
+            for pos in positions:
+                top = logits[b, pos].topk(5)
+                pick = top.indices[torch.multinomial(top.values.softmax(-1), 1, generator=gen)].item()
+                token = tokenizer.convert_ids_to_tokens(pick).removeprefix("##").strip() or new[word_ids[pos]]
+                new[word_ids[pos]] = token
+            out[i][key] = new if key == "words" else " ".join(new)
+    return out
+
+
+def corpus_rows(sentences: tuple[str, ...] | list[str], source_rows: Split, opts: AugmentOptions, name: str) -> Split:
+    """Unlabelled sentences shaped like the source inputs: single sentences, consecutive pairs for pair
+    tasks, or word lists for token tasks; seeded subset of at most `cap`."""
+    sample = source_rows[0] if source_rows else {}
+    if "text_pair" in sample:
+        rows = [{"text": a, "text_pair": b} for a, b in zip(sentences[::2], sentences[1::2])]
+    elif "words" in sample:
+        rows = [{"words": s.split()} for s in sentences]
+    else:
+        rows = [{"text": s} for s in sentences]
+    random.Random(f"{name}:{opts.seed}").shuffle(rows)
+    return rows[: opts.cap or len(rows)]
+
+
+def hub_text(dataset: str, source_rows: Split, opts: AugmentOptions) -> Split:
+    """First string column of a Hub dataset's train split (e.g. hub:wikitext:wikitext-103-raw-v1)."""
+    from .tasks import hub_dataset
+
+    dataset_id, _, config = dataset.partition(":")
+    split = hub_dataset(dataset_id, config or None, ("train",))["train"]
+    column = next((c for c, f in split.features.items() if getattr(f, "dtype", None) == "string"), None)
+    if column is None:
+        raise ValueError(f"hub:{dataset} has no text column; columns: {list(split.features)}")
+    limit = (opts.cap or 100_000) * 2
+    texts = [t.strip() for t in split.select(range(min(limit, len(split))))[column] if t and len(t.split()) >= 3]
+    return corpus_rows(texts, source_rows, opts, f"hub:{dataset}")
+
+
+AUGMENTATIONS.add("perturb", perturb)
+AUGMENTATIONS.add("mlm", mlm_replace)
+for _corpus_name, _corpus in CORPORA.items():
+    AUGMENTATIONS.add(_corpus_name, lambda rows, opts, c=_corpus, n=_corpus_name: corpus_rows(c(), rows, opts, n))
+
+
+def augmentation_rows(name: str, source_rows: Split, opts: AugmentOptions) -> Split:
+    """Unlabelled rows of one augmentation resource (see the table above)."""
+    if name.startswith("task:"):
+        rows = get_task(name.split(":", 1)[1], opts.local_tasks).load()["train"]
+        rows = [{k: r[k] for k in ("text", "text_pair", "words") if k in r} for r in rows]
+        random.Random(f"{name}:{opts.seed}").shuffle(rows)
+        return rows[: opts.cap or len(rows)]
+    if name.startswith("hub:"):
+        return hub_text(name.split(":", 1)[1], source_rows, opts)
+    return AUGMENTATIONS.get(name)(source_rows, opts)
+
+
+def check_augmentation_name(name: str, local_tasks: dict | None = None) -> str | None:
+    """None if `name` is a valid augmentation resource, else what is allowed."""
+    if name.startswith("task:") and name.split(":", 1)[1] in task_names(local_tasks):
+        return None
+    if name in AUGMENTATIONS or (name.startswith("hub:") and len(name) > 4):
+        return None
+    return (
+        f"one of {AUGMENTATIONS.names()}, hub:<dataset id>[:<config>], or task:<name> with a registered task "
+        f"({', '.join(task_names(local_tasks))})"
+    )
+
+
+def transfer_set(
+    source_rows: Split, augmentation: list[str], opts: AugmentOptions, held_out: frozenset[str] = frozenset()
+) -> tuple[Split, dict]:
+    """Source inputs (labels kept, used only by the joint mode) plus each augmentation resource's inputs,
+    minus any augmentation row that contains held-out (dev/test) text.
+
+    Returns the rows and their composition {origin: count} (and how many rows the leakage filter removed),
+    which is recorded with the run."""
+    rows = [dict(r, origin="source") for r in source_rows]
+    composition: dict = {"source": len(rows)}
+    for name in augmentation:
+        extra = augmentation_rows(name, source_rows, opts)
+        kept = without_keys(extra, held_out)
+        rows += [dict(r, origin=name) for r in kept]
+        composition[name] = len(kept)
+        if len(kept) < len(extra):
+            composition[f"{name}:removed_held_out"] = len(extra) - len(kept)
+    return rows, composition
+
+
+def cap(rows: Split, limit: int | None, seed: int) -> Split:
+    """A seeded random subset of at most `limit` rows (all rows when limit is None)."""
+    if limit is None or len(rows) <= limit:
+        return rows
+    keep = np.random.default_rng(seed).permutation(len(rows))[:limit]
+    return [rows[i] for i in sorted(keep)]

@@ -1,0 +1,368 @@
+"""The teacher-output cache and the stage machine with gradual unfreezing.
+
+Stages (Mukherjee et al. 2021, Sec. 3; reference `run_xtreme_distil.py`):
+  hidden  - MSE between projected student hidden states and the teacher's top-aligned ones (+ attention maps)
+  logits  - MSE (or KL) between student and teacher logits on the transfer set
+  labels  - cross-entropy on the labelled source data
+In logits and labels, the student starts with only its head trainable and unfreezes one unit per phase from the
+top layer down, embeddings last. Unlike the reference code: units are single layers (not the whole encoder),
+models are selected on dev (never test), and the teacher is run once: its outputs are cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import dist, losses, runs
+from .data import (
+    collate,
+    encode,
+    encode_set,
+    eval_batches,
+    gather_units,
+    lengths_of,
+    rows_digest,
+    take,
+    to_device,
+    units_of,
+)
+from .devices import autocast
+from .models import HiddenProjection, encoder_units, model_inputs, unit_logits
+from .tasks import Split, Task
+from .train import LoopSettings, train
+
+log = logging.getLogger(__name__)
+
+
+# ---- teacher-output cache -----------------------------------------------------------------------------------
+
+
+@dataclass
+class TeacherCache:
+    """Teacher outputs at each example's units, packed: example i owns rows offsets[i]:offsets[i+1].
+
+    hidden: (total_units, len(layers), H_t) the teacher hidden states that the student's layer map reads (0 = the
+    embedding output), in the order of `layers`; logits: (total_units, C). Stored as .npy files (fp16 by default)
+    and memory-mapped, so it costs disk, not RAM, at paper scale.
+    """
+
+    hidden: np.ndarray
+    logits: np.ndarray
+    offsets: np.ndarray
+    layers: list[int]
+    resident: tuple[torch.Tensor, torch.Tensor] | None = None  # (hidden, logits) copied to an accelerator
+
+    @classmethod
+    def open(cls, path: Path) -> TeacherCache:
+        load = lambda name: np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)  # noqa: E731
+        layers = json.loads((path / "layers.json").read_text())
+        return cls(load("hidden"), load("logits"), load("offsets"), layers)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def units(self, i: int) -> int:
+        return int(self.offsets[i + 1] - self.offsets[i])
+
+    def to_device(self, device, fraction: float = 0.25) -> TeacherCache:
+        """On CUDA, a copy held in GPU memory (when it takes under `fraction` of the free memory), so a batch is
+        one device-side gather instead of a host read and copy per step; elsewhere (or too big) self."""
+        device = torch.device(device)
+        if device.type != "cuda" or self.nbytes() > fraction * torch.cuda.mem_get_info(device)[0]:
+            return self
+        on = lambda a: torch.from_numpy(np.array(a)).to(device)  # a writable copy of the map  # noqa: E731
+        return TeacherCache(self.hidden, self.logits, self.offsets, self.layers, (on(self.hidden), on(self.logits)))
+
+    def batch(self, indices: list[int], counts: list[int], layers: list[int], device) -> tuple[torch.Tensor, ...]:
+        """hidden (B, U, len(layers), H_t), logits (B, U, C), mask (B, U) for the first counts[b] units (the
+        rest zero); `layers` are teacher hidden-state indices, each one this cache stored. One vectorised gather
+        for the whole batch, from the memory map or the resident copy."""
+        layers = [self.layers.index(i) for i in layers]  # teacher index -> stored position
+        n = np.asarray(counts)
+        starts = self.offsets[np.asarray(indices)]
+        valid = np.arange(n.max())[None, :] < n[:, None]  # (B, U)
+        rows = np.where(valid, starts[:, None] + np.arange(n.max())[None, :], starts[:, None])
+        mask = to_device(torch.from_numpy(valid.astype(np.int64)), device)
+        if self.resident is not None:
+            r = to_device(torch.from_numpy(rows), device)
+            hidden = self.resident[0][r][:, :, layers].float()
+            logits = self.resident[1][r].float()
+        else:
+            hidden = torch.from_numpy(np.asarray(self.hidden[rows.ravel()][:, layers], dtype=np.float32))
+            logits = torch.from_numpy(np.asarray(self.logits[rows.ravel()], dtype=np.float32))
+            hidden = to_device(hidden.view(*rows.shape, *hidden.shape[1:]), device)
+            logits = to_device(logits.view(*rows.shape, -1), device)
+        return hidden * mask[..., None, None], logits * mask[..., None], mask
+
+    def nbytes(self) -> int:
+        return int(self.hidden.nbytes + self.logits.nbytes + self.offsets.nbytes)
+
+
+def cache_key(teacher_id: str, rows: Split, max_length: int, dtype: str, layers: list[int], precision: str) -> str:
+    """What the cached outputs depend on: teacher run, rows, length, storage dtype, the layers kept and the
+    compute precision (a bf16 CUDA pass and an fp32 CPU pass never share a cache)."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([teacher_id, max_length, dtype, sorted(set(layers)), precision]).encode())
+    digest.update(rows_digest(rows).encode())
+    return digest.hexdigest()[:16]
+
+
+@torch.inference_mode()
+def build_teacher_cache(
+    teacher,
+    tokenizer,
+    rows,
+    task: Task,
+    max_length: int,
+    path: Path,
+    device,
+    dtype: str = "float16",
+    batch_size: int = 64,
+    layers: list[int] | None = None,
+    tokenized_dir: Path | None = None,
+) -> TeacherCache:
+    """Run the teacher once over `rows` (a list of dicts or a datasets.Dataset) and store its outputs at the loss
+    units (atomic: tmp dir + rename): the hidden states of `layers` only (default: every one), and the logits.
+    Tokenised through Arrow (cached in `tokenized_dir`), so the rows never become a Python list here."""
+    if (path / "DONE").is_file():
+        return TeacherCache.open(path)
+    teacher.eval().to(device)
+    encoded = encode_set(tokenizer, rows, task, max_length, tokenized_dir)
+    counts = units_of(encoded)
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(counts)
+    cfg = teacher.config
+    layers = list(range(cfg.num_hidden_layers + 1)) if layers is None else sorted(set(layers))
+    n_states, width = len(layers), cfg.hidden_size
+    n_labels = teacher.num_labels if task.kind != "regression" else 1
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    np_dtype = np.float16 if dtype == "float16" else np.float32
+    hidden = np.lib.format.open_memmap(tmp / "hidden.npy", "w+", np_dtype, (int(offsets[-1]), n_states, width))
+    logits = np.lib.format.open_memmap(tmp / "logits.npy", "w+", np_dtype, (int(offsets[-1]), n_labels))
+    for idx in eval_batches(lengths_of(encoded), batch_size):
+        batch = collate(take(encoded, idx), tokenizer.pad_token_id, device)
+        with autocast(torch.device(device)):
+            out = teacher(**model_inputs(batch), output_hidden_states=True)
+        states = torch.stack([gather_units(out.hidden_states[i], batch["unit_pos"]) for i in layers], dim=2)
+        unit_out = unit_logits(out.logits, batch)  # (B, U, C)
+        states_np = states.to(torch.float32).cpu().numpy()  # one device->host copy per batch, not per row
+        logits_np = unit_out.to(torch.float32).cpu().numpy()
+        for row, i in enumerate(idx):
+            n = counts[i]
+            hidden[offsets[i] : offsets[i] + n] = states_np[row, :n]
+            logits[offsets[i] : offsets[i] + n] = logits_np[row, :n]
+        runs.fault("cache", tmp)
+    hidden.flush()
+    logits.flush()
+    del hidden, logits
+    np.save(tmp / "offsets.npy", offsets, allow_pickle=False)
+    (tmp / "layers.json").write_text(json.dumps(layers))
+    (tmp / "DONE").write_text("")
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return TeacherCache.open(path)
+
+
+# ---- the student being distilled ----------------------------------------------------------------------------
+
+
+class DistillModule(nn.Module):
+    """Student + projection; forward(batch) returns the loss of the current phase's `objective`."""
+
+    def __init__(
+        self,
+        student: nn.Module,
+        projection: HiddenProjection,
+        *,
+        logit_loss: str = "mse",
+        temperature: float = 1.0,
+        attention_loss: bool = False,
+        teacher: nn.Module | None = None,
+    ):
+        super().__init__()
+        self.student = student
+        self.projection = projection
+        self.logit_loss = losses.LOGIT_LOSSES.get(logit_loss)
+        self.temperature = temperature
+        self.attention_loss = attention_loss
+        self.objective = "hidden"
+        # The live teacher is needed only for attention maps (too big to cache); not a submodule: never trained.
+        self._teacher = [teacher] if teacher is not None else []
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        want_hidden = self.objective in ("hidden", "joint")
+        out = self.student(
+            **model_inputs(batch),
+            output_hidden_states=want_hidden,
+            output_attentions=want_hidden and self.attention_loss,
+        )
+        mask = batch["unit_mask"]
+        total = torch.zeros((), device=mask.device)
+        if want_hidden:
+            states = [gather_units(h, batch["unit_pos"]) for h in out.hidden_states]  # L+1 x (B, U, H_s)
+            projected = self.projection(states)
+            teacher_states = batch["teacher_hidden"].unbind(2)  # L+1 x (B, U, H_t)
+            total = total + losses.hidden_mse(projected, teacher_states, mask)
+            if self.attention_loss:
+                with torch.no_grad():
+                    t_out = self._teacher[0](**model_inputs(batch), output_attentions=True)
+                n = len(out.attentions)
+                total = total + losses.attention_mse(
+                    list(out.attentions), list(t_out.attentions[-n:]), batch["attention_mask"]
+                )
+        if self.objective in ("logits", "joint"):
+            logits = unit_logits(out.logits, batch)
+            total = total + self.logit_loss(logits, batch["teacher_logits"], mask, self.temperature)
+        if self.objective in ("labels", "joint") and "labels" in batch:
+            logits = unit_logits(out.logits, batch)
+            labels = batch["labels"]
+            total = total + losses.label_loss(logits if labels.dim() == 2 else logits[:, 0], labels)
+        return total
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str  # checkpoint folder name, e.g. "2-logits-u3"
+    objective: str  # hidden | logits | labels | joint
+    units: int  # how many unfreezing units (from the top) are trainable; -1 = all
+    epochs: float
+
+
+def plan_phases(stages: list[str], mode: str, gradual: bool, n_units: int, epochs: float) -> list[Phase]:
+    """The stage machine as a flat list of phases.
+
+    stagewise: hidden trains everything at once; logits and labels each run n_units phases when gradual (head
+    only, + top layer, ..., + embeddings), splitting the stage's epochs evenly. joint: one phase, all losses.
+    """
+    if mode == "joint":
+        return [Phase("joint", "joint", -1, epochs)]
+    phases = []
+    for s, stage in enumerate(stages, start=1):
+        if stage == "hidden" or not gradual:
+            phases.append(Phase(f"{s}-{stage}", stage, -1, epochs))
+        else:
+            phases += [Phase(f"{s}-{stage}-u{k}", stage, k, epochs / n_units) for k in range(1, n_units + 1)]
+    return phases
+
+
+def unfreezing_units(student, embeddings_last: bool, frozen: set[int]) -> list[list[nn.Parameter]]:
+    units = encoder_units(student)
+    if not embeddings_last:
+        units = units[:-2] + [units[-2] + units[-1]]
+    return [[p for p in unit if id(p) not in frozen] for unit in units]
+
+
+def student_counts(student_enc, cache: TeacherCache) -> np.ndarray:
+    """Units both sides have (tokenizers may truncate different numbers of words): the student's units are
+    trimmed to these counts when a batch is taken."""
+    return np.minimum(units_of(student_enc), np.diff(cache.offsets))
+
+
+def distil(
+    module: DistillModule,
+    tokenizer,
+    task: Task,
+    transfer_rows: Split,
+    source: dict[str, Split],
+    caches: dict[str, TeacherCache],
+    layer_index: list[int],
+    phases: list[Phase],
+    base: LoopSettings,
+    ckpt_root: Path,
+    device,
+    dev_metric,
+    max_length: int,
+    embeddings_last: bool = True,
+    on_update=None,
+    phase_dev_eval: bool = False,
+    tokenized_dir: Path | None = None,
+) -> list[dict]:
+    """Run every phase in order (finished phases are skipped on resume); returns each phase's summary. A phase is
+    scored on dev only where it selects among several evaluations, or everywhere with `phase_dev_eval`."""
+    module.to(device)
+    caches = {name: cache.to_device(device) for name, cache in caches.items()}
+    pad = tokenizer.pad_token_id
+    # Arrow-backed (the writing rank tokenises into the cache, the others map what it wrote); dev stays a list
+    transfer_enc = dist.main_first(encode_set, tokenizer, transfer_rows, task, max_length, tokenized_dir)
+    transfer_counts = student_counts(transfer_enc, caches["transfer"])
+    dev_enc = encode(tokenizer, source["dev"], task, max_length)
+    dev_counts = student_counts(dev_enc, caches["dev"])
+    label_enc = dist.main_first(encode_set, tokenizer, source["train"], task, max_length, tokenized_dir)
+
+    def distil_batch(enc, counts, cache, idx):
+        examples = take(enc, idx)
+        for example, i in zip(examples, idx):
+            example["units"] = example["units"][: counts[i]]
+        batch = collate(examples, pad, device)
+        hidden, logits, mask = cache.batch(idx, [int(counts[i]) for i in idx], layer_index, device)
+        batch.update(teacher_hidden=hidden, teacher_logits=logits, unit_mask=mask)
+        return batch
+
+    @torch.inference_mode()
+    def dev_hidden_loss() -> float:
+        total, n = 0.0, 0
+        saved = module.objective
+        module.objective = "hidden"
+        for idx in eval_batches(lengths_of(dev_enc), 64):
+            total += float(module(distil_batch(dev_enc, dev_counts, caches["dev"], idx))) * len(idx)
+            n += len(idx)
+        module.objective = saved
+        return total / max(n, 1)
+
+    frozen = {id(p) for p in module.student.parameters() if not p.requires_grad}
+    units = unfreezing_units(module.student, embeddings_last, frozen)
+    everything = [p for p in module.parameters() if id(p) not in frozen]
+    head_ids = {id(p) for p in units[0]}
+    projection_ids = {id(p) for p in module.projection.parameters()}
+    summaries = []
+    for phase in phases:
+        module.objective = phase.objective
+        if phase.objective == "hidden":  # the head takes no part: keep it out (DDP wants no unused params)
+            trainable = [p for p in everything if id(p) not in head_ids]
+        elif phase.units < 0 and phase.objective != "joint":  # the projection takes no part without hidden states
+            trainable = [p for p in everything if id(p) not in projection_ids]
+        elif phase.units < 0:
+            trainable = everything
+        else:
+            trainable = [p for unit in units[: phase.units] for p in unit]
+        if phase.objective == "labels":
+            lengths = label_enc.lengths
+            make_batch = lambda idx: collate(take(label_enc, idx), pad, device)  # noqa: E731
+        else:
+            lengths = transfer_enc.lengths
+            make_batch = lambda idx: distil_batch(transfer_enc, transfer_counts, caches["transfer"], idx)  # noqa: E731
+        if phase.objective == "hidden":
+            evaluate, higher = dev_hidden_loss, False
+        else:
+            evaluate, higher = dev_metric, task.higher_is_better
+        settings = LoopSettings(**{**base.__dict__, "epochs": phase.epochs})
+        summary = train(
+            module,
+            trainable,
+            lengths,
+            make_batch,
+            settings,
+            ckpt_root / phase.name,
+            evaluate=evaluate,
+            higher_is_better=higher,
+            device=device,
+            desc=phase.name,
+            on_update=on_update,
+            select_only=not phase_dev_eval,
+        )
+        summaries.append({"phase": phase.name, **summary})
+        log.info("phase %s: dev %s", phase.name, summary["best_dev"])
+    return summaries

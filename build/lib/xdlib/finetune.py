@@ -1,0 +1,157 @@
+"""Task heads in training and evaluation: the loss module, prediction and metrics for any model with a head.
+
+Used to fine-tune the teacher on its source task and a student (or baseline) on a target task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import losses, metrics
+from .data import collate, encode, eval_batches
+from .devices import autocast
+from .models import model_inputs, unit_logits
+from .qa import QALoss, encode_qa, fit_threshold, predict_qa, qa_metrics
+from .tasks import Split, Task
+from .train import LoopSettings, train
+
+
+@dataclass(frozen=True)
+class QAOptions:
+    doc_stride: int = 128
+    max_answer_length: int = 30
+    n_best: int = 20
+
+
+class TaskLoss(nn.Module):
+    """forward(batch) -> label loss of `model` (CE / MSE), so the generic loop can train any head model."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        logits = unit_logits(self.model(**model_inputs(batch)).logits, batch)
+        labels = batch["labels"]
+        return losses.label_loss(logits if labels.dim() == 2 else logits[:, 0], labels)
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, encoded: list[dict], task: Task, pad_id: int, device, batch_size: int = 64) -> list:
+    """Predictions per example: class id, float (regression) or tag ids per word (token tasks; words cut off by
+    truncation are predicted as tag 0, 'O', so every word is scored)."""
+    model.eval()
+    out: list = [None] * len(encoded)
+    for idx in eval_batches([len(e["input_ids"]) for e in encoded], batch_size):
+        batch = collate([encoded[i] for i in idx], pad_id, device)
+        with autocast(torch.device(device)):
+            logits = unit_logits(model(**model_inputs(batch)).logits, batch).float().cpu()  # one sync per batch
+        for row, i in enumerate(idx):
+            if task.kind == "token":
+                tags = logits[row, : len(encoded[i]["units"])].argmax(-1).tolist()
+                out[i] = tags + [0] * (encoded[i]["n_words"] - len(tags))
+            elif task.kind == "regression":
+                out[i] = float(logits[row, 0, 0])
+            else:
+                out[i] = int(logits[row, 0].argmax())
+    return out
+
+
+def _qa_predictions(model, tokenizer, rows: Split, max_length: int, device, qa=None, encoded=None):
+    """Best answer text and null margin per qa row (features encoded here unless given)."""
+    qa = qa or QAOptions()
+    encoded = encoded if encoded is not None else encode_qa(tokenizer, rows, max_length, qa.doc_stride)
+    return predict_qa(model, encoded, rows, tokenizer.pad_token_id, device, qa.n_best, qa.max_answer_length)
+
+
+def evaluate(
+    model, tokenizer, task: Task, rows: Split, max_length: int, device, encoded=None, qa: QAOptions | None = None
+) -> dict[str, float]:
+    """All metrics of `task` on `rows`. QA uses the best no-answer threshold *of these rows* (use
+    `evaluate_splits` to fit it on dev and apply it to test)."""
+    if task.kind == "qa":
+        answers, margins = _qa_predictions(model, tokenizer, rows, max_length, device, qa, encoded)
+        threshold = fit_threshold(answers, margins, rows)
+        return {**qa_metrics(answers, margins, rows, threshold), "null_threshold": threshold}
+    encoded = encoded if encoded is not None else encode(tokenizer, rows, task, max_length)
+    preds = predict(model, encoded, task, tokenizer.pad_token_id, device)
+    return metrics.compute(task, preds, [r["label"] for r in rows])
+
+
+def evaluate_splits(
+    model, tokenizer, task: Task, data: dict[str, Split], max_length: int, device, qa=None, dev: dict | None = None
+) -> dict:
+    """Split-prefixed metrics (dev_*, test_*, and extra reported splits such as test_mismatched) of the model as it
+    is now; QA's no-answer threshold is chosen on dev and applied unchanged to the other splits. `dev`: the dev
+    metrics of these very weights when already computed (fit_task's best evaluation): not recomputed."""
+    out = {"task": task.name, "task_kind": task.kind, "task_version": task.version, "main_metric": task.metric}
+    threshold = None
+    for split in ["dev"] + sorted(s for s in data if s not in ("train", "dev")):
+        rows = data.get(split)
+        if not rows:
+            continue
+        if split == "dev" and dev is not None and task.kind != "qa":
+            values = dev
+        elif task.kind == "qa":
+            answers, margins = _qa_predictions(model, tokenizer, rows, max_length, device, qa)
+            if threshold is None:
+                threshold = fit_threshold(answers, margins, rows)
+                out["null_threshold"] = threshold
+            values = qa_metrics(answers, margins, rows, threshold)
+        else:
+            values = evaluate(model, tokenizer, task, rows, max_length, device)
+        out.update({f"{split}_{k}": v for k, v in values.items()})
+    return out
+
+
+def fit_task(
+    model,
+    tokenizer,
+    task: Task,
+    data: dict[str, Split],
+    max_length: int,
+    settings: LoopSettings,
+    ckpt_dir: Path,
+    device,
+    desc: str,
+    qa: QAOptions | None = None,
+) -> dict:
+    """Fine-tune `model` on data['train'], selecting on data['dev'] by the task's main metric. The summary's
+    `dev_metrics` are every dev metric of the selected weights when all evaluations ran in this call (else None)."""
+    model.to(device)
+    if task.kind == "qa":
+        qa = qa or QAOptions()
+        train_enc = encode_qa(tokenizer, data["train"], max_length, qa.doc_stride)
+        dev_enc = encode_qa(tokenizer, data["dev"], max_length, qa.doc_stride)
+        loss = QALoss(model)
+    else:
+        train_enc = encode(tokenizer, data["train"], task, max_length)
+        dev_enc = encode(tokenizer, data["dev"], task, max_length)
+        loss = TaskLoss(model)
+
+    scored: list[dict] = []  # every dev evaluation of this call, in order
+
+    def dev_score() -> float:
+        scored.append(evaluate(model, tokenizer, task, data["dev"], max_length, device, dev_enc, qa))
+        return scored[-1][task.metric]
+
+    summary = train(
+        loss,
+        list(model.parameters()),
+        [len(e["input_ids"]) for e in train_enc],
+        lambda idx: collate([train_enc[i] for i in idx], tokenizer.pad_token_id, device),
+        settings,
+        ckpt_dir,
+        evaluate=dev_score,
+        higher_is_better=task.higher_is_better,
+        device=device,
+        desc=desc,
+    )
+    # train keeps the first evaluation with the best score; a resumed run lacks the ones before the kill
+    complete = len(scored) == len(summary["history"])
+    best = [m for m in scored if m[task.metric] == summary["best_dev"]] if complete else []
+    return {**summary, "dev_metrics": best[0] if best else None}

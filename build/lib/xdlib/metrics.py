@@ -1,0 +1,139 @@
+"""Task metrics. `compute(task, predictions, references)` returns every metric of the task's kind; the task's
+`metric` names the main one.
+
+GLUE metrics as in the GLUE paper (accuracy, F1 of the positive class, Matthews correlation, Pearson/Spearman);
+entity-level span F1 for token tasks via seqeval (CoNLL-style, the standard for NER).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections import Counter
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import f1_score, matthews_corrcoef
+
+
+def classification(preds: np.ndarray, labels: np.ndarray, num_labels: int) -> dict[str, float]:
+    out = {"accuracy": float((preds == labels).mean())}
+    average = "binary" if num_labels == 2 else "macro"
+    out["f1"] = float(
+        f1_score(
+            labels,
+            preds,
+            average=average,
+            labels=list(range(num_labels)) if average == "macro" else None,
+            zero_division=0,
+        )
+    )
+    out["mcc"] = float(matthews_corrcoef(labels, preds))
+    return out
+
+
+def regression(preds: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    if np.std(preds) == 0 or np.std(labels) == 0:
+        return {"pearson": 0.0, "spearman": 0.0, "mse": float(np.mean((preds - labels) ** 2))}
+    return {
+        "pearson": float(pearsonr(preds, labels)[0]),
+        "spearman": float(spearmanr(preds, labels)[0]),
+        "mse": float(np.mean((preds - labels) ** 2)),
+    }
+
+
+def span_f1(pred_tags: list[list[str]], gold_tags: list[list[str]]) -> dict[str, float]:
+    """Entity-level precision/recall/F1 (seqeval, default CoNLL mode) plus token accuracy."""
+    from seqeval.metrics import f1_score as seq_f1
+    from seqeval.metrics import precision_score, recall_score
+
+    flat_p = [t for s in pred_tags for t in s]
+    flat_g = [t for s in gold_tags for t in s]
+    return {
+        "f1": float(seq_f1(gold_tags, pred_tags, zero_division=0)),
+        "precision": float(precision_score(gold_tags, pred_tags, zero_division=0)),
+        "recall": float(recall_score(gold_tags, pred_tags, zero_division=0)),
+        "accuracy": float(np.mean([p == g for p, g in zip(flat_p, flat_g)])) if flat_g else math.nan,
+    }
+
+
+def compute(task, predictions, references) -> dict[str, float]:
+    """predictions/references: class ids or floats per example; lists of tag ids per word for token tasks;
+    answer strings / lists of gold answer strings for qa tasks."""
+    if task.kind == "qa":
+        return squad_v2(predictions, references)
+    if task.kind == "token":
+        names = task.labels
+        return span_f1([[names[i] for i in p] for p in predictions], [[names[i] for i in r] for r in references])
+    if task.kind == "regression":
+        return regression(np.asarray(predictions, dtype=float), np.asarray(references, dtype=float))
+    return classification(np.asarray(predictions), np.asarray(references), task.num_labels)
+
+
+# ---- SQuAD v2 (the official evaluation script's normalisation and scoring) ------------------------------------
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, drop punctuation and the articles a/an/the, collapse whitespace (official SQuAD rule)."""
+    text = "".join(ch for ch in text.lower() if ch not in string.punctuation)
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def _squad_f1(gold: str, pred: str) -> float:
+    gold_toks, pred_toks = normalize_answer(gold).split(), normalize_answer(pred).split()
+    if not gold_toks or not pred_toks:  # a no-answer on either side: 1 if both are empty, else 0
+        return float(gold_toks == pred_toks)
+    common = sum((Counter(gold_toks) & Counter(pred_toks)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred_toks), common / len(gold_toks)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_scores(gold_answers: list[str], pred: str) -> tuple[float, float]:
+    """(exact, f1) of one prediction against its gold answers (max over them); no gold answers = ['']."""
+    golds = [g for g in gold_answers if normalize_answer(g)] or [""]
+    exact = max(float(normalize_answer(g) == normalize_answer(pred)) for g in golds)
+    return exact, max(_squad_f1(g, pred) for g in golds)
+
+
+def squad_v2(predictions: list[str], references: list[list[str]]) -> dict[str, float]:
+    """Exact match and F1 (in %, as the official script), overall and split into HasAns / NoAns questions."""
+    scores = [squad_scores(refs, pred) for pred, refs in zip(predictions, references)]
+    has = [bool([g for g in refs if normalize_answer(g)]) for refs in references]
+    out = {}
+    for prefix, keep in (("", [True] * len(has)), ("HasAns_", has), ("NoAns_", [not h for h in has])):
+        chosen = [s for s, k in zip(scores, keep) if k]
+        out[prefix + "exact"] = 100.0 * float(np.mean([s[0] for s in chosen])) if chosen else math.nan
+        out[prefix + "f1"] = 100.0 * float(np.mean([s[1] for s in chosen])) if chosen else math.nan
+        out[prefix + "total"] = len(chosen)
+    return out
+
+
+def best_null_threshold(answers: list[str], null_margin: list[float], references: list[list[str]]) -> float:
+    """The no-answer threshold that maximises F1: predict no answer when `null_margin` (null score minus the best
+    span score) exceeds it. Same sweep as the official script's best_f1_thresh, chosen on dev only."""
+    f1_answer = [squad_scores(refs, a)[1] for a, refs in zip(answers, references)]
+    f1_empty = [squad_scores(refs, "")[1] for refs in references]
+    score = best = sum(f1_answer)  # threshold above every margin: every question answered ...
+    best_threshold = max(null_margin) + 1.0 if null_margin else 0.0
+    for i in sorted(range(len(answers)), key=lambda i: -null_margin[i]):  # ... lower it: highest margins go empty
+        score += f1_empty[i] - f1_answer[i]
+        if score > best:
+            best, best_threshold = score, null_margin[i] - 1e-6
+    return best_threshold
+
+
+def constant_baseline(task, rows: list[dict]) -> float:
+    """The best score a constant prediction gets on `rows` in the task's main metric ("chance"): the best single
+    class for classification, 0 for correlations and entity F1 (all O), answering nothing for QA."""
+    if task.kind == "qa":
+        return squad_v2([""] * len(rows), [[a["text"] for a in r.get("answers") or []] for r in rows])[task.metric]
+    if task.kind in ("regression", "token"):
+        return 0.0
+    labels = np.asarray([r["label"] for r in rows])
+    return max(
+        classification(np.full_like(labels, c), labels, task.num_labels)[task.metric] for c in range(task.num_labels)
+    )

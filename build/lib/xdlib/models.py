@@ -1,0 +1,381 @@
+"""Architectures, teacher/student builders, student initialisations and the hidden-state projection.
+
+Students are plain `Bert*` models, so a distilled student saves as an ordinary HF folder that `AutoModel` and
+`AutoModelFor*` load. The architecture table follows the released checkpoints' config.json
+(microsoft/xtremedistil-l6-h256-uncased etc.): BERT-uncased vocabulary, intermediate = 4 x hidden, 8 heads for
+h256 (256 is not divisible by 12) and 12 for h384.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from . import assets
+from .config import ConfigError, parse_arch
+from .data import gather_units
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    layers: int
+    hidden: int
+    heads: int
+    intermediate: int
+
+
+# The paper's three students, exactly as their released configs (vocab 30522, max positions 512).
+ARCHITECTURES = {
+    "l6-h256": Architecture(6, 256, 8, 1024),
+    "l6-h384": Architecture(6, 384, 12, 1536),
+    "l12-h384": Architecture(12, 384, 12, 1536),
+}
+HEADS_BY_HIDDEN = {256: 8, 384: 12, 512: 8, 768: 12, 1024: 16}
+
+
+def architecture(name: str, heads: int | None = None) -> Architecture:
+    """Look up a registered student or parse any `l<N>-h<M>`; head count explicit, from the table, or chosen."""
+    layers, hidden = parse_arch(name)
+    if name in ARCHITECTURES and heads is None:
+        return ARCHITECTURES[name]
+    # otherwise the most heads that keep head dimension >= 32 (BERT-family heads are 32-64 wide)
+    heads = (
+        heads
+        or HEADS_BY_HIDDEN.get(hidden)
+        or next((h for h in (16, 12, 8, 6, 4, 3, 2) if hidden % h == 0 and hidden // h >= 32), 1)
+    )
+    if hidden % heads:
+        raise ConfigError(f"student_heads={heads} does not divide hidden size {hidden} of {name}; pick a divisor")
+    return Architecture(layers, hidden, heads, 4 * hidden)
+
+
+# ---- model references ----------------------------------------------------------------------------------------
+
+
+def resolve_model(ref: str) -> str:
+    """`offline:<name>` -> cached folder, a local folder -> itself, anything else -> a Hub id (unchanged)."""
+    if ref.startswith("offline:"):
+        return str(assets.model_dir(ref.split(":", 1)[1]))
+    return ref
+
+
+def check_student_init(init: str, pcfg, arch: Architecture, arch_name: str, layers: list[int] | None) -> list[int]:
+    """The init model's layers the student copies, after checking that its config fits the architecture."""
+    if getattr(pcfg, "hidden_size", None) != arch.hidden:
+        raise ConfigError(
+            f"student_init={init!r} has hidden size {getattr(pcfg, 'hidden_size', None)} but "
+            f"student_arch={arch_name!r} has {arch.hidden}; allowed: an l<N>-h{getattr(pcfg, 'hidden_size', 'H')} "
+            "architecture, or student_init='random' (optionally with student_embeddings='pca')"
+        )
+    chosen = layers if layers is not None else evenly_spaced_layers(pcfg.num_hidden_layers, arch.layers)
+    if any(i < 0 or i >= pcfg.num_hidden_layers for i in chosen):
+        raise ConfigError(
+            f"student_layers={chosen} is not allowed; allowed: layer indices in 0..{pcfg.num_hidden_layers - 1} of "
+            f"the {pcfg.num_hidden_layers}-layer student_init"
+        )
+    return chosen
+
+
+def model_config(ref: str, network: bool = True):
+    """The config.json of the model `ref` names, without its weights (None for 'random', or a Hub id in a dry
+    run)."""
+    if ref == "random" or (not network and not ref.startswith(("offline:", ".", "/", "~"))):
+        return None
+    return AutoConfig.from_pretrained(resolve_model(ref))
+
+
+def config_layers(ref: str, network: bool = True) -> int | None:
+    """The number of transformer layers of the model `ref` names, from its config.json alone (None for a Hub id
+    in a dry run, or a config without the field)."""
+    return getattr(model_config(ref, network), "num_hidden_layers", None)
+
+
+@functools.cache
+def hub_offline() -> str | None:
+    """Why this process works offline (cached Hub files only), or None when the Hub answers. Without
+    HF_HUB_OFFLINE set, one TCP connect (3 s timeout) decides, once: an unreachable Hub then switches
+    huggingface_hub to offline mode, so that each lookup fails at once instead of retrying for 25 s."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=3).close()
+        return None
+    except OSError as err:
+        constants.HF_HUB_OFFLINE = True
+        os.environ["HF_HUB_OFFLINE"] = "1"  # for datasets, imported later
+        log.debug("%s is unreachable (%s): working offline, with cached Hub files only", constants.ENDPOINT, err)
+        return f"{constants.ENDPOINT} is unreachable: {err}"
+
+
+def check_model_reachable(ref: str, key: str, network: bool = True) -> None:
+    """Fail fast, with one clear message, on a missing folder or an unreachable Hub id (before heavy work).
+    With network=False (dry runs) a Hub id is accepted unchecked."""
+    if ref == "random":
+        return
+    if ref.startswith("offline:"):
+        name = ref.split(":", 1)[1]
+        if name not in assets.offline_model_names():
+            known = ", ".join("offline:" + n for n in assets.offline_model_names())
+            raise ConfigError(f"{key}={ref!r}: unknown offline model; known: {known}")
+        return
+    if ref.startswith((".", "/", "~")) or os.sep in ref and Path(ref).exists():
+        if not (Path(ref).expanduser() / "config.json").is_file():
+            raise ConfigError(f"{key}={ref!r}: no HF model folder (config.json) there")
+        return
+    if not network:
+        return
+    offline = hub_offline()
+    try:
+        AutoConfig.from_pretrained(ref)
+    except Exception as err:  # OSError, HTTP errors, offline mode
+        raise ConfigError(
+            f"{key}={ref!r} could not be loaded: not a local folder, and the Hugging Face Hub did not serve it "
+            f"({offline or type(err).__name__ + ': ' + str(err).splitlines()[0][:160]}). Without network use a "
+            "local folder or "
+            f"one of: {', '.join('offline:' + n for n in assets.offline_model_names())}"
+        ) from None
+
+
+HEAD_CLASSES = {
+    "sequence": AutoModelForSequenceClassification,
+    "token": AutoModelForTokenClassification,
+    "qa": AutoModelForQuestionAnswering,
+}
+BERT_HEAD_CLASSES = {
+    "sequence": BertForSequenceClassification,
+    "token": BertForTokenClassification,
+    "qa": BertForQuestionAnswering,
+}
+
+
+def head_module(model) -> nn.Module:
+    """The task head of an HF head model (what a fresh head replaces): classifier or qa_outputs."""
+    for name in ("classifier", "qa_outputs"):
+        if hasattr(model, name):
+            return getattr(model, name)
+    raise TypeError(f"{type(model).__name__} has no classifier or qa_outputs head")
+
+
+def head_kwargs(head: str, num_labels: int) -> dict:
+    if head == "qa":  # start and end logits, whatever head the checkpoint had (a distilled MNLI student has 3)
+        return {"num_labels": 2}
+    kwargs: dict = {"num_labels": num_labels}
+    if head == "sequence" and num_labels == 1:
+        kwargs["problem_type"] = "regression"
+    return kwargs
+
+
+def pretrained(cls, path, **kwargs):
+    """cls.from_pretrained with fp32 weights whatever dtype the checkpoint was saved in (transformers 5 loads a
+    config's dtype, e.g. float16, by default: fp16 master weights make training diverge). bf16 compute on GPUs
+    comes from autocast, not from the weights."""
+    return cls.from_pretrained(path, dtype=torch.float32, **kwargs)
+
+
+def load_with_head(ref: str, head: str, num_labels: int, **extra) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Any HF encoder (id / folder / offline:<name>) with a task head; a fresh head is initialised if needed."""
+    path = resolve_model(ref)
+    model = pretrained(HEAD_CLASSES[head], path, **head_kwargs(head, num_labels), **extra)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return model, tokenizer
+
+
+# ---- students --------------------------------------------------------------------------------------------------
+
+
+def evenly_spaced_layers(source_layers: int, target_layers: int) -> list[int]:
+    """Which of `source_layers` to copy into a `target_layers` student: 6 -> 3 gives [0, 2, 4]."""
+    if target_layers > source_layers:
+        raise ConfigError(f"cannot copy {target_layers} layers from a model with {source_layers}")
+    step = source_layers / target_layers
+    return [int(i * step) for i in range(target_layers)]
+
+
+def pca_embeddings(weight: torch.Tensor, width: int) -> torch.Tensor:
+    """Project a (vocab, H_t) embedding matrix onto its top `width` principal components (the paper's
+    multilingual recipe: mBERT's word embeddings reduced to the student width with PCA).
+
+    The result is rescaled to the source matrix's overall standard deviation so that LayerNorm'd inputs start
+    in the same range as the teacher's.
+    """
+    if width > weight.shape[1]:
+        raise ConfigError(f"PCA embeddings need student hidden <= teacher hidden ({width} > {weight.shape[1]})")
+    centered = weight.float() - weight.float().mean(0, keepdim=True)
+    # Exact SVD of the (H_t, H_t) covariance is cheap even for a 120k-word vocabulary.
+    eigvecs, _, _ = torch.linalg.svd(centered.T @ centered)  # symmetric PSD: U holds the eigenvectors, descending
+    projected = centered @ eigvecs[:, :width]  # (vocab, width) = (vocab, H_t) @ (H_t, width)
+    return projected * (weight.float().std() / projected.std())
+
+
+def build_student(
+    arch_name: str,
+    head: str,
+    num_labels: int,
+    *,
+    init: str,
+    teacher_ref: str,
+    heads: int | None = None,
+    layers: list[int] | None = None,
+    embeddings: str = "init",
+    freeze_word_embeddings: bool = False,
+    seed: int = 0,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A BERT student with a task head, initialised randomly or from a layer subset of a pretrained encoder.
+
+    Tokenizer: the init model's when copying from one; otherwise the teacher's (so `pca` embeddings line up
+    with the vocabulary they came from, and a random student shares the teacher's word pieces).
+    """
+    arch = architecture(arch_name, heads)
+    torch.manual_seed(seed)  # the random parts (head, random layers) depend on the seed only
+    if init == "random":
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(teacher_ref))
+        config = BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=arch.hidden,
+            num_hidden_layers=arch.layers,
+            num_attention_heads=arch.heads,
+            intermediate_size=arch.intermediate,
+            **head_kwargs(head, num_labels),
+        )
+        model = BERT_HEAD_CLASSES[head](config)
+        if embeddings == "pca":
+            teacher = pretrained(AutoModel, resolve_model(teacher_ref))
+            source = teacher.get_input_embeddings().weight.detach()
+            if source.shape[0] != config.vocab_size:
+                raise ConfigError(f"teacher vocabulary {source.shape[0]} != tokenizer size {config.vocab_size}")
+            model.get_input_embeddings().weight.data.copy_(pca_embeddings(source, arch.hidden))
+            del teacher
+    else:
+        path = resolve_model(init)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        source_model = pretrained(AutoModel, path)
+        pcfg = source_model.config
+        chosen = check_student_init(init, pcfg, arch, arch_name, layers)
+        if not hasattr(source_model, "encoder") or not hasattr(source_model.encoder, "layer"):
+            raise ConfigError(
+                f"student_init={init!r} is a {pcfg.model_type} model; layer copying needs a BERT-like one"
+            )
+        config = BertConfig(**{**pcfg.to_dict(), "num_hidden_layers": arch.layers, **head_kwargs(head, num_labels)})
+        config.architectures = None
+        model = BERT_HEAD_CLASSES[head](config)
+        encoder = model.base_model
+        encoder.embeddings.load_state_dict(source_model.embeddings.state_dict())
+        for target, source in enumerate(chosen):
+            encoder.encoder.layer[target].load_state_dict(source_model.encoder.layer[source].state_dict())
+        if getattr(source_model, "pooler", None) is not None and encoder.pooler is not None:
+            encoder.pooler.load_state_dict(source_model.pooler.state_dict())
+        log.info("student %s initialised from %s layers %s", arch_name, init, chosen)
+    if freeze_word_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    return model, tokenizer
+
+
+def encoder_units(model: PreTrainedModel) -> list[list[nn.Parameter]]:
+    """Parameter groups for gradual unfreezing, top down: [head + pooler], layer L-1, ..., layer 0, embeddings."""
+    base = model.base_model
+    base_ids = {id(p) for p in base.parameters()}
+    head = [p for p in model.parameters() if id(p) not in base_ids]
+    if getattr(base, "pooler", None) is not None:
+        head += list(base.pooler.parameters())
+    layers = [list(layer.parameters()) for layer in reversed(base.encoder.layer)]
+    return [head, *layers, list(base.embeddings.parameters())]
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def encoder_flops_per_token(config) -> int:
+    """Transformer-layer FLOPs per token (multiply-adds x 2), ignoring attention over length and embeddings:
+    each layer has 4 H^2 (QKV + output) + 2 H I (FFN) weights."""
+    h, i = config.hidden_size, config.intermediate_size
+    return 2 * config.num_hidden_layers * (4 * h * h + 2 * h * i)
+
+
+class HiddenProjection(nn.Module):
+    """Dropout + Linear per student hidden state, lifting the student width to the teacher's (as the reference
+    code's `dense_{stage}_{i}` layers). Identity when the widths are equal, as there."""
+
+    def __init__(self, n_states: int, student_hidden: int, teacher_hidden: int, dropout: float = 0.1):
+        super().__init__()
+        self.identity = student_hidden == teacher_hidden
+        self.proj = nn.ModuleList(
+            []
+            if self.identity
+            else [
+                nn.Sequential(nn.Dropout(dropout), nn.Linear(student_hidden, teacher_hidden)) for _ in range(n_states)
+            ]
+        )
+        for layer in self.proj:
+            nn.init.trunc_normal_(layer[1].weight, std=0.02)
+            nn.init.zeros_(layer[1].bias)
+
+    def forward(self, states: list[torch.Tensor]) -> list[torch.Tensor]:
+        if self.identity:
+            return list(states)
+        return [proj(state) for proj, state in zip(self.proj, states)]
+
+
+def layer_map(mode, student_layers: int, teacher_layers: int) -> list[int]:
+    """Teacher hidden-state index for each of the student's L+1 hidden states (embedding output first).
+
+    top: student state i <- teacher state N_t - L + i (the paper: "align all the layers of the student to the
+    topmost layers of the teacher"); uniform: spread over the teacher's depth; or an explicit list.
+    """
+    if isinstance(mode, list):
+        if any(i < 0 or i > teacher_layers for i in mode) or len(mode) != student_layers + 1:
+            raise ConfigError(
+                f"layer_map={mode} is not allowed; allowed: {student_layers + 1} teacher hidden-state indices (one "
+                f"per student hidden state, the embeddings first), each in the teacher's 0..{teacher_layers}"
+            )
+        return list(mode)
+    if mode == "top":
+        if student_layers > teacher_layers:
+            raise ConfigError(
+                f"layer_map='top' needs student layers ({student_layers}) <= teacher layers ({teacher_layers}); "
+                "use layer_map='uniform' or an explicit list"
+            )
+        return [teacher_layers - student_layers + i for i in range(student_layers + 1)]
+    return [round(i * teacher_layers / student_layers) for i in range(student_layers + 1)]
+
+
+# ---- head outputs at the loss units ----------------------------------------------------------------------------
+
+
+def unit_logits(model_output_logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    """Head logits at the loss units: (B, C) for sequence heads -> (B, 1, C); (B, T, C) -> (B, U, C)."""
+    if model_output_logits.dim() == 2:
+        return model_output_logits.unsqueeze(1)
+    return gather_units(model_output_logits, batch["unit_pos"])
+
+
+def model_inputs(batch: dict) -> dict:
+    return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}

@@ -1,0 +1,437 @@
+"""What each stage computes: train_teacher, distil_student, finetune_student.
+
+Each takes a validated config and a `stages.Run` (its folder, device and upstream runs, and writers that only the
+writing process uses). Which run to reuse, what to run first, locks, process groups and DONE are decided in
+`xdlib.stages.ensure`, the one way in; `run_teacher`, `run_distill` and `run_finetune` below are its shorthands.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from . import __version__, models, runs
+from .config import ConfigError, DistillConfig, FinetuneConfig, TeacherConfig, parse_arch
+from .data import AugmentOptions, cap, check_augmentation_name, encode, transfer_set
+from .devices import compute_precision
+from .distill import DistillModule, build_teacher_cache, cache_key, distil, plan_phases
+from .finetune import QAOptions, evaluate, evaluate_splits, fit_task
+from .metrics import constant_baseline
+from .models import HiddenProjection, build_student, layer_map, load_with_head
+from .tasks import check_hub_mirror, get_task, held_out_keys, hub_mirror, mirror_files, normalise, row_texts, task_names
+from .timing import inference_seconds
+from .train import LoopSettings
+
+log = logging.getLogger(__name__)
+
+
+def preflight(cfg: TeacherConfig, network: bool = True) -> None:
+    """Every check that needs no training: task names, augmentation names, model references (a Hub id is
+    looked up now, so 'no network' is reported before any heavy work) and the device. network=False (dry runs)
+    skips the Hub lookup and the device's presence."""
+    known = task_names(cfg.local_tasks)
+    for key in ("source_task", "target_task"):
+        name = getattr(cfg, key, None)
+        if name is not None and name not in known:
+            raise ConfigError(f"{key}={name!r} is not a registered task; known: {', '.join(known)}")
+        if name is not None:
+            check_hub_mirror(name)  # with XDLIB_HUB_MIRROR set, its Parquet files are there (nothing is loaded)
+            if network and hub_mirror() is None and get_task(name, cfg.local_tasks).origin == "hub":
+                models.hub_offline()  # no Hub: datasets reads its cache, without retries
+    for name in getattr(cfg, "augmentation", []):
+        problem = check_augmentation_name(name, cfg.local_tasks)
+        if problem:
+            raise ConfigError(f"augmentation entry {name!r} is not allowed; allowed: {problem}")
+        if name.startswith("hub:") and hub_mirror() is not None:
+            dataset_id, _, config = name[4:].partition(":")
+            mirror_files(dataset_id, config or None, ("train",))
+    for name in {getattr(cfg, k, None) for k in ("source_task", "target_task")} | {
+        a[5:] for a in getattr(cfg, "augmentation", []) if a.startswith("task:")
+    }:  # every local file read and checked: readable, UTF-8, its columns there, labels of the right type and set
+        if name and cfg.local_tasks and name in cfg.local_tasks:
+            get_task(name, cfg.local_tasks).load()
+    if isinstance(cfg, DistillConfig):
+        source = get_task(cfg.source_task, cfg.local_tasks)
+        if cfg.logit_loss == "kl" and source.kind == "regression":
+            raise ConfigError(
+                f"logit_loss='kl' is not allowed with source_task={cfg.source_task!r}, a regression task (one "
+                "output: a softmax over it is constant, so the loss would be 0); allowed: logit_loss=mse"
+            )
+        if source.kind == "qa":
+            raise ConfigError(
+                f"source_task={cfg.source_task!r} is extractive QA, which cannot be a distillation source yet; "
+                "allowed: single, pair, regression or token tasks (QA works as a target_task)"
+            )
+        if "mlm" in cfg.augmentation:
+            models.check_model_reachable(cfg.augment_mlm_model, "augment_mlm_model", network)
+    models.check_model_reachable(cfg.teacher_model, "teacher_model", network)
+    if isinstance(cfg, DistillConfig) and cfg.student_init != "random":
+        models.check_model_reachable(cfg.student_init, "student_init", network)
+    if isinstance(cfg, FinetuneConfig) and cfg.student not in STUDENT_KEYWORDS:
+        import difflib
+
+        close = difflib.get_close_matches(cfg.student, STUDENT_KEYWORDS, n=1, cutoff=0.75)
+        if close:  # a misspelt keyword, not a model reference
+            raise ConfigError(
+                f"student={cfg.student!r} is not allowed (did you mean {close[0]!r}?); allowed: "
+                f"{', '.join(STUDENT_KEYWORDS)}, or a model (HF id or folder)"
+            )
+        models.check_model_reachable(cfg.student, "student", network)
+    if network:  # a dry run may plan for another machine (params/gpu.yaml on a laptop)
+        check_device(cfg.device)
+    if isinstance(cfg, DistillConfig):
+        arch = models.architecture(cfg.student_arch, cfg.student_heads)
+        teacher_layers = models.config_layers(cfg.teacher_model, network)  # config.json only: no weights loaded
+        if teacher_layers is not None:
+            layer_map(cfg.layer_map, arch.layers, teacher_layers)
+        init = models.model_config(cfg.student_init, network)
+        if init is not None:
+            models.check_student_init(cfg.student_init, init, arch, cfg.student_arch, cfg.student_layers)
+
+
+STUDENT_KEYWORDS = ("distilled", "undistilled", "teacher")
+
+
+def check_device(name: str) -> None:
+    """The device exists on this machine (the config checked the spelling)."""
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count()
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= count:
+            have = f"{count} CUDA device(s)" if count else "no CUDA"
+            raise ConfigError(f"device={name!r} is not on this machine ({have}); allowed: auto, cpu"
+                              + (f", cuda:0..cuda:{count - 1}" if count else ""))  # fmt: skip
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device='mps' is not on this machine; allowed: auto, cpu")
+
+
+def loop_settings(cfg: TeacherConfig, stage: str, seed: int | None = None) -> LoopSettings:
+    """The training loop's settings of `stage`: its own epochs, lr and batch size, and the shared ones."""
+    own = {
+        "teacher": lambda: (cfg.teacher_epochs, cfg.teacher_lr, cfg.teacher_batch_size),
+        "distill": lambda: (cfg.distill_epochs, cfg.distill_lr, cfg.distill_batch_size),
+        "finetune": lambda: (cfg.finetune_epochs, cfg.finetune_lr, cfg.finetune_batch_size),
+    }
+    epochs, lr, batch_size = own[stage]()
+    return LoopSettings(
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        lr_schedule=cfg.lr_schedule,
+        warmup_ratio=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        grad_accum_steps=cfg.grad_accum_steps,
+        evals_per_epoch=cfg.evals_per_epoch,
+        patience=cfg.patience,
+        seed=cfg.seed if seed is None else seed,
+        checkpoint_every=cfg.checkpoint_every,
+        progress=cfg.progress,
+    )
+
+
+def load_source(cfg: TeacherConfig, task_name: str, train_cap: int | None) -> dict:
+    """Every split of a task; train capped at `train_cap` (a sample drawn with `seed`), the evaluation splits at
+    max_eval_samples with a fixed draw: runs that differ only in seed are scored on the same rows."""
+    data = get_task(task_name, cfg.local_tasks).load()
+    return {
+        split: cap(rows, train_cap, cfg.seed) if split == "train" else cap(rows, cfg.max_eval_samples, 0)
+        for split, rows in data.items()
+    }
+
+
+def augment_options(cfg: DistillConfig, n_source: int) -> AugmentOptions:
+    caps = [
+        c for c in (cfg.augment_max_examples, cfg.augment_ratio and max(1, round(cfg.augment_ratio * n_source))) if c
+    ]
+    return AugmentOptions(
+        seed=cfg.seed, cap=min(caps) if caps else None, mlm_model=cfg.augment_mlm_model, local_tasks=cfg.local_tasks
+    )
+
+
+def qa_options(cfg: TeacherConfig) -> QAOptions:
+    return QAOptions(doc_stride=cfg.doc_stride, max_answer_length=cfg.max_answer_length)
+
+
+def held_out_text(source: dict, offline: bool = True) -> frozenset[str]:
+    """Text no transfer set may contain: the source's own dev/test text, plus every offline task's when the
+    transfer set draws on the offline data (`offline`): offline tasks share sentence pools. A toy or Hub-only run
+    does not, and never needs the offline packages (an air-gapped cluster has none)."""
+    own = {normalise(t) for split, rows in source.items() if split != "train" for r in rows for t in row_texts(r)}
+    return (held_out_keys() if offline else frozenset()) | frozenset(own)
+
+
+def uses_offline_data(cfg: DistillConfig) -> bool:
+    """Whether the transfer set holds offline (packaged) text: an offline source task, or an augmentation from an
+    offline corpus or from another task that is offline."""
+    from .tasks import CORPORA
+
+    def offline_task(name: str) -> bool:
+        return get_task(name, cfg.local_tasks).origin == "offline"
+
+    return offline_task(cfg.source_task) or any(
+        a in CORPORA or (a.startswith("task:") and offline_task(a[5:])) for a in cfg.augmentation
+    )
+
+
+def student_for(cfg: DistillConfig, task):
+    """The student (with `task`'s head) that `cfg`'s student_* fields describe; the distilled student and its
+    undistilled baseline start from exactly this: PCA embeddings come from the *pretrained* teacher_model (not
+    the fine-tuned teacher), so both share one initialisation."""
+    return build_student(
+        cfg.student_arch,
+        task.head,
+        task.num_labels,
+        init=cfg.student_init,
+        teacher_ref=cfg.teacher_model,
+        heads=cfg.student_heads,
+        layers=cfg.student_layers,
+        embeddings=cfg.student_embeddings,
+        freeze_word_embeddings=cfg.freeze_word_embeddings,
+        seed=cfg.seed,
+    )
+
+
+# ---- stage 1: teacher --------------------------------------------------------------------------------------------
+
+
+def train_teacher(cfg: TeacherConfig, run) -> None:
+    task = get_task(cfg.source_task, cfg.local_tasks)
+    data = load_source(cfg, cfg.source_task, cfg.max_train_samples)
+    torch.manual_seed(cfg.seed)
+    model, tokenizer = load_with_head(cfg.teacher_model, task.head, task.num_labels)
+    summary = fit_task(
+        model,
+        tokenizer,
+        task,
+        data,
+        cfg.max_length,
+        loop_settings(cfg, "teacher"),
+        run.path / "checkpoints",
+        run.device,
+        desc="teacher",
+        qa=qa_options(cfg),
+    )
+    metrics = evaluate_splits(
+        model, tokenizer, task, data, cfg.max_length, run.device, qa_options(cfg), dev=summary["dev_metrics"]
+    )
+    metrics.update(
+        stage="teacher",
+        run_id=run.path.name,
+        parameters=models.count_parameters(model),
+        train_examples=len(data["train"]),
+        xdlib_version=__version__,
+    )
+    run.save_hf(model, tokenizer)
+    run.write_json("metrics.json", metrics)
+    run.write_json("train_summary.json", summary)
+
+
+def run_teacher(cfg: TeacherConfig) -> Path:
+    from .stages import ensure
+
+    return ensure("teacher", cfg)
+
+
+# ---- stage 2: distillation ---------------------------------------------------------------------------------------
+
+
+def distil_student(cfg: DistillConfig, run, on_update=None) -> None:
+    teacher_dir, device = run.upstream["teacher"], run.device
+    task = get_task(cfg.source_task, cfg.local_tasks)
+    source = load_source(cfg, cfg.source_task, cfg.max_train_samples)
+    transfer_rows, composition = transfer_set(
+        source["train"],
+        cfg.augmentation,
+        augment_options(cfg, len(source["train"])),
+        held_out_text(source, uses_offline_data(cfg)),
+    )
+    teacher, t_tok = load_with_head(
+        str(teacher_dir / "model"),
+        task.head,
+        task.num_labels,
+        **({"attn_implementation": "eager"} if cfg.attention_loss else {}),
+    )
+    s_layers = parse_arch(cfg.student_arch)[0]
+    index = layer_map(cfg.layer_map, s_layers, teacher.config.num_hidden_layers)
+    caches = {}
+    clock = time.perf_counter()
+    for name, rows in (("transfer", transfer_rows), ("dev", source["dev"])):
+        # the teacher runs once, on the writing process; the others open what it wrote
+        key = cache_key(teacher_dir.name, rows, cfg.max_length, cfg.cache_dtype, index, compute_precision(device))
+        caches[name] = run.shared(
+            build_teacher_cache,
+            teacher,
+            t_tok,
+            rows,
+            task,
+            cfg.max_length,
+            Path(cfg.cache_dir) / "teacher-outputs" / key,
+            device,
+            cfg.cache_dtype,
+            layers=sorted(set(index)),
+            tokenized_dir=Path(cfg.cache_dir) / "tokenized",
+        )
+    student, s_tok = student_for(cfg, task)
+    if cfg.attention_loss and s_tok.get_vocab() != t_tok.get_vocab():
+        raise ConfigError("attention_loss=true needs teacher and student to share a tokenizer; they differ")
+    if cfg.attention_loss:
+        student.config._attn_implementation = "eager"
+        student.set_attn_implementation("eager")
+    torch.manual_seed(cfg.seed)
+    projection = HiddenProjection(s_layers + 1, student.config.hidden_size, teacher.config.hidden_size)
+    module = DistillModule(
+        student,
+        projection,
+        logit_loss=cfg.logit_loss,
+        temperature=cfg.temperature,
+        attention_loss=cfg.attention_loss,
+        teacher=teacher.to(device) if cfg.attention_loss else None,
+    )
+    n_units = len(models.encoder_units(student)) - (0 if cfg.unfreeze_embeddings_last else 1)
+    phases = plan_phases(cfg.distill_stages, cfg.distill_mode, cfg.gradual_unfreezing, n_units, cfg.distill_epochs)
+
+    dev_enc = encode(s_tok, source["dev"], task, cfg.max_length)  # once, not at every dev evaluation
+
+    def dev_metric() -> float:
+        return evaluate(student, s_tok, task, source["dev"], cfg.max_length, device, dev_enc)[task.metric]
+
+    cache_seconds, clock = time.perf_counter() - clock, time.perf_counter()
+    summaries = distil(
+        module,
+        s_tok,
+        task,
+        transfer_rows,
+        source,
+        caches,
+        index,
+        phases,
+        loop_settings(cfg, "distill"),
+        run.path / "checkpoints",
+        device,
+        dev_metric,
+        max_length=cfg.max_length,
+        embeddings_last=cfg.unfreeze_embeddings_last,
+        on_update=on_update,
+        phase_dev_eval=cfg.phase_dev_eval,
+        tokenized_dir=Path(cfg.cache_dir) / "tokenized",
+    )
+    distil_seconds = time.perf_counter() - clock  # every phase, dev evaluations included
+    metrics = evaluate_splits(student, s_tok, task, source, cfg.max_length, device)
+    teacher_metrics = runs.read_metrics(teacher_dir)
+    main = f"test_{task.metric}"
+    metrics.update(
+        stage="distill",
+        run_id=run.path.name,
+        teacher_run=teacher_dir.name,
+        parameters=models.count_parameters(student),
+        teacher_parameters=models.count_parameters(teacher),
+        flops_ratio=models.encoder_flops_per_token(teacher.config) / models.encoder_flops_per_token(student.config),
+        teacher_test=teacher_metrics.get(main),
+        test_chance=constant_baseline(task, source["test"]) if source.get("test") else None,
+        transfer_composition=composition,
+        layer_map=index,
+        cached_teacher_layers=caches["transfer"].layers,
+        compute_precision=compute_precision(device),
+        cache_bytes_per_example=caches["transfer"].nbytes() / max(1, len(caches["transfer"])),
+        cache_seconds=cache_seconds,
+        distil_seconds=distil_seconds,
+        phases=[
+            {k: s.get(k) for k in ("phase", "updates", "best_dev", "first_losses", "last_losses", "seconds")}
+            for s in summaries
+        ],
+        xdlib_version=__version__,
+    )
+    # measured inference speed (encoder forward, batch 32 x 128 tokens, same device): the architecture table
+    t_sec = inference_seconds(teacher, repeats=3, device=device)
+    s_sec = inference_seconds(student, repeats=3, device=device)
+    metrics.update(teacher_inference_s=t_sec, student_inference_s=s_sec, speedup=t_sec / s_sec)
+    if metrics.get(main) is not None and teacher_metrics.get(main):
+        metrics["retention"] = metrics[main] / teacher_metrics[main]
+    run.save_hf(student, s_tok)
+    run.save_module(projection, "projection.safetensors")
+    run.write_json("metrics.json", metrics)
+
+
+def run_distill(cfg: DistillConfig, on_update=None) -> Path:
+    from .stages import ensure
+
+    return ensure("distill", cfg, on_update=on_update)
+
+
+# ---- stage 3: student fine-tuning ---------------------------------------------------------------------------------
+
+
+def _fresh_head_from(encoder_dir: str, head: str, num_labels: int, seed: int):
+    """A head model whose encoder comes from `encoder_dir` and whose task head is freshly initialised: the
+    checkpoint is task-agnostic, its source-task head is not reused."""
+    encoder = models.pretrained(AutoModel, encoder_dir)
+    torch.manual_seed(seed)
+    own = {k: v for k, v in encoder.config.to_dict().items() if k not in ("id2label", "label2id", "problem_type")}
+    config = encoder.config.__class__.from_dict({**own, **models.head_kwargs(head, num_labels)})  # the old head goes
+    model = models.HEAD_CLASSES[head].from_config(config)
+    result = model.base_model.load_state_dict(encoder.state_dict(), strict=False)
+    # only the pooler may differ (token and QA heads have none); anything else means another architecture
+    mismatched = [k for k in (*result.missing_keys, *result.unexpected_keys) if not k.startswith("pooler.")]
+    if mismatched:
+        raise ConfigError(
+            f"the encoder in {encoder_dir} does not fit a {head} model: missing {list(result.missing_keys)[:8]}, "
+            f"unexpected {list(result.unexpected_keys)[:8]}; allowed: a checkpoint of the same architecture"
+        )
+    return model, AutoTokenizer.from_pretrained(encoder_dir)
+
+
+def finetune_student(cfg: FinetuneConfig, run, on_update=None) -> None:
+    device = run.device
+    task = get_task(cfg.target_task, cfg.local_tasks)
+    data = load_source(cfg, cfg.target_task, cfg.target_max_train_samples)
+    upstream = run.upstream.get("distill")
+    seed = cfg.finetune_seed if cfg.finetune_seed is not None else cfg.seed
+    run.seeds["finetune_seed"] = seed
+    if cfg.student == "distilled":
+        model, tokenizer = _fresh_head_from(str(upstream / "model"), task.head, task.num_labels, seed)
+    elif cfg.student == "undistilled":
+        model, tokenizer = student_for(cfg, task)  # the distilled student's initialisation (seed)
+        if seed != cfg.seed:  # its head, like every other arm's fresh head, from finetune_seed
+            torch.manual_seed(seed)
+            for module in models.head_module(model).modules():
+                model._init_weights(module)
+    else:
+        ref = cfg.teacher_model if cfg.student == "teacher" else cfg.student
+        model, tokenizer = _fresh_head_from(models.resolve_model(ref), task.head, task.num_labels, seed)
+    summary = fit_task(
+        model,
+        tokenizer,
+        task,
+        data,
+        cfg.max_length,
+        loop_settings(cfg, "finetune", seed),
+        run.path / "checkpoints",
+        device,
+        desc=f"finetune {task.name}",
+        qa=qa_options(cfg),
+    )
+    metrics = evaluate_splits(
+        model, tokenizer, task, data, cfg.max_length, device, qa_options(cfg), dev=summary["dev_metrics"]
+    )
+    metrics.update(
+        stage="finetune",
+        run_id=run.path.name,
+        student=cfg.student,
+        distill_run=upstream.name if upstream else None,
+        parameters=models.count_parameters(model),
+        train_examples=len(data["train"]),
+        best_dev=summary["best_dev"],
+        test_chance=constant_baseline(task, data["test"]) if data.get("test") else None,
+        xdlib_version=__version__,
+    )
+    run.write_json("metrics.json", metrics)
+
+
+def run_finetune(cfg: FinetuneConfig) -> Path:
+    from .stages import ensure
+
+    return ensure("finetune", cfg)

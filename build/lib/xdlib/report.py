@@ -1,0 +1,341 @@
+"""The study's tables and figures, as pure functions of the run store (nothing is trained or measured here).
+
+`collect(runs_dir)` reads every complete run (DONE present; anything else is never counted) into one DataFrame;
+`build_report(runs_dir, out_dir)` writes results/tables/*.csv|md and results/figures/*.png:
+
+- results_matrix: every model variant (distilled student per source/architecture/augmentation, the undistilled
+  baselines, the teacher) x every target task, test score of the main metric x100, mean over seeds (± std, n);
+- augmentation: the same student and source with different transfer sets (bars with seed spread);
+- architectures: parameters, transformer FLOPs and measured inference speedup vs the teacher, source-task
+  retention, mean target score;
+- headline: the paper's table layout (GLUE dev accuracy, SQuAD v2 F1) with the paper's numbers
+  (shared/paper.md), ours beside them where we have the same architecture and target, and the delta; "n/a"
+  where a cell cannot be compared;
+- runs: every run used, with its git sha, so each number traces back to its config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+# shared/paper.md, "Headline results": GLUE dev accuracy, SQuAD v2 F1 (the MiniLM paper's baselines included)
+PAPER_COLUMNS = ("mnli", "qnli", "qqp", "rte", "sst2", "mrpc", "squad_v2")
+PAPER_HEADLINE = {
+    # model: (params, speedup, MNLI, QNLI, QQP, RTE, SST-2, MRPC, SQuAD2)
+    "BERT-base": ("109M", "1x", 84.5, 91.7, 91.3, 68.6, 93.2, 87.3, 76.8),
+    "DistilBERT": ("66M", "2x", 82.2, 89.2, 88.5, 59.9, 91.3, 87.5, 70.7),
+    "TinyBERT": ("66M", "2x", 83.5, 90.5, 90.6, 72.2, 91.6, 88.4, 73.1),
+    "MiniLM 6x768": ("66M", "2x", 84.0, 91.0, 91.0, 71.5, 92.0, 88.4, 76.4),
+    "MiniLM 6x384": ("22M", "5.3x", 82.8, 90.3, 90.6, 68.9, 91.3, 86.6, 72.9),
+    "XtremeDistil l6-h256": ("13M", "8.7x", 83.9, 89.5, 90.6, 80.1, 91.2, 90.0, 74.1),
+    "XtremeDistil l6-h384": ("22M", "5.3x", 85.4, 90.3, 91.0, 80.9, 92.3, 90.0, 76.6),
+    "XtremeDistil l12-h384": ("33M", "2.7x", 87.2, 91.9, 91.3, 85.6, 93.1, 90.4, 80.2),
+}
+log = logging.getLogger(__name__)
+TABLES = ("results_matrix", "results_long", "augmentation", "architectures", "headline", "runs")
+
+
+def _flat(value):
+    if isinstance(value, list):
+        return "+".join(map(str, value)) if value else "-"
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def collect(runs_dir: str | Path) -> pd.DataFrame:
+    """One row per complete run: stage, run_id, its config fields, scalar metrics and provenance."""
+    from .runs import damage
+
+    rows = []
+    for done in sorted(Path(runs_dir).glob("*/*/DONE")):
+        path = done.parent
+        problem = damage(path)
+        if problem:  # named, never counted; the next sweep that needs it makes it again
+            log.warning("not counted: %s/%s is marked DONE but %s", path.parent.name, path.name, problem)
+            continue
+        config = yaml.safe_load((path / "config.yaml").read_text())
+        metrics = json.loads((path / "metrics.json").read_text())
+        prov = json.loads((path / "provenance.json").read_text()) if (path / "provenance.json").is_file() else {}
+        row = {"stage": path.parent.name, "run_id": path.name}
+        row.update({k: _flat(v) for k, v in config.items()})
+        row.update({f"m_{k}": v for k, v in metrics.items() if isinstance(v, (int, float, str)) or v is None})
+        row.update(git_sha=prov.get("git_sha"), git_dirty=prov.get("git_dirty"), device=prov.get("device_name"))
+        row.update(threads=prov.get("threads"), python=prov.get("python"), packages=_flat(prov.get("packages")))
+        row.update(seeds=_flat(prov.get("seeds")), start=prov.get("start"), wall_seconds=prov.get("wall_seconds"))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _score(frame: pd.DataFrame) -> pd.Series:
+    """Test score of each run's main metric on a 0-100 scale (QA metrics already are)."""
+    values = [row.get(f"m_test_{row['m_main_metric']}") for _, row in frame.iterrows()]
+    scale = [_scale(kind) for kind in frame["m_task_kind"]]
+    return pd.Series(np.asarray(values, dtype=float) * np.asarray(scale), index=frame.index)
+
+
+def _scale(kind: str) -> float:
+    """Factor to the 0-100 scale of the tables: QA metrics already are percentages."""
+    return 1.0 if kind == "qa" else 100.0
+
+
+def _variant(row) -> str:
+    if row["student"] == "distilled":
+        aug = "source only" if row["augmentation"] == "-" else f"+{row['augmentation']}"
+        return f"{row['student_arch']} distilled from {row['source_task']} ({aug})"
+    if row["student"] == "undistilled":
+        return f"{row['student_arch']} undistilled"
+    if row["student"] == "teacher":
+        return f"teacher {Path(str(row['teacher_model'])).name}"
+    return f"model {row['student']}"
+
+
+# Named in a variant label already (or through the architecture): never appended as key=value.
+LABELLED = {"source_task", "student_arch", "augmentation", "student_init", "student_layers", "student_embeddings",
+            "student_heads"}  # fmt: skip
+
+
+def _recipe_suffixes(ft: pd.DataFrame) -> pd.Series:
+    """', key=value' for every distillation setting where a run departs from the most common value among the
+    distilled runs, so two recipes never share a row (and only departures lengthen the labels)."""
+    from .config import DistillConfig
+
+    suffix = pd.Series("", index=ft.index)
+    dist = ft[ft["student"] == "distilled"]
+    names = [f for f in DistillConfig().own_fields() if f not in LABELLED and f in dist]
+    for name in names:
+        values = dist[name].astype(str)
+        if values.nunique() > 1:
+            common = values.mode().iloc[0]
+            departs = values[values != common]
+            suffix[departs.index] += [f", {name}={v}" for v in departs]
+    return suffix
+
+
+def finetune_scores(frame: pd.DataFrame) -> pd.DataFrame:
+    ft = frame[frame["stage"] == "finetune"].copy()
+    if ft.empty:
+        return ft
+    ft["score"] = _score(ft)
+    suffix = _recipe_suffixes(ft)
+    ft["variant"] = [_variant(row)[:-1] + suffix[i] + ")" if suffix[i] else _variant(row) for i, row in ft.iterrows()]
+    return ft
+
+
+def _mean_std(values: pd.Series) -> pd.Series:
+    return pd.Series(
+        {"mean": values.mean(), "std": values.std(ddof=1) if len(values) > 1 else np.nan, "n": len(values)}
+    )
+
+
+def _cell(mean, std, n) -> str:
+    if pd.isna(mean):
+        return "n/a"
+    return f"{mean:.1f} ± {std:.1f}" if n > 1 and not pd.isna(std) else f"{mean:.1f}"
+
+
+def results_tables(ft: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """(long table, matrix of means with Avg, markdown matrix with mean ± std)."""
+    if "m_test_chance" in ft:  # the best constant prediction on the same test rows: what "beats chance" means
+        chance = ft.dropna(subset=["m_test_chance"]).drop_duplicates("target_task").copy()
+        chance["variant"] = "chance (best constant prediction)"
+        chance["score"] = [v * _scale(k) for v, k in zip(chance["m_test_chance"], chance["m_task_kind"])]
+        ft = pd.concat([ft, chance])
+    long = ft.groupby(["variant", "target_task"])["score"].apply(_mean_std).unstack().reset_index()
+    long = long.sort_values(["variant", "target_task"]).reset_index(drop=True)
+    matrix = long.pivot(index="variant", columns="target_task", values="mean")
+    matrix["Avg"] = matrix.mean(axis=1, skipna=False)
+    md = long.assign(cell=[_cell(m, s, n) for m, s, n in zip(long["mean"], long["std"], long["n"])])
+    md = md.pivot(index="variant", columns="target_task", values="cell").fillna("n/a")
+    md["Avg"] = [f"{v:.1f}" if not pd.isna(v) else "n/a" for v in matrix["Avg"]]
+    return long, matrix, md.to_markdown()
+
+
+def augmentation_table(ft: pd.DataFrame) -> pd.DataFrame:
+    dist = ft[ft["student"] == "distilled"]
+    if dist.empty:
+        return pd.DataFrame()
+    keys = ["source_task", "student_arch", "augmentation", "variant", "target_task"]  # variant: recipe departures
+    table = dist.groupby(keys)["score"].apply(_mean_std).unstack().reset_index()
+    return table.sort_values(keys).reset_index(drop=True)
+
+
+def architecture_table(frame: pd.DataFrame, ft: pd.DataFrame) -> pd.DataFrame:
+    dist = frame[frame["stage"] == "distill"]
+    if dist.empty:
+        return pd.DataFrame()
+    rows = []
+    for _, run in dist.sort_values("run_id").iterrows():
+        mine = ft[(ft["student"] == "distilled")] if not ft.empty else ft
+        mine = mine[mine["m_distill_run"] == run["run_id"]] if not mine.empty else mine
+        main = run["m_main_metric"]
+        rows.append(
+            {
+                "distill_run": run["run_id"],
+                "source": run["source_task"],
+                "arch": run["student_arch"],
+                "init": run["student_init"] if run["student_embeddings"] != "pca" else "random + PCA embeddings",
+                "augmentation": run["augmentation"],
+                "seed": run["seed"],
+                "parameters_M": run["m_parameters"] / 1e6,
+                "teacher_parameters_M": run["m_teacher_parameters"] / 1e6,
+                "flops_ratio": run["m_flops_ratio"],
+                "speedup_measured": run.get("m_speedup", np.nan),
+                f"source_test_{main}": run[f"m_test_{main}"],
+                "teacher_source_test": run.get("m_teacher_test", np.nan),
+                "retention": run.get("m_retention", np.nan),
+                "targets": mine["target_task"].nunique() if len(mine) else 0,
+                "finetunes": len(mine),
+                # each target weighs the same: the mean over targets of the mean over that target's fine-tunings
+                "mean_over_targets": mine.groupby("target_task")["score"].mean().mean() if len(mine) else np.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+# The paper's rows are MNLI-distilled students on full data: ours are set beside them (with a delta) only when the
+# same holds, i.e. MNLI source, no caps, and a teacher trained on (nearly) all of MNLI's 392,702 training pairs
+# (5% of them are our dev split). Anything else is labelled toy size and shown without a delta.
+CAPS = ("max_train_samples", "max_eval_samples", "target_max_train_samples")
+PAPER_SCALE_TEACHER_EXAMPLES = 350_000
+
+
+def _paper_scale(mine: pd.DataFrame, frame: pd.DataFrame) -> bool:
+    if set(mine["source_task"]) != {"mnli"} or any(c in mine and mine[c].notna().any() for c in CAPS):
+        return False
+    teachers = frame[(frame["stage"] == "teacher") & (frame["source_task"] == "mnli")]
+    examples = teachers["m_train_examples"] if "m_train_examples" in teachers else pd.Series(dtype=float)
+    return bool(len(examples)) and examples.min() >= PAPER_SCALE_TEACHER_EXAMPLES
+
+
+def headline_table(ft: pd.DataFrame, frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Paper rows as printed, then ours, one row per distilled variant (architecture, source, augmentation and
+    recipe: never averaged across them), the mean over its seeds on the paper's columns, with the delta vs the
+    paper's row of the same architecture only at paper scale (see above); n/a where we have no run. Rows that are
+    not at paper scale say "toy size" and carry no delta."""
+    frame = ft if frame is None else frame
+    cols = [c.upper() if c != "squad_v2" else "SQuAD2" for c in PAPER_COLUMNS]
+    rows = []
+    for model, (params, speed, *values) in PAPER_HEADLINE.items():
+        rows.append({"model": f"paper: {model}", "params": params, "speedup": speed,
+                     **{c: f"{v:.1f}" for c, v in zip(cols, values)}, "Avg": f"{np.mean(values):.1f}"})  # fmt: skip
+    dist = ft[ft["student"] == "distilled"] if not ft.empty else ft
+    for variant in sorted(set(dist["variant"])) if not dist.empty else []:  # like with like: one recipe per row
+        mine = dist[dist["variant"] == variant]
+        arch = mine["student_arch"].iloc[0]
+        comparable = _paper_scale(mine, frame)
+        paper = PAPER_HEADLINE.get(f"XtremeDistil {arch}") if comparable else None
+        cells, ours = {}, []
+        for col, task, i in zip(cols, PAPER_COLUMNS, range(len(cols))):
+            scores = mine[mine["target_task"] == task]["score"]
+            if scores.empty:
+                cells[col] = "n/a"
+                continue
+            ours.append(scores.mean())
+            delta = f" ({scores.mean() - paper[2 + i]:+.1f})" if paper else ""
+            cells[col] = f"{scores.mean():.1f}{delta}"
+        avg = f"{np.mean(ours):.1f}" if len(ours) == len(cols) else "n/a"
+        seeds = mine["seed"].nunique() if "seed" in mine else 1
+        label = f"ours: {variant}; mean over {seeds} seed{'s' if seeds > 1 else ''}"
+        label += "" if comparable else " (toy size: not comparable)"
+        rows.append({"model": label, "params": f"{mine['m_parameters'].iloc[0] / 1e6:.0f}M",
+                     "speedup": "see architectures", **cells, "Avg": avg})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _save(fig, path: Path) -> Path:
+    """Write a figure without a version stamp (so reruns are byte-identical) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def figures(matrix: pd.DataFrame, ft: pd.DataFrame, arch: pd.DataFrame, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    written = []
+    if not matrix.empty:
+        fig, ax = plt.subplots(figsize=(1.6 + 1.1 * matrix.shape[1], 1.0 + 0.45 * matrix.shape[0]))
+        sns.heatmap(matrix, annot=True, fmt=".1f", cmap="viridis", cbar_kws={"label": "test score x100"}, ax=ax)
+        ax.set_xlabel("target task")
+        ax.set_ylabel("")
+        ax.set_title("Transfer: each model fine-tuned on each target")
+        written.append(_save(fig, out / "transfer_matrix.png"))
+    dist = ft[ft["student"] == "distilled"] if not ft.empty else ft
+    if not dist.empty:  # like with like: students whose source, architecture and recipe match, augmentation varies
+        dist = dist[~dist["variant"].str.contains("=")]
+        varied = dist.groupby(["source_task", "student_arch"])["augmentation"].transform("nunique") > 1
+        dist = dist[varied]
+    if not dist.empty and dist["augmentation"].nunique() > 1:
+        fig, ax = plt.subplots(figsize=(1.5 + 1.3 * dist["target_task"].nunique(), 3.5))
+        sns.barplot(data=dist.sort_values(["target_task", "augmentation"]), x="target_task", y="score",
+                    hue="augmentation", errorbar="sd", ax=ax)  # fmt: skip
+        ax.set_ylabel("test score x100 (mean, bars: sd over seeds)")
+        ax.set_title("Augmentation resources in the transfer set")
+        written.append(_save(fig, out / "augmentation.png"))
+    if not arch.empty:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for _, row in arch.iterrows():
+            ax.scatter(row["parameters_M"], row["mean_over_targets"])
+            ax.annotate(
+                f"{row['arch']} {row['speedup_measured']:.1f}x", (row["parameters_M"], row["mean_over_targets"])
+            )
+        ax.set_xlabel("student parameters (M)")
+        ax.set_ylabel("mean over targets, test score x100")
+        ax.set_title("Architectures (label: measured speedup)")
+        written.append(_save(fig, out / "architectures.png"))
+    return written
+
+
+def _write(
+    table: pd.DataFrame, tables: Path, name: str, md: str | None = None, digits: str | None = "%.4f"
+) -> list[Path]:
+    from .runs import atomic_write, fault
+
+    fault("report", tables / name)
+    atomic_write(tables / f"{name}.csv", table.to_csv(index=False, float_format=digits))
+    atomic_write(tables / f"{name}.md", (md or table.to_markdown(index=False, floatfmt=".3f")) + "\n")
+    return [tables / f"{name}.csv", tables / f"{name}.md"]
+
+
+def build_report(runs_dir: str | Path = "results/runs", out_dir: str | Path = "results") -> list[Path]:
+    """Write every table and figure for the complete runs under `runs_dir`; returns the paths written."""
+    frame = collect(runs_dir)
+    tables, figs = Path(out_dir) / "tables", Path(out_dir) / "figures"
+    tables.mkdir(parents=True, exist_ok=True)
+    figs.mkdir(parents=True, exist_ok=True)
+    if frame.empty:
+        raise ValueError(f"no complete runs under {runs_dir}: nothing to report (run a sweep first)")
+    ft = finetune_scores(frame)
+    written = []
+    matrix = pd.DataFrame()
+    if not ft.empty:
+        long, matrix, md = results_tables(ft)
+        written += _write(long, tables, "results_long")
+        written += _write(matrix.reset_index(), tables, "results_matrix", md)
+        written += _write(augmentation_table(ft), tables, "augmentation")
+    arch = architecture_table(frame, ft)
+    written += _write(arch, tables, "architectures")
+    written += _write(headline_table(ft, frame), tables, "headline")
+    # runs.csv: every config field, metric and provenance field of every run (the run store itself, with its
+    # weights, is not committed); runs.md: the columns a reader scans
+    keep = ["stage", "run_id", "source_task", "target_task", "student", "student_arch", "augmentation", "seed",
+            "finetune_seed", "git_sha", "git_dirty", "device", "wall_seconds"]  # fmt: skip
+    frame = frame.sort_values(["stage", "run_id"])
+    md = frame[[c for c in keep if c in frame]].to_markdown(index=False)
+    written += _write(frame, tables, "runs", md, digits=None)  # every value as recorded (learning rates: 5e-05)
+    written += figures(matrix, ft, arch, figs)
+    return written

@@ -1,0 +1,310 @@
+"""Sweeps: expand a params file's grid into cells and run each cell's notebooks through papermill.
+
+A *cell* is one fine-tuning config (source task x augmentation x architecture x target x seed x student, any
+subset). Its *jobs* are the stage runs it needs, teacher -> distill -> finetune; cells share jobs with equal run
+ids, so each job runs once. Jobs run in waves by stage (all teachers, then all distillations, then all
+fine-tunings), so parallel workers never race on one run. Complete runs are skipped; a failed job marks the cells
+that need it failed (downstream jobs are not tried) and the sweep goes on with the rest.
+
+Executors (no home-made scheduler): `inline` runs the notebooks one by one from this process; `direct` calls the
+stage functions in this process without notebooks (no kernel start-up per run: the embedded CPU study uses it);
+`local` and `slurm` submit
+them through submitit (LocalExecutor subprocesses, `workers` at a time, one GPU each when there are GPUs; or
+Slurm jobs with the params file's `slurm:` settings).
+
+Each job executes notebooks/<stage>.ipynb with the cell's parameters; the executed notebook is stored in the run
+folder as `notebook.ipynb` and its log in results/sweeps/<sweep>/logs/. The status table (cell, run ids, state,
+wall time, error line, log path) goes to results/sweeps/<sweep>/status.csv and .md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import shutil
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import runs
+from .config import ConfigError, FinetuneConfig, load_params, with_target_settings
+from .stages import STAGES as _STAGE_REGISTRY
+from .stages import chain as _chain
+
+log = logging.getLogger(__name__)
+
+STAGES = tuple(_STAGE_REGISTRY)  # upstream first: the stage registry's order
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+EXECUTORS = ("inline", "direct", "local", "slurm")
+
+
+def expand_grid(values: dict) -> list[dict]:
+    """A params file's `grid:` (key -> list of values, or a list of such mappings) -> one dict per cell."""
+    values = dict(values)
+    grid = values.pop("grid", None) or {}
+    blocks = grid if isinstance(grid, list) else [grid]
+    cells = []
+    for block in blocks:
+        if not isinstance(block, dict) or not all(isinstance(v, list) for v in block.values()):
+            raise ConfigError("grid must map each key to a list of values (or be a list of such mappings)")
+        empty = [k for k, v in block.items() if not v]
+        if empty:
+            raise ConfigError(f"grid key {empty[0]!r} has no values; allowed: a non-empty list of values")
+        keys = list(block)
+        for combo in itertools.product(*(block[k] for k in keys)):
+            cell = {**values, **dict(zip(keys, combo))}
+            if cell not in cells:
+                cells.append(cell)
+    return cells or [values]
+
+
+@dataclass
+class Job:
+    stage: str
+    run_id: str
+    config: dict  # the stage config's fields
+    runs_dir: str
+    state: str = "pending"  # pending | complete (skipped) | done | failed | blocked
+    wall: float = 0.0
+    error: str = ""
+    log_path: str = ""
+
+    @property
+    def path(self) -> Path:
+        return runs.run_dir(self.runs_dir, self.stage, self.run_id)
+
+
+def chain_of(cfg: FinetuneConfig) -> list[tuple[str, object]]:
+    """(stage, config) of every run a fine-tuning cell needs, upstream first (the stage registry's chain)."""
+    return _chain("finetune", cfg)
+
+
+def plan(path: str | Path, overrides: dict | None = None) -> tuple[str, list[FinetuneConfig], dict]:
+    """(sweep name, one validated config per cell, executor settings) of a params file."""
+    values = load_params(path)
+    values.update(overrides or {})
+    name = str(values.get("name") or Path(path).stem)
+    settings = {"slurm": values.pop("slurm", None) or {}}
+    configs = [FinetuneConfig.from_dict(with_target_settings(cell)) for cell in expand_grid(values)]
+    from .tasks import task_names
+
+    known = task_names(values.get("local_tasks"))
+    unknown = sorted(set(values.get("target_settings") or {}) - set(known))
+    if unknown:  # a base file's settings may name targets an including file's grid leaves out; not unknown tasks
+        raise ConfigError(
+            f"target_settings names {', '.join(map(repr, unknown))}, which is not a task; allowed: registered tasks "
+            f"({', '.join(known)})"
+        )
+    return name, configs, settings
+
+
+def _join_job_tasks() -> int:
+    """Inside a submitit job of several tasks (a cell given N GPUs): export RANK, WORLD_SIZE, MASTER_ADDR... for
+    `dist.init_from_env`, which `ensure` calls. Returns this task's rank (0 in a job of one task)."""
+    tasks = int(os.environ.get("SUBMITIT_LOCAL_NTASKS") or os.environ.get("SLURM_NTASKS") or 1)
+    if tasks <= 1 or "SUBMITIT_FOLDER" not in os.environ and "SUBMITIT_LOCAL_JOB_ID" not in os.environ:
+        return 0
+    import submitit
+
+    return submitit.helpers.TorchDistributedEnvironment().export().rank
+
+
+def execute_job(job: Job, log_dir: str, gpu: int | None = None) -> tuple[str, float, str]:
+    """Run one stage notebook through papermill (in a subprocess kernel); returns (state, wall, error line)."""
+    import papermill
+
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    start = time.time()
+    if runs.usable(job.path, needs_model=job.stage != "finetune"):
+        return "complete", 0.0, ""
+    rank = _join_job_tasks()  # the kernel inherits the environment: its ensure() joins the process group
+    Path(log_dir).mkdir(parents=True, exist_ok=True)
+    suffix = f"-rank{rank}" if rank else ""
+    out = Path(log_dir) / f"{job.stage}-{job.run_id}{suffix}.ipynb"
+    try:
+        with open(Path(log_dir) / f"{job.stage}-{job.run_id}{suffix}.log", "w") as stream:
+            papermill.execute_notebook(
+                str(NOTEBOOK_DIR / f"{job.stage}.ipynb"),
+                str(out),
+                parameters=job.config,
+                cwd=os.getcwd(),
+                progress_bar=False,
+                log_output=True,
+                stdout_file=stream,
+                stderr_file=stream,
+            )
+    except Exception as err:  # a failed cell: recorded, the sweep goes on
+        line = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', str(err))}"
+        log.debug("job %s failed:\n%s", job.run_id, traceback.format_exc())
+        return "failed", time.time() - start, line.splitlines()[0][:300] if line else "failed"
+    if job.path.is_dir() and rank == 0:
+        shutil.copyfile(out, job.path / ".notebook.ipynb.tmp")
+        os.replace(job.path / ".notebook.ipynb.tmp", job.path / "notebook.ipynb")
+    return "done", time.time() - start, ""
+
+
+def execute_direct(job: Job, log_dir: str) -> tuple[str, float, str]:
+    """`ensure` the job's run in this process (no notebook); returns (state, wall, error line)."""
+    from .config import config_for_stage
+    from .stages import ensure
+
+    start = time.time()
+    try:
+        _join_job_tasks()
+        ensure(job.stage, config_for_stage(job.stage).from_dict(job.config))
+    except Exception as err:  # a failed cell: recorded, the sweep goes on
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        Path(job.log_path).write_text(traceback.format_exc())
+        return (
+            "failed",
+            time.time() - start,
+            f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}",
+        )
+    return "done", time.time() - start, ""
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # pragma: no cover
+        return 0
+
+
+def run_jobs(jobs: list[Job], log_dir: Path, executor: str, workers: int, settings: dict, progress) -> None:
+    """Execute pending jobs (one stage's wave) with the chosen executor, filling in state/wall/error."""
+    pending = [j for j in jobs if j.state == "pending"]
+    for job in pending:
+        job.log_path = str(log_dir / f"{job.stage}-{job.run_id}.log")
+    if executor in ("inline", "direct"):
+        for job in pending:
+            run = execute_job if executor == "inline" else execute_direct
+            job.state, job.wall, job.error = run(job, str(log_dir))
+            progress.update(1)
+        return
+    import submitit
+
+    folder = log_dir / "submitit"
+    per_cell = settings.get("gpus_per_cell", 1)  # processes (one per GPU, or CPU processes) that share one run
+    if executor == "local":
+        ex = submitit.LocalExecutor(folder=folder)
+        ex.update_parameters(timeout_min=settings.get("timeout_min", 24 * 60), tasks_per_node=per_cell)
+    else:  # tasks_per_node / gpus_per_node for N GPUs per cell come from the params file's slurm: settings
+        ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        ex.update_parameters(**settings.get("slurm", {}))
+    gpus = _gpu_count() if executor == "local" else 0
+    if executor == "local":
+        slots = max(1, min(workers, gpus // per_cell) if gpus else workers)
+    else:
+        slots = len(pending) or 1
+    for start in range(0, len(pending), slots):
+        batch = pending[start : start + slots]
+        submitted = []
+        for i, job in enumerate(batch):
+            if executor == "local" and gpus:  # this slot's own GPUs
+                ex.update_parameters(
+                    gpus_per_node=per_cell, visible_gpus=tuple(range(i * per_cell, (i + 1) * per_cell))
+                )
+            submitted.append((job, ex.submit(execute_job, job, str(log_dir))))
+        for job, handle in submitted:
+            try:
+                job.state, job.wall, job.error = handle.results()[0]  # rank 0's, in a job of several tasks
+            except Exception as err:  # the job process itself died
+                job.state, job.error = "failed", f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+            progress.update(1)
+
+
+def sweep(
+    path: str | Path,
+    overrides: dict | None = None,
+    dry_run: bool = False,
+    executor: str = "inline",
+    workers: int = 1,
+    out_dir: str | Path | None = None,
+    gpus_per_cell: int = 1,
+):
+    """Run (or, with dry_run, only plan) every cell of a params file; returns the status DataFrame."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from .pipeline import preflight
+
+    if executor not in EXECUTORS:
+        raise ConfigError(f"executor {executor!r} is not allowed; allowed: {', '.join(EXECUTORS)}")
+    if workers < 1:
+        raise ConfigError(f"--workers {workers} is not allowed; allowed: 1 or more parallel jobs")
+    if gpus_per_cell < 1 or (gpus_per_cell > 1 and executor != "local"):
+        raise ConfigError(
+            f"--gpus-per-cell {gpus_per_cell} is not allowed with --executor {executor}; allowed: 1, or N >= 1 with "
+            "--executor local (Slurm: tasks_per_node and gpus_per_node under the params file's slurm:)"
+        )
+    name, configs, settings = plan(path, overrides)
+    settings["gpus_per_cell"] = gpus_per_cell
+    for cfg in configs:  # every input checked before any training
+        preflight(cfg, network=not dry_run)
+    jobs: dict[tuple[str, str], Job] = {}
+    cells = []
+    for cfg in configs:
+        chain = []
+        for stage, stage_cfg in chain_of(cfg):
+            key = (stage, stage_cfg.run_id())
+            if key not in jobs:
+                jobs[key] = Job(stage, key[1], stage_cfg.to_dict(), cfg.runs_dir)
+            chain.append(jobs[key])
+        cells.append((cfg, chain))
+    # last stage first: a complete run is reused; an upstream one without its model (metrics only) is rerun
+    # only when a stage below it still has to run
+    for stage in reversed(STAGES):
+        for job in (j for j in jobs.values() if j.stage == stage):
+            below = [c[c.index(job) + 1] for _, c in cells if job in c and c[-1] is not job]
+            wanted = any(j.state != "complete" for j in below)
+            if runs.usable(job.path, needs_model=False) and (runs.usable(job.path, needs_model=True) or not wanted):
+                job.state = "complete"
+            elif runs.is_complete(job.path) and runs.damage(job.path):
+                log.warning("%s/%s is marked DONE but %s: it runs again", stage, job.run_id, runs.damage(job.path))
+    # beside the run store: results/runs -> results/sweeps/<name>
+    sweep_dir = Path(out_dir or Path(configs[0].runs_dir).parent / "sweeps") / name
+    log_dir = sweep_dir / "logs"
+    todo = [j for j in jobs.values() if j.state == "pending"]
+    if not dry_run:
+        with tqdm(total=len(todo), desc=f"sweep {name}", unit="run") as progress:
+            for stage in STAGES:
+                wave = [j for j in todo if j.stage == stage]
+                for job in wave:  # upstream failed: don't try
+                    for _cfg, chain in cells:
+                        if job in chain and any(j.state in ("failed", "blocked") for j in chain[: chain.index(job)]):
+                            job.state, job.error = "blocked", "an upstream run failed"
+                            progress.update(1)
+                            break
+                run_jobs(wave, log_dir, executor, workers, settings, progress)
+    rows = []
+    for i, (cfg, chain) in enumerate(cells):
+        states = [j.state for j in chain]
+        state = next((s for s in ("failed", "blocked", "pending") if s in states), None)
+        state = state or ("complete" if all(s == "complete" for s in states) else "done")
+        rows.append(
+            {
+                "cell": i,
+                "source": cfg.source_task,
+                "target": cfg.target_task,
+                "student": cfg.student,
+                "arch": cfg.student_arch,
+                "augmentation": "+".join(cfg.augmentation) or "-",
+                "seed": cfg.seed,
+                **{f"{j.stage}_run": j.run_id for j in chain},
+                "state": "planned" if dry_run and state == "pending" else state,
+                "wall_s": round(sum(j.wall for j in chain), 1),
+                "error": next((j.error for j in chain if j.error), ""),
+                "log": next((j.log_path for j in chain if j.state in ("failed", "blocked")), chain[-1].log_path),
+            }
+        )
+    status = pd.DataFrame(rows)
+    if not dry_run:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        runs.atomic_write(sweep_dir / "status.csv", status.to_csv(index=False))
+        runs.atomic_write(sweep_dir / "status.md", status.to_markdown(index=False) + "\n")
+    return status

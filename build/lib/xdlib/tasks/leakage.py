@@ -1,0 +1,86 @@
+"""The leakage rule and deterministic splits.
+
+Several offline tasks come from the same Rotten Tomatoes / dialog pools, so every dev and test sentence of every
+offline task is removed from every *other* offline task's train split and from all transfer text
+(`held_out_keys`); splits are made by a stable hash of a grouping key, independent of PYTHONHASHSEED.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from collections.abc import Callable
+
+from .base import TASKS, Split, Task, offline_task_names
+
+
+def stable_bucket(key: str, buckets: int = 100) -> int:
+    """Deterministic bucket of a string, independent of PYTHONHASHSEED."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % buckets
+
+
+def split_by_key(rows: list[dict], key: Callable[[dict], str], dev: int = 10, test: int = 10) -> dict[str, Split]:
+    """Deterministic train/dev/test split by a grouping key (e.g. movie), dev% and test% of the buckets."""
+    out: dict[str, Split] = {"train": [], "dev": [], "test": []}
+    for row in rows:
+        bucket = stable_bucket(key(row))
+        split = "test" if bucket < test else "dev" if bucket < test + dev else "train"
+        out[split].append(row)
+    return out
+
+
+def normalise(text: str) -> str:
+    """Comparison key of a sentence: lower case, letters and digits only (so "it's" == "it 's")."""
+    return re.sub(r"[\W_]+", "", text.lower())
+
+
+def row_texts(row: dict) -> list[str]:
+    """Every piece of input text of an example, whatever its kind."""
+    out = [row[k] for k in ("text", "text_pair", "question", "context") if row.get(k)]
+    if row.get("words"):
+        out.append(" ".join(row["words"]))
+    return out
+
+
+def dedupe(rows: Split) -> Split:
+    """Drop repeated examples (same normalised input text), keeping the first."""
+    seen: set[tuple[str, ...]] = set()
+    out = []
+    for row in rows:
+        key = tuple(normalise(t) for t in row_texts(row))
+        if key not in seen and any(key):
+            seen.add(key)
+            out.append(row)
+    return out
+
+
+def without_keys(rows: Split, keys: frozenset[str]) -> Split:
+    """Rows none of whose texts (normalised) is in `keys`."""
+    return [r for r in rows if not any(normalise(t) in keys for t in row_texts(r))]
+
+
+@functools.cache
+def load_raw(task: Task) -> dict[str, Split]:
+    return task.loader()
+
+
+@functools.cache
+def held_out_keys(exclude: str | None = None) -> frozenset[str]:
+    """Normalised dev/test sentences of every offline task (but `exclude`): text no training split of another
+    task and no transfer set may contain."""
+    keys: set[str] = set()
+    for name in offline_task_names():
+        if name == exclude:
+            continue
+        for split, rows in load_raw(TASKS.get(name)).items():
+            if split != "train":
+                keys.update(normalise(t) for r in rows for t in row_texts(r))
+    keys.discard("")
+    return frozenset(keys)
+
+
+def held_out_from_train(rows: Split, key: Callable[[int, dict], str], percent: int = 5) -> tuple[Split, Split]:
+    held = [r for i, r in enumerate(rows) if stable_bucket(key(i, r)) < percent]
+    rest = [r for i, r in enumerate(rows) if stable_bucket(key(i, r)) >= percent]
+    return rest, held
