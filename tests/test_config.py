@@ -2,7 +2,8 @@
 
 import pytest
 
-from xdlib.config import ConfigError, DistillConfig, FinetuneConfig, TeacherConfig, load_params
+from xdlib.config import ConfigError, DistillConfig, FinetuneConfig, TeacherConfig
+from xdlib.params import load_params
 from xdlib.pipeline import preflight
 
 BAD = [

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError, FinetuneConfig, config_for_stage, describe, load_params, with_target_settings
+from .config import ConfigError, FinetuneConfig, config_for_stage, describe
 from .errors import UserError, one_line
+from .params import load_config, load_params
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -140,19 +141,7 @@ def cmd_params(args) -> int:
 
 
 def cmd_run(args) -> int:
-    cls = config_for_stage(args.stage)
-    values = load_params(args.params) if args.params else {}
-    values.pop("grid", None)
-    FinetuneConfig.from_dict(values)  # a study file may hold downstream keys; unknown ones still fail
-    known = {name for name, _, _ in describe(cls)}
-    values = {k: v for k, v in values.items() if k in known or k in ("name", "version")}  # -> study
-    overrides = parse_overrides(args.overrides)
-    if args.stage == "finetune" and args.params:  # the file's target_settings, then -p on top
-        settings = load_params(args.params).get("target_settings")
-        values = with_target_settings({**values, **overrides, "target_settings": settings})
-        values.pop("target_settings")
-    values.update(overrides)  # -p is strict: only this stage's keys
-    cfg = cls.from_dict(values)  # every config error before torch is imported
+    cfg = load_config(args.stage, args.params, parse_overrides(args.overrides))  # errors before torch is imported
     from .stages import ensure
 
     path = ensure(args.stage, cfg)

@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import UserError
 
 STUDENT_ARCH_PATTERN = re.compile(r"^l(\d+)-h(\d+)$")
@@ -166,10 +164,9 @@ class TeacherConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TeacherConfig:
-        values = load_params(path)
-        values.pop("grid", None)
-        values.update(overrides or {})
-        return cls.from_dict(with_target_settings(values))
+        from .params import load_config
+
+        return load_config(cls.stage, path, overrides)
 
     def replace(self, **changes: Any) -> TeacherConfig:
         return type(self).from_dict({**self.to_dict(), **changes})
@@ -390,63 +387,6 @@ def parse_arch(name: str) -> tuple[int, int]:
     if not match:
         raise ConfigError(f"student_arch={name!r} is not allowed; allowed: {_check_arch('')}")
     return int(match.group(1)), int(match.group(2))
-
-
-def load_params(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read a params YAML file; `include: other.yaml` (relative to this file) is read first and overridden
-    key by key; a `grid:` in the including file replaces the included file's grid."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"params file {str(path)!r} does not exist")
-    if path.resolve() in _seen:
-        raise ConfigError(f"params file {str(path)!r} includes itself (cycle: {' -> '.join(map(str, _seen))})")
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError as err:
-        raise ConfigError(
-            f"params file {str(path)!r} is not UTF-8 text (byte {err.start}); allowed: a UTF-8 YAML file"
-        ) from None
-    except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"params file {str(path)!r} is not valid YAML{line}: {problem}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"params file {str(path)!r} must hold a mapping of key: value, got {type(values).__name__}")
-    _anchor_paths(values, path.parent)
-    include = values.pop("include", None)
-    if include is None:
-        return values
-    base = load_params(path.parent / include, _seen + (path.resolve(),))
-    base_grid, own_grid = base.pop("grid", None), values.pop("grid", None)
-    grid = own_grid if own_grid is not None else base_grid  # a file's own grid replaces the included one
-    merged = {**base, **values}
-    if grid:
-        merged["grid"] = grid
-    return merged
-
-
-def _anchor_paths(values: dict[str, Any], folder: Path) -> None:
-    """Relative data paths in a params file (local_tasks' train/dev/test files) are relative to that file."""
-    tasks = values.get("local_tasks")
-    if not isinstance(tasks, dict):
-        return
-    for spec in tasks.values():
-        if not isinstance(spec, dict):
-            continue
-        for split in ("train", "dev", "test"):
-            value = spec.get(split)
-            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-                spec[split] = str(folder / value)
-
-
-def with_target_settings(values: dict[str, Any]) -> dict[str, Any]:
-    """A params file's `target_settings: {task: {key: value}}` applied to a cell whose target_task is that task
-    (e.g. more, smaller fine-tuning steps for a token task); the result is an ordinary config, so run ids see it."""
-    settings = values.get("target_settings") or {}
-    if not isinstance(settings, dict) or not all(isinstance(v, dict) for v in settings.values()):
-        raise ConfigError("target_settings must map a target task name to a mapping of parameter: value")
-    return {**values, **settings.get(values.get("target_task"), {})}
 
 
 def _slug(text: str) -> str:

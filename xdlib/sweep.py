@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import runs
-from .config import ConfigError, FinetuneConfig, load_params, with_target_settings
+from .config import ConfigError, FinetuneConfig
+from .params import load_params, with_target_settings
 from .stages import STAGES as _STAGE_REGISTRY
 from .stages import chain as _chain
 
