@@ -18,88 +18,27 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
-import os
 import re
-import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import ConfigError
+from .fields import (
+    STAGE_NAMES,
+    STUDENT_ARCH_PATTERN,
+    arch_problem,
+    coerce,
+    device_problem,
+    folder_problem,
+    layer_map_problem,
+    local_tasks_problem,
+    opt,
+    stages_problem,
+)
 
-STUDENT_ARCH_PATTERN = re.compile(r"^l(\d+)-h(\d+)$")
 OFFLINE_MINILM = "offline:all-MiniLM-L6-v2"
-
-
-class ConfigError(UserError, ValueError):
-    """A bad config value: the message names the key, the value and what is allowed."""
-
-
-def _opt(
-    default: Any,
-    help: str,
-    *,
-    choices: tuple | None = None,
-    low: float | None = None,
-    high: float | None = None,
-    id: bool = True,
-    check: typing.Callable[[Any], str | None] | None = None,
-):
-    """A config field: default, one-line help, allowed values, and whether it enters the run id."""
-    meta = {"help": help, "choices": choices, "low": low, "high": high, "id": id, "check": check}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def _check_arch(value: str) -> str | None:
-    match = STUDENT_ARCH_PATTERN.match(value)
-    if match and int(match.group(1)) >= 1 and int(match.group(2)) >= 1:
-        return None
-    return "an architecture name like l6-h256, l6-h384, l12-h384 (any l<layers>-h<hidden>, both at least 1)"
-
-
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
-
-def _check_device(value: str) -> str | None:
-    return None if DEVICE_PATTERN.match(value) else "auto, cpu, cuda, cuda:N or mps"
-
-
-def _check_folder(value: str) -> str | None:
-    """A folder that is there or can be made: its nearest existing ancestor is a writable folder."""
-    path = Path(str(value)).expanduser().absolute()
-    for parent in (path, *path.parents):
-        if parent.exists():
-            if not parent.is_dir():
-                return f"a folder that is there or can be made ({parent} is a file)"
-            if not os.access(parent, os.W_OK):
-                return f"a writable folder ({parent} is read-only)"
-            return None
-    return None
-
-
-def _check_layer_map(value: Any) -> str | None:
-    if value in ("top", "uniform") or (isinstance(value, list) and all(isinstance(v, int) for v in value)):
-        return None
-    return "'top', 'uniform' or a list of teacher layer indices, one per student hidden state"
-
-
-def _check_local_tasks(value: Any) -> str | None:
-    from .tasks import check_local_tasks  # tasks imports heavy modules only lazily
-
-    return check_local_tasks(value)
-
-
-STAGE_NAMES = ("hidden", "logits", "labels")
-
-
-def _check_stages(value: list) -> str | None:
-    if value and all(v in STAGE_NAMES for v in value) and len(set(value)) == len(value):
-        return None
-    return f"a non-empty list of distinct stages from {list(STAGE_NAMES)}"
 
 
 @dataclass(frozen=True)
@@ -107,39 +46,39 @@ class TeacherConfig:
     """Stage 1 of the study: fine-tune the teacher on the source task."""
 
     # data
-    source_task: str = _opt("rt-polarity", "source task name (python -m xdlib tasks lists them)")
-    max_length: int = _opt(64, "tokens per example after truncation", low=8, high=4096)
-    max_train_samples: int | None = _opt(None, "cap on source training examples (debug/smoke)", low=1)
-    max_eval_samples: int | None = _opt(None, "cap on dev/test examples of every task (debug/smoke)", low=1)
-    local_tasks: Any = _opt(
+    source_task: str = opt("rt-polarity", "source task name (python -m xdlib tasks lists them)")
+    max_length: int = opt(64, "tokens per example after truncation", low=8, high=4096)
+    max_train_samples: int | None = opt(None, "cap on source training examples (debug/smoke)", low=1)
+    max_eval_samples: int | None = opt(None, "cap on dev/test examples of every task (debug/smoke)", low=1)
+    local_tasks: Any = opt(
         None,
         "your own tasks from files: {name: {kind, train, dev, test, format, ...}} (README: local files)",
-        check=_check_local_tasks,
+        check=local_tasks_problem,
     )
-    doc_stride: int = _opt(128, "QA: tokens shared by consecutive windows of a long context", low=1)
-    max_answer_length: int = _opt(30, "QA: longest answer span in tokens", low=1)
+    doc_stride: int = opt(128, "QA: tokens shared by consecutive windows of a long context", low=1)
+    max_answer_length: int = opt(30, "QA: longest answer span in tokens", low=1)
     # model
-    teacher_model: str = _opt(OFFLINE_MINILM, "HF id, local folder, or offline:<name> packaged model")
+    teacher_model: str = opt(OFFLINE_MINILM, "HF id, local folder, or offline:<name> packaged model")
     # optim
-    teacher_epochs: float = _opt(1.0, "epochs of teacher fine-tuning", low=0.0)
-    teacher_lr: float = _opt(5e-5, "peak learning rate", low=0.0, high=1.0)
-    teacher_batch_size: int = _opt(32, "examples per optimizer step (before accumulation)", low=1)
-    lr_schedule: str = _opt(
+    teacher_epochs: float = opt(1.0, "epochs of teacher fine-tuning", low=0.0)
+    teacher_lr: float = opt(5e-5, "peak learning rate", low=0.0, high=1.0)
+    teacher_batch_size: int = opt(32, "examples per optimizer step (before accumulation)", low=1)
+    lr_schedule: str = opt(
         "linear", "linear = warmup + linear decay; constant = the paper code's", choices=("linear", "constant")
     )
-    warmup_ratio: float = _opt(0.06, "fraction of steps spent warming up", low=0.0, high=1.0)
-    weight_decay: float = _opt(0.01, "AdamW weight decay", low=0.0, high=1.0)
-    grad_accum_steps: int = _opt(1, "gradient accumulation steps", low=1)
-    evals_per_epoch: int = _opt(1, "dev evaluations per epoch (model selection on dev)", low=1)
-    patience: int = _opt(5, "stop after this many dev evaluations without improvement", low=1)
-    seed: int = _opt(0, "seed for data order, dropout and initialisation", low=0)
+    warmup_ratio: float = opt(0.06, "fraction of steps spent warming up", low=0.0, high=1.0)
+    weight_decay: float = opt(0.01, "AdamW weight decay", low=0.0, high=1.0)
+    grad_accum_steps: int = opt(1, "gradient accumulation steps", low=1)
+    evals_per_epoch: int = opt(1, "dev evaluations per epoch (model selection on dev)", low=1)
+    patience: int = opt(5, "stop after this many dev evaluations without improvement", low=1)
+    seed: int = opt(0, "seed for data order, dropout and initialisation", low=0)
     # system (cannot change the result: left out of run ids)
-    device: str = _opt("auto", "auto, cpu, cuda, cuda:N or mps", id=False, check=_check_device)
-    runs_dir: str = _opt("results/runs", "where run folders are written", id=False, check=_check_folder)
-    cache_dir: str = _opt("results/cache", "teacher-output caches", id=False, check=_check_folder)
-    progress: bool = _opt(True, "show tqdm progress bars", id=False)
-    checkpoint_every: int = _opt(200, "optimizer steps between resumable checkpoints", low=1, id=False)
-    study: str = _opt("", "the params file: name and version (recorded with each run, not in its id)", id=False)
+    device: str = opt("auto", "auto, cpu, cuda, cuda:N or mps", id=False, check=device_problem)
+    runs_dir: str = opt("results/runs", "where run folders are written", id=False, check=folder_problem)
+    cache_dir: str = opt("results/cache", "teacher-output caches", id=False, check=folder_problem)
+    progress: bool = opt(True, "show tqdm progress bars", id=False)
+    checkpoint_every: int = opt(200, "optimizer steps between resumable checkpoints", low=1, id=False)
+    study: str = opt("", "the params file: name and version (recorded with each run, not in its id)", id=False)
 
     # ---- construction -------------------------------------------------------------------------------------
     @classmethod
@@ -157,7 +96,7 @@ class TeacherConfig:
                 f"known: {', '.join(sorted(known))}"
             )
         hints = typing.get_type_hints(cls)
-        clean = {k: _coerce(k, v, hints[k], known[k].metadata) for k, v in values.items()}
+        clean = {k: coerce(k, v, hints[k], known[k].metadata) for k, v in values.items()}
         cfg = cls(**clean)
         cfg.validate()
         return cfg
@@ -231,43 +170,43 @@ class DistillConfig(TeacherConfig):
     """Stage 2: distil the fine-tuned teacher into a student over the transfer set, stage by stage."""
 
     # student
-    student_arch: str = _opt(
-        "l3-h384", "l<layers>-h<hidden>; registered: l6-h256, l6-h384, l12-h384", check=_check_arch
+    student_arch: str = opt(
+        "l3-h384", "l<layers>-h<hidden>; registered: l6-h256, l6-h384, l12-h384", check=arch_problem
     )
-    student_heads: int | None = _opt(None, "attention heads (default: the architecture table or hidden/64)", low=1)
-    student_init: str = _opt(OFFLINE_MINILM, "random, or a model (HF id, folder, offline:<name>) to copy layers from")
-    student_layers: list[int] | None = _opt(None, "which layers of student_init to copy (default: evenly spaced)")
-    student_embeddings: str = _opt(
+    student_heads: int | None = opt(None, "attention heads (default: the architecture table or hidden/64)", low=1)
+    student_init: str = opt(OFFLINE_MINILM, "random, or a model (HF id, folder, offline:<name>) to copy layers from")
+    student_layers: list[int] | None = opt(None, "which layers of student_init to copy (default: evenly spaced)")
+    student_embeddings: str = opt(
         "init", "init = from student_init; pca = teacher word embeddings PCA-compressed", choices=("init", "pca")
     )
-    freeze_word_embeddings: bool = _opt(False, "keep word embeddings frozen (the paper's multilingual recipe)")
+    freeze_word_embeddings: bool = opt(False, "keep word embeddings frozen (the paper's multilingual recipe)")
     # transfer set
-    augmentation: list[str] = _opt([], "augmentation resources added to the source inputs")
-    augment_max_examples: int | None = _opt(None, "cap on examples taken from each augmentation resource", low=1)
-    augment_ratio: float | None = _opt(
+    augmentation: list[str] = opt([], "augmentation resources added to the source inputs")
+    augment_max_examples: int | None = opt(None, "cap on examples taken from each augmentation resource", low=1)
+    augment_ratio: float | None = opt(
         None, "mixing ratio: at most this many rows per source row from each augmentation resource", low=0.001
     )
-    augment_mlm_model: str = _opt("bert-base-uncased", "masked LM (HF id / folder) for the mlm augmentation")
+    augment_mlm_model: str = opt("bert-base-uncased", "masked LM (HF id / folder) for the mlm augmentation")
     # recipe
-    distill_stages: list[str] = _opt(list(STAGE_NAMES), "stages in order: hidden, logits, labels", check=_check_stages)
-    distill_mode: str = _opt(
+    distill_stages: list[str] = opt(list(STAGE_NAMES), "stages in order: hidden, logits, labels", check=stages_problem)
+    distill_mode: str = opt(
         "stagewise",
         "stagewise (the paper's) or joint (all losses, all trainable: ablation)",
         choices=("stagewise", "joint"),
     )
-    layer_map: Any = _opt(
-        "top", "student layer i -> teacher layer: top, uniform or an explicit list", check=_check_layer_map
+    layer_map: Any = opt(
+        "top", "student layer i -> teacher layer: top, uniform or an explicit list", check=layer_map_problem
     )
-    attention_loss: bool = _opt(False, "add attention-map MSE over the top layers to the hidden stage")
-    logit_loss: str = _opt("mse", "mse (the paper's) or kl (with temperature)", choices=("mse", "kl"))
-    temperature: float = _opt(1.0, "softmax temperature for the kl logit loss", low=1e-3)
-    gradual_unfreezing: bool = _opt(True, "unfreeze from the top layer down, one layer per phase, in logits/labels")
-    unfreeze_embeddings_last: bool = _opt(True, "embeddings are the last unit unfrozen (else with the bottom layer)")
-    distill_epochs: float = _opt(1.0, "epochs over the transfer set per stage", low=0.0)
-    distill_lr: float = _opt(1e-4, "peak learning rate for distillation", low=0.0, high=1.0)
-    distill_batch_size: int = _opt(32, "examples per optimizer step", low=1)
-    cache_dtype: str = _opt("float16", "storage dtype of cached teacher outputs", choices=("float16", "float32"))
-    phase_dev_eval: bool = _opt(
+    attention_loss: bool = opt(False, "add attention-map MSE over the top layers to the hidden stage")
+    logit_loss: str = opt("mse", "mse (the paper's) or kl (with temperature)", choices=("mse", "kl"))
+    temperature: float = opt(1.0, "softmax temperature for the kl logit loss", low=1e-3)
+    gradual_unfreezing: bool = opt(True, "unfreeze from the top layer down, one layer per phase, in logits/labels")
+    unfreeze_embeddings_last: bool = opt(True, "embeddings are the last unit unfrozen (else with the bottom layer)")
+    distill_epochs: float = opt(1.0, "epochs over the transfer set per stage", low=0.0)
+    distill_lr: float = opt(1e-4, "peak learning rate for distillation", low=0.0, high=1.0)
+    distill_batch_size: int = opt(32, "examples per optimizer step", low=1)
+    cache_dtype: str = opt("float16", "storage dtype of cached teacher outputs", choices=("float16", "float32"))
+    phase_dev_eval: bool = opt(
         False,
         "score every phase on dev, also one with a single evaluation (which selects nothing: diagnostics only)",
         id=False,
@@ -316,18 +255,18 @@ SOURCE_ONLY = ("source_task", "max_train_samples", "teacher_epochs", "teacher_lr
 class FinetuneConfig(DistillConfig):
     """Stage 3: fine-tune a student (or a baseline) on a target task; select on dev, then test once."""
 
-    target_task: str = _opt("rt-polarity", "target task name")
-    student: str = _opt(
+    target_task: str = opt("rt-polarity", "target task name")
+    student: str = opt(
         "distilled",
         "distilled (this config's distillation run), undistilled (same arch and init, "
         "no distillation: baseline), teacher (the teacher's pretrained model: baseline), or an HF "
         "id / folder",
     )
-    target_max_train_samples: int | None = _opt(None, "cap on target training examples", low=1)
-    finetune_epochs: float = _opt(2.0, "epochs on the target task", low=0.0)
-    finetune_lr: float = _opt(1e-4, "peak learning rate", low=0.0, high=1.0)
-    finetune_batch_size: int = _opt(32, "examples per optimizer step", low=1)
-    finetune_seed: int | None = _opt(
+    target_max_train_samples: int | None = opt(None, "cap on target training examples", low=1)
+    finetune_epochs: float = opt(2.0, "epochs on the target task", low=0.0)
+    finetune_lr: float = opt(1e-4, "peak learning rate", low=0.0, high=1.0)
+    finetune_batch_size: int = opt(32, "examples per optimizer step", low=1)
+    finetune_seed: int | None = opt(
         None, "seed of the fine-tuning alone (data order, dropout, new head); default: seed", low=0
     )
 
@@ -385,79 +324,12 @@ def parse_arch(name: str) -> tuple[int, int]:
     """'l6-h384' -> (6, 384)."""
     match = STUDENT_ARCH_PATTERN.match(name)
     if not match:
-        raise ConfigError(f"student_arch={name!r} is not allowed; allowed: {_check_arch('')}")
+        raise ConfigError(f"student_arch={name!r} is not allowed; allowed: {arch_problem('')}")
     return int(match.group(1)), int(match.group(2))
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")[:40]
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(key: str, value: Any, tp: Any, meta: typing.Mapping[str, Any]) -> Any:
-    """Check `value` against the annotation and the field's metadata; return the clean value."""
-
-    def fail(allowed: str) -> typing.NoReturn:
-        raise ConfigError(f"parameter {key}={value!r} is not allowed; allowed: {allowed}")
-
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        clean = value
-    elif origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)][0]
-        return _coerce(key, value, inner, meta)
-    elif origin is list:
-        if not isinstance(value, (list, tuple)):
-            fail(f"a list of {_type_name(args[0])}")
-        clean = [_coerce(key, v, args[0], {**meta, "check": None}) for v in value]
-    elif tp is bool:
-        if not isinstance(value, bool):
-            fail("true or false")
-        clean = value
-    elif tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            fail("an integer" + _range_text(meta))
-        clean = value
-    elif tp is float:
-        if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
-            value = float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            fail("a finite number" + _range_text(meta))
-        clean = float(value)
-    elif tp is str:
-        if not isinstance(value, str):
-            fail("a string" + (f" from {list(meta['choices'])}" if meta.get("choices") else ""))
-        clean = value
-    else:  # pragma: no cover - only the types above are used
-        raise TypeError(tp)
-    if meta.get("choices") and clean not in meta["choices"]:
-        fail(", ".join(map(str, meta["choices"])))
-    low, high = meta.get("low"), meta.get("high")
-    if isinstance(clean, (int, float)) and not isinstance(clean, bool):
-        if (low is not None and clean < low) or (high is not None and clean > high):
-            fail(("an integer" if isinstance(clean, int) else "a number") + _range_text(meta))
-    if meta.get("check"):
-        problem = meta["check"](clean)
-        if problem:
-            fail(problem)
-    return clean
-
-
-def _range_text(meta: typing.Mapping[str, Any]) -> str:
-    low, high = meta.get("low"), meta.get("high")
-    if low is not None and high is not None:
-        return f" in [{low}, {high}]"
-    if low is not None:
-        return f" >= {low}"
-    if high is not None:
-        return f" <= {high}"
-    return ""
 
 
 def describe(cls: type[TeacherConfig]) -> list[tuple[str, Any, str]]:

@@ -24,3 +24,7 @@ class UserError(Exception):
 
             return traceback.format_exception(self)
         return [f"error: {one_line(self)}"]
+
+
+class ConfigError(UserError, ValueError):
+    """A bad config value: the message names the key, the value and what is allowed."""
