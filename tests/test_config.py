@@ -4,7 +4,7 @@ import pytest
 
 from xdlib.config import ConfigError, DistillConfig, FinetuneConfig, TeacherConfig
 from xdlib.params import load_params
-from xdlib.pipeline import preflight
+from xdlib.preflight import preflight
 
 BAD = [
     ({"learning_rate": 1e-4}, r"unknown parameter\(s\) 'learning_rate'.*known: .*distill_lr"),

@@ -57,7 +57,7 @@ def test_evaluation_rows_do_not_depend_on_the_seed():
 
 
 def test_kl_on_a_regression_source_is_refused():
-    from xdlib.pipeline import preflight
+    from xdlib.preflight import preflight
 
     with pytest.raises(ConfigError, match="logit_loss='kl' is not allowed with source_task='toy-regression'"):
         preflight(DistillConfig(source_task="toy-regression", logit_loss="kl", student_init="random"), network=False)

@@ -31,7 +31,7 @@ import torch
 from . import models, runs
 from .config import DistillConfig, TeacherConfig
 from .devices import autocast, resolve_device
-from .timing import timed, timed_each
+from .timing import matmul_peak, timed, timed_each
 
 SIZES = {
     # rows: augmentation rows in the transfer set (plus teacher_rows source rows); dev_rows: dev and test rows (the
@@ -47,15 +47,6 @@ SIZES = {
              "real": 256, "students": ("l6-h256", "l6-h384", "l12-h384")},
 }  # fmt: skip
 PAPER_SPEEDUPS = {"l6-h256": 8.7, "l6-h384": 5.3, "l12-h384": 2.7}
-
-
-def matmul_peak(device, dtype, repeats: int) -> float:
-    """FLOP/s of a large square matmul: the practical peak of this device and dtype."""
-    n = 2048
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    t = timed(lambda: a @ b, max(repeats, 3), device=device)
-    return 2 * n**3 / t["median"]
 
 
 def _bert(arch: str | None = None, **config):

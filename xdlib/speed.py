@@ -131,9 +131,9 @@ def efficiency(student_shape: dict, batch_size: int, length: int, device, compil
     """FLOP/s of one l6-h384 training step (bf16 autocast, fused AdamW) over the bf16 matmul peak."""
     from transformers import BertConfig, BertModel
 
-    from .bench import matmul_peak
     from .devices import autocast
     from .models import encoder_flops_per_token, timed
+    from .timing import matmul_peak
 
     device = torch.device(device)
     model = BertModel(BertConfig(vocab_size=30522, **student_shape)).train().to(device)

@@ -96,7 +96,7 @@ class Run:
 
 def ensure(stage: str, cfg: TeacherConfig, *, on_update=None, _checked: bool = False) -> Path:
     """The folder of the complete run of `stage` that `cfg` describes, made (with its upstream runs) if needed."""
-    from .pipeline import preflight  # heavy imports only once there is work to do
+    from .preflight import preflight  # heavy imports only once there is work to do
 
     spec = STAGES[stage]
     cfg = spec.narrow(cfg)

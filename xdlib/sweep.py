@@ -278,7 +278,7 @@ def sweep(
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from .pipeline import preflight
+    from .preflight import preflight
 
     if executor not in EXECUTORS:
         raise ConfigError(f"executor {executor!r} is not allowed; allowed: {', '.join(EXECUTORS)}")

@@ -40,3 +40,12 @@ def timed_each(fns: dict, repeats: int, warmup: int = 1, device=None) -> dict[st
             sync()
             times[name].append(time.perf_counter() - start)
     return {name: {"median": statistics.median(t), "min": min(t), "max": max(t), "all": t} for name, t in times.items()}
+
+
+def matmul_peak(device, dtype, repeats: int) -> float:
+    """FLOP/s of a large square matmul: the practical peak of this device and dtype."""
+    n = 2048
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    t = timed(lambda: a @ b, max(repeats, 3), device=device)
+    return 2 * n**3 / t["median"]
