@@ -160,6 +160,83 @@ def run_teacher(cfg: TeacherConfig) -> Path:
 # ---- stage 2: distillation ---------------------------------------------------------------------------------------
 
 
+def _teacher_caches(cfg: DistillConfig, run, teacher, t_tok, task, rows: dict, index: list[int]) -> dict:
+    """The teacher's outputs over each set of `rows` (transfer, dev), cached on disk under a key of everything they
+    depend on; the teacher runs once, on the writing process, and the others open what it wrote."""
+    caches = {}
+    for name, part in rows.items():
+        key = cache_key(
+            run.upstream["teacher"].name, part, cfg.max_length, cfg.cache_dtype, index, compute_precision(run.device)
+        )
+        caches[name] = run.shared(
+            build_teacher_cache,
+            teacher,
+            t_tok,
+            part,
+            task,
+            cfg.max_length,
+            Path(cfg.cache_dir) / "teacher-outputs" / key,
+            run.device,
+            cfg.cache_dtype,
+            layers=sorted(set(index)),
+            tokenized_dir=Path(cfg.cache_dir) / "tokenized",
+        )
+    return caches
+
+
+def _distill_module(cfg: DistillConfig, student, s_tok, teacher, t_tok, device) -> DistillModule:
+    """The student with its projection to the teacher's width and the losses the config asks for."""
+    if cfg.attention_loss and s_tok.get_vocab() != t_tok.get_vocab():
+        raise ConfigError("attention_loss=true needs teacher and student to share a tokenizer; they differ")
+    if cfg.attention_loss:
+        student.config._attn_implementation = "eager"
+        student.set_attn_implementation("eager")
+    torch.manual_seed(cfg.seed)
+    layers = parse_arch(cfg.student_arch)[0]
+    projection = HiddenProjection(layers + 1, student.config.hidden_size, teacher.config.hidden_size)
+    return DistillModule(
+        student,
+        projection,
+        logit_loss=cfg.logit_loss,
+        temperature=cfg.temperature,
+        attention_loss=cfg.attention_loss,
+        teacher=teacher.to(device) if cfg.attention_loss else None,
+    )
+
+
+def _distill_metrics(cfg: DistillConfig, run, student, s_tok, teacher, task, source, caches, summaries) -> dict:
+    """The distilled student's scores beside its teacher's, sizes, FLOPs, cache and phase records, and its
+    measured inference speedup (encoder forward, batch 32 x 128 tokens, same device: the architecture table)."""
+    device, teacher_dir = run.device, run.upstream["teacher"]
+    metrics = evaluate_splits(student, s_tok, task, source, cfg.max_length, device)
+    teacher_metrics = runs.read_metrics(teacher_dir)
+    main = f"test_{task.metric}"
+    metrics.update(
+        stage="distill",
+        run_id=run.path.name,
+        teacher_run=teacher_dir.name,
+        parameters=models.count_parameters(student),
+        teacher_parameters=models.count_parameters(teacher),
+        flops_ratio=models.encoder_flops_per_token(teacher.config) / models.encoder_flops_per_token(student.config),
+        teacher_test=teacher_metrics.get(main),
+        test_chance=constant_baseline(task, source["test"]) if source.get("test") else None,
+        cached_teacher_layers=caches["transfer"].layers,
+        compute_precision=compute_precision(device),
+        cache_bytes_per_example=caches["transfer"].nbytes() / max(1, len(caches["transfer"])),
+        phases=[
+            {k: s.get(k) for k in ("phase", "updates", "best_dev", "first_losses", "last_losses", "seconds")}
+            for s in summaries
+        ],
+        xdlib_version=__version__,
+    )
+    t_sec = inference_seconds(teacher, repeats=3, device=device)
+    s_sec = inference_seconds(student, repeats=3, device=device)
+    metrics.update(teacher_inference_s=t_sec, student_inference_s=s_sec, speedup=t_sec / s_sec)
+    if metrics.get(main) is not None and teacher_metrics.get(main):
+        metrics["retention"] = metrics[main] / teacher_metrics[main]
+    return metrics
+
+
 def distil_student(cfg: DistillConfig, run, on_update=None) -> None:
     teacher_dir, device = run.upstream["teacher"], run.device
     task = get_task(cfg.source_task, cfg.local_tasks)
@@ -178,40 +255,10 @@ def distil_student(cfg: DistillConfig, run, on_update=None) -> None:
     )
     s_layers = parse_arch(cfg.student_arch)[0]
     index = layer_map(cfg.layer_map, s_layers, teacher.config.num_hidden_layers)
-    caches = {}
     clock = time.perf_counter()
-    for name, rows in (("transfer", transfer_rows), ("dev", source["dev"])):
-        # the teacher runs once, on the writing process; the others open what it wrote
-        key = cache_key(teacher_dir.name, rows, cfg.max_length, cfg.cache_dtype, index, compute_precision(device))
-        caches[name] = run.shared(
-            build_teacher_cache,
-            teacher,
-            t_tok,
-            rows,
-            task,
-            cfg.max_length,
-            Path(cfg.cache_dir) / "teacher-outputs" / key,
-            device,
-            cfg.cache_dtype,
-            layers=sorted(set(index)),
-            tokenized_dir=Path(cfg.cache_dir) / "tokenized",
-        )
+    caches = _teacher_caches(cfg, run, teacher, t_tok, task, {"transfer": transfer_rows, "dev": source["dev"]}, index)
     student, s_tok = student_for(cfg, task)
-    if cfg.attention_loss and s_tok.get_vocab() != t_tok.get_vocab():
-        raise ConfigError("attention_loss=true needs teacher and student to share a tokenizer; they differ")
-    if cfg.attention_loss:
-        student.config._attn_implementation = "eager"
-        student.set_attn_implementation("eager")
-    torch.manual_seed(cfg.seed)
-    projection = HiddenProjection(s_layers + 1, student.config.hidden_size, teacher.config.hidden_size)
-    module = DistillModule(
-        student,
-        projection,
-        logit_loss=cfg.logit_loss,
-        temperature=cfg.temperature,
-        attention_loss=cfg.attention_loss,
-        teacher=teacher.to(device) if cfg.attention_loss else None,
-    )
+    module = _distill_module(cfg, student, s_tok, teacher, t_tok, device)
     n_units = len(models.encoder_units(student)) - (0 if cfg.unfreeze_embeddings_last else 1)
     phases = plan_phases(cfg.distill_stages, cfg.distill_mode, cfg.gradual_unfreezing, n_units, cfg.distill_epochs)
 
@@ -241,39 +288,11 @@ def distil_student(cfg: DistillConfig, run, on_update=None) -> None:
         tokenized_dir=Path(cfg.cache_dir) / "tokenized",
     )
     distil_seconds = time.perf_counter() - clock  # every phase, dev evaluations included
-    metrics = evaluate_splits(student, s_tok, task, source, cfg.max_length, device)
-    teacher_metrics = runs.read_metrics(teacher_dir)
-    main = f"test_{task.metric}"
-    metrics.update(
-        stage="distill",
-        run_id=run.path.name,
-        teacher_run=teacher_dir.name,
-        parameters=models.count_parameters(student),
-        teacher_parameters=models.count_parameters(teacher),
-        flops_ratio=models.encoder_flops_per_token(teacher.config) / models.encoder_flops_per_token(student.config),
-        teacher_test=teacher_metrics.get(main),
-        test_chance=constant_baseline(task, source["test"]) if source.get("test") else None,
-        transfer_composition=composition,
-        layer_map=index,
-        cached_teacher_layers=caches["transfer"].layers,
-        compute_precision=compute_precision(device),
-        cache_bytes_per_example=caches["transfer"].nbytes() / max(1, len(caches["transfer"])),
-        cache_seconds=cache_seconds,
-        distil_seconds=distil_seconds,
-        phases=[
-            {k: s.get(k) for k in ("phase", "updates", "best_dev", "first_losses", "last_losses", "seconds")}
-            for s in summaries
-        ],
-        xdlib_version=__version__,
-    )
-    # measured inference speed (encoder forward, batch 32 x 128 tokens, same device): the architecture table
-    t_sec = inference_seconds(teacher, repeats=3, device=device)
-    s_sec = inference_seconds(student, repeats=3, device=device)
-    metrics.update(teacher_inference_s=t_sec, student_inference_s=s_sec, speedup=t_sec / s_sec)
-    if metrics.get(main) is not None and teacher_metrics.get(main):
-        metrics["retention"] = metrics[main] / teacher_metrics[main]
+    metrics = _distill_metrics(cfg, run, student, s_tok, teacher, task, source, caches, summaries)
+    metrics.update(transfer_composition=composition, layer_map=index, cache_seconds=cache_seconds,
+                   distil_seconds=distil_seconds)  # fmt: skip
     run.save_hf(student, s_tok)
-    run.save_module(projection, "projection.safetensors")
+    run.save_module(module.projection, "projection.safetensors")
     run.write_json("metrics.json", metrics)
 
 
