@@ -271,6 +271,28 @@ def student_counts(student_enc, cache: TeacherCache) -> np.ndarray:
     return np.minimum(units_of(student_enc), np.diff(cache.offsets))
 
 
+def phase_parameters(module: DistillModule, embeddings_last: bool):
+    """phase -> the parameters it trains: hidden trains everything but the head (DDP wants no unused parameters);
+    a gradual phase trains its top `units`; without hidden states the projection takes no part, except in joint
+    mode. Parameters frozen before distillation (e.g. frozen word embeddings) stay frozen."""
+    frozen = {id(p) for p in module.student.parameters() if not p.requires_grad}
+    units = unfreezing_units(module.student, embeddings_last, frozen)
+    everything = [p for p in module.parameters() if id(p) not in frozen]
+    head_ids = {id(p) for p in units[0]}
+    projection_ids = {id(p) for p in module.projection.parameters()}
+
+    def trainable(phase: Phase) -> list[nn.Parameter]:
+        if phase.objective == "hidden":
+            return [p for p in everything if id(p) not in head_ids]
+        if phase.units < 0 and phase.objective != "joint":
+            return [p for p in everything if id(p) not in projection_ids]
+        if phase.units < 0:
+            return everything
+        return [p for unit in units[: phase.units] for p in unit]
+
+    return trainable
+
+
 def distil(
     module: DistillModule,
     tokenizer,
@@ -322,32 +344,18 @@ def distil(
         module.objective = saved
         return total / max(n, 1)
 
-    frozen = {id(p) for p in module.student.parameters() if not p.requires_grad}
-    units = unfreezing_units(module.student, embeddings_last, frozen)
-    everything = [p for p in module.parameters() if id(p) not in frozen]
-    head_ids = {id(p) for p in units[0]}
-    projection_ids = {id(p) for p in module.projection.parameters()}
+    trainable_in = phase_parameters(module, embeddings_last)
     summaries = []
     for phase in phases:
         module.objective = phase.objective
-        if phase.objective == "hidden":  # the head takes no part: keep it out (DDP wants no unused params)
-            trainable = [p for p in everything if id(p) not in head_ids]
-        elif phase.units < 0 and phase.objective != "joint":  # the projection takes no part without hidden states
-            trainable = [p for p in everything if id(p) not in projection_ids]
-        elif phase.units < 0:
-            trainable = everything
-        else:
-            trainable = [p for unit in units[: phase.units] for p in unit]
+        trainable = trainable_in(phase)
         if phase.objective == "labels":
-            lengths = label_enc.lengths
-            make_batch = lambda idx: collate(take(label_enc, idx), pad, device)  # noqa: E731
+            lengths, make_batch = label_enc.lengths, lambda idx: collate(take(label_enc, idx), pad, device)
         else:
             lengths = transfer_enc.lengths
             make_batch = lambda idx: distil_batch(transfer_enc, transfer_counts, caches["transfer"], idx)  # noqa: E731
-        if phase.objective == "hidden":
-            evaluate, higher = dev_hidden_loss, False
-        else:
-            evaluate, higher = dev_metric, task.higher_is_better
+        hidden = phase.objective == "hidden"  # scored by the dev hidden-state loss (lower is better)
+        evaluate, higher = (dev_hidden_loss, False) if hidden else (dev_metric, task.higher_is_better)
         settings = LoopSettings(**{**base.__dict__, "epochs": phase.epochs})
         summary = train(
             module,
