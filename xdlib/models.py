@@ -106,12 +106,6 @@ def model_config(ref: str, network: bool = True):
     return AutoConfig.from_pretrained(resolve_model(ref))
 
 
-def config_layers(ref: str, network: bool = True) -> int | None:
-    """The number of transformer layers of the model `ref` names, from its config.json alone (None for a Hub id
-    in a dry run, or a config without the field)."""
-    return getattr(model_config(ref, network), "num_hidden_layers", None)
-
-
 @functools.cache
 def hub_offline() -> str | None:
     """Why this process works offline (cached Hub files only), or None when the Hub answers. Without

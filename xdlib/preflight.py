@@ -8,6 +8,8 @@ device. network=False (dry runs) skips the Hub lookup and the device's presence.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from . import models
@@ -41,7 +43,7 @@ def preflight(cfg: TeacherConfig, network: bool = True) -> None:
         a[5:] for a in getattr(cfg, "augmentation", []) if a.startswith("task:")
     }:  # every local file read and checked: readable, UTF-8, its columns there, labels of the right type and set
         if name and cfg.local_tasks and name in cfg.local_tasks:
-            get_task(name, cfg.local_tasks).load()
+            _check_local_files(get_task(name, cfg.local_tasks))
     if isinstance(cfg, DistillConfig):
         source = get_task(cfg.source_task, cfg.local_tasks)
         if cfg.logit_loss == "kl" and source.kind == "regression":
@@ -73,7 +75,7 @@ def preflight(cfg: TeacherConfig, network: bool = True) -> None:
         check_device(cfg.device)
     if isinstance(cfg, DistillConfig):
         arch = models.architecture(cfg.student_arch, cfg.student_heads)
-        teacher_layers = models.config_layers(cfg.teacher_model, network)  # config.json only: no weights loaded
+        teacher_layers = getattr(models.model_config(cfg.teacher_model, network), "num_hidden_layers", None)
         if teacher_layers is not None:
             layer_map(cfg.layer_map, arch.layers, teacher_layers)
         init = models.model_config(cfg.student_init, network)
@@ -82,6 +84,13 @@ def preflight(cfg: TeacherConfig, network: bool = True) -> None:
 
 
 STUDENT_KEYWORDS = ("distilled", "undistilled", "teacher")
+
+
+@functools.cache
+def _check_local_files(task) -> None:
+    """Read every file of a local task (a sweep checks each task once, not once per cell); a failure is not
+    cached, so a fixed file is read again."""
+    task.load()
 
 
 def check_device(name: str) -> None:

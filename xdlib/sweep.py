@@ -237,10 +237,13 @@ def plan_jobs(configs: list[FinetuneConfig]) -> tuple[dict[tuple[str, str], Job]
         for job in (j for j in jobs.values() if j.stage == stage):
             below = [c[c.index(job) + 1] for _, c in cells if job in c and c[-1] is not job]
             wanted = any(j.state != "complete" for j in below)
-            if runs.usable(job.path, needs_model=False) and (runs.usable(job.path, needs_model=True) or not wanted):
+            if not runs.is_complete(job.path):
+                continue
+            problem = runs.damage(job.path)  # read once: metrics.json and config.yaml
+            if problem:
+                log.warning("%s/%s is marked DONE but %s: it runs again", stage, job.run_id, problem)
+            elif not wanted or runs.damage(job.path, needs_model=True) is None:
                 job.state = "complete"
-            elif runs.is_complete(job.path) and runs.damage(job.path):
-                log.warning("%s/%s is marked DONE but %s: it runs again", stage, job.run_id, runs.damage(job.path))
     return jobs, cells
 
 
