@@ -40,6 +40,18 @@ def test_unknown_notebook_parameter_is_an_error():
         stage_config("teacher", {"source_task": "rt-polarity", "lr": 1e-3})
 
 
+def test_notebook_parameters_layer_over_a_params_file(tmp_path):
+    """Defaults, then `params`, then the notebook's values; a listed field left at its default keeps the file's
+    value, and a field outside the cell (`-p` in papermill) is still a field."""
+    study = tmp_path / "s.yaml"
+    study.write_text("name: s\nversion: 3\nfinetune_epochs: 5.0\nfinetune_lr: 0.003\nteacher_lr: 0.002\n")
+    namespace = {"params": str(study), "finetune_epochs": 2.0, "finetune_lr": 0.0005, "patience": 2, "pd": pytest}
+    cfg = stage_config("finetune", namespace)
+    assert (cfg.finetune_epochs, cfg.finetune_lr, cfg.teacher_lr, cfg.patience) == (5.0, 0.0005, 0.002, 2)
+    assert cfg.study == "s version 3"
+    assert stage_config("finetune", {"finetune_epochs": 2.0}).finetune_epochs == 2.0
+
+
 def _execute(name: str, out: Path, parameters: dict) -> nbformat.NotebookNode:
     papermill.execute_notebook(
         str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=parameters, cwd=str(ROOT), progress_bar=False

@@ -35,6 +35,9 @@ from .stages import STAGES as _STAGE_REGISTRY
 from .stages import chain as _chain
 
 log = logging.getLogger(__name__)
+# A job passes its whole config; fields outside a notebook's parameters cell are expected (stage_config checks
+# every name), so papermill's "Passed unknown parameter" warning says nothing here.
+logging.getLogger("papermill").addFilter(lambda record: not record.getMessage().startswith("Passed unknown parameter"))
 
 STAGES = tuple(_STAGE_REGISTRY)  # upstream first: the stage registry's order
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
