@@ -57,6 +57,19 @@ def test_layer_subset_init_copies_the_chosen_layers(tiny_encoder):
         build_student("l2-h32", "sequence", 2, init=str(tiny_encoder), teacher_ref=str(tiny_encoder))
 
 
+def test_building_a_student_leaves_the_global_rng_alone(tiny_encoder):
+    """The seed decides the student's random parts; the caller's torch RNG is as it was (no global seeding)."""
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first, _ = build_student("l1-h64", "sequence", 2, init="random", teacher_ref=str(tiny_encoder), seed=7)
+    assert torch.equal(torch.rand(3), expected)
+    second, _ = build_student("l1-h64", "sequence", 2, init="random", teacher_ref=str(tiny_encoder), seed=7)
+    other, _ = build_student("l1-h64", "sequence", 2, init="random", teacher_ref=str(tiny_encoder), seed=8)
+    weights = [m.classifier.weight for m in (first, second, other)]
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+
+
 def test_pca_embeddings_and_freezing(tiny_encoder):
     student, _ = build_student(
         "l1-h16",

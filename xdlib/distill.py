@@ -348,7 +348,6 @@ def distil(
     summaries = []
     for phase in phases:
         module.objective = phase.objective
-        trainable = trainable_in(phase)
         if phase.objective == "labels":
             lengths, make_batch = label_enc.lengths, lambda idx: collate(take(label_enc, idx), pad, device)
         else:
@@ -359,7 +358,7 @@ def distil(
         settings = LoopSettings(**{**base.__dict__, "epochs": phase.epochs})
         summary = train(
             module,
-            trainable,
+            trainable_in(phase),
             lengths,
             make_batch,
             settings,

@@ -8,6 +8,7 @@ h256 (256 is not divisible by 12) and 12 for h384.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -229,6 +230,15 @@ def pca_embeddings(weight: torch.Tensor, width: int) -> torch.Tensor:
     return projected * (weight.float().std() / projected.std())
 
 
+@contextlib.contextmanager
+def seeded(seed: int):
+    """torch's CPU RNG seeded for the block and restored after it: building a model leaves the caller's RNG as it
+    was (runs seed their own training, and record it)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def build_student(
     arch_name: str,
     head: str,
@@ -248,45 +258,45 @@ def build_student(
     with the vocabulary they came from, and a random student shares the teacher's word pieces).
     """
     arch = architecture(arch_name, heads)
-    torch.manual_seed(seed)  # the random parts (head, random layers) depend on the seed only
-    if init == "random":
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model(teacher_ref))
-        config = BertConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=arch.hidden,
-            num_hidden_layers=arch.layers,
-            num_attention_heads=arch.heads,
-            intermediate_size=arch.intermediate,
-            **head_kwargs(head, num_labels),
-        )
-        model = BERT_HEAD_CLASSES[head](config)
-        if embeddings == "pca":
-            teacher = pretrained(AutoModel, resolve_model(teacher_ref))
-            source = teacher.get_input_embeddings().weight.detach()
-            if source.shape[0] != config.vocab_size:
-                raise ConfigError(f"teacher vocabulary {source.shape[0]} != tokenizer size {config.vocab_size}")
-            model.get_input_embeddings().weight.data.copy_(pca_embeddings(source, arch.hidden))
-            del teacher
-    else:
-        path = resolve_model(init)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        source_model = pretrained(AutoModel, path)
-        pcfg = source_model.config
-        chosen = check_student_init(init, pcfg, arch, arch_name, layers)
-        if not hasattr(source_model, "encoder") or not hasattr(source_model.encoder, "layer"):
-            raise ConfigError(
-                f"student_init={init!r} is a {pcfg.model_type} model; layer copying needs a BERT-like one"
+    with seeded(seed):  # the random parts (head, random layers) depend on the seed only
+        if init == "random":
+            tokenizer = AutoTokenizer.from_pretrained(resolve_model(teacher_ref))
+            config = BertConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=arch.hidden,
+                num_hidden_layers=arch.layers,
+                num_attention_heads=arch.heads,
+                intermediate_size=arch.intermediate,
+                **head_kwargs(head, num_labels),
             )
-        config = BertConfig(**{**pcfg.to_dict(), "num_hidden_layers": arch.layers, **head_kwargs(head, num_labels)})
-        config.architectures = None
-        model = BERT_HEAD_CLASSES[head](config)
-        encoder = model.base_model
-        encoder.embeddings.load_state_dict(source_model.embeddings.state_dict())
-        for target, source in enumerate(chosen):
-            encoder.encoder.layer[target].load_state_dict(source_model.encoder.layer[source].state_dict())
-        if getattr(source_model, "pooler", None) is not None and encoder.pooler is not None:
-            encoder.pooler.load_state_dict(source_model.pooler.state_dict())
-        log.info("student %s initialised from %s layers %s", arch_name, init, chosen)
+            model = BERT_HEAD_CLASSES[head](config)
+            if embeddings == "pca":
+                teacher = pretrained(AutoModel, resolve_model(teacher_ref))
+                source = teacher.get_input_embeddings().weight.detach()
+                if source.shape[0] != config.vocab_size:
+                    raise ConfigError(f"teacher vocabulary {source.shape[0]} != tokenizer size {config.vocab_size}")
+                model.get_input_embeddings().weight.data.copy_(pca_embeddings(source, arch.hidden))
+                del teacher
+        else:
+            path = resolve_model(init)
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            source_model = pretrained(AutoModel, path)
+            pcfg = source_model.config
+            chosen = check_student_init(init, pcfg, arch, arch_name, layers)
+            if not hasattr(source_model, "encoder") or not hasattr(source_model.encoder, "layer"):
+                raise ConfigError(
+                    f"student_init={init!r} is a {pcfg.model_type} model; layer copying needs a BERT-like one"
+                )
+            config = BertConfig(**{**pcfg.to_dict(), "num_hidden_layers": arch.layers, **head_kwargs(head, num_labels)})
+            config.architectures = None
+            model = BERT_HEAD_CLASSES[head](config)
+            encoder = model.base_model
+            encoder.embeddings.load_state_dict(source_model.embeddings.state_dict())
+            for target, source in enumerate(chosen):
+                encoder.encoder.layer[target].load_state_dict(source_model.encoder.layer[source].state_dict())
+            if getattr(source_model, "pooler", None) is not None and encoder.pooler is not None:
+                encoder.pooler.load_state_dict(source_model.pooler.state_dict())
+            log.info("student %s initialised from %s layers %s", arch_name, init, chosen)
     if freeze_word_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     return model, tokenizer

@@ -14,7 +14,6 @@ cell and a test keeps the two in sync.
 
 from __future__ import annotations
 
-import dataclasses
 import types
 from pathlib import Path
 from typing import Any
@@ -71,9 +70,7 @@ def stage_config(stage: str, namespace: dict[str, Any]) -> TeacherConfig:
             f"known: params, {', '.join(sorted(defaults))}"
         )
     listed = set(NOTEBOOK_FIELDS[stage])
-    overrides = {
-        k: namespace[k] for k in names & set(defaults) if k not in listed or namespace[k] != defaults[k]
-    }
+    overrides = {k: namespace[k] for k in names & set(defaults) if k not in listed or namespace[k] != defaults[k]}
     return load_config(stage, namespace.get("params"), overrides)
 
 

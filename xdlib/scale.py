@@ -69,16 +69,16 @@ def measure(rows: int, work: Path, updates: int = 300, batch_size: int = 32) -> 
 
     from .data import encode_set
     from .distill import DistillModule, Phase, build_teacher_cache, distil
-    from .models import HiddenProjection, layer_map
+    from .models import HiddenProjection, layer_map, seeded
     from .tasks import Task
     from .train import LoopSettings
 
     disable_progress_bars()
-    torch.manual_seed(0)
     tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *WORDS])})
     vocab = len(tokenizer)
-    teacher = BertForSequenceClassification(BertConfig(vocab_size=vocab, num_labels=2, **TEACHER)).eval()
-    student = BertForSequenceClassification(BertConfig(vocab_size=vocab, num_labels=2, **STUDENT))
+    with seeded(0):
+        teacher = BertForSequenceClassification(BertConfig(vocab_size=vocab, num_labels=2, **TEACHER)).eval()
+        student = BertForSequenceClassification(BertConfig(vocab_size=vocab, num_labels=2, **STUDENT))
     task = Task("synthetic", "single", "generated", lambda: {}, ("a", "b"))
     transfer = Dataset.from_generator(_sentences, gen_kwargs={"rows": rows, "seed": 0}, cache_dir=str(work / "hf"))
     small = [dict(r, label=i % 2) for i, r in enumerate(_sentences(64, 1))]

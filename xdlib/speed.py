@@ -36,13 +36,15 @@ def _setup(rows: int, teacher_shape: dict, student_shape: dict, seed: int = 0):
     from datasets import Dataset
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
+    from .models import seeded
+
     rng = random.Random(seed)
     texts = [" ".join(rng.choices(WORDS, k=rng.randint(8, 60))) for _ in range(rows)]
     tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *WORDS])})
-    torch.manual_seed(seed)
     vocab = len(tokenizer)
-    teacher = BertForSequenceClassification(BertConfig(vocab_size=vocab, num_labels=3, **teacher_shape)).eval()
-    student = BertForSequenceClassification(BertConfig(vocab_size=vocab, num_labels=3, **student_shape))
+    with seeded(seed):
+        teacher = BertForSequenceClassification(BertConfig(vocab_size=vocab, num_labels=3, **teacher_shape)).eval()
+        student = BertForSequenceClassification(BertConfig(vocab_size=vocab, num_labels=3, **student_shape))
     return Dataset.from_dict({"text": texts}), texts, tokenizer, teacher, student
 
 
