@@ -14,7 +14,7 @@ from xdlib.data import encode
 from xdlib.finetune import predict
 from xdlib.pipeline import run_distill, run_finetune
 from xdlib.tasks import get_task
-from xdlib.train import Interrupted
+from xdlib.train import Interrupted, loss_curve
 
 
 @pytest.fixture(scope="module")
@@ -44,16 +44,24 @@ def test_student_agrees_with_teacher_on_held_out(distilled):
     metrics = json.loads((path / "metrics.json").read_text())
     teacher_dir = runs.run_dir(params["runs_dir"], "teacher", metrics["teacher_run"]) / "model"
     task = get_task("toy-sentiment")
-    rows = task.load()["test"]
-    preds = []
-    for folder in (teacher_dir, path / "model"):
-        model = AutoModelForSequenceClassification.from_pretrained(folder)
-        tok = AutoTokenizer.from_pretrained(folder)
-        preds.append(predict(model, encode(tok, rows, task, 32), task, tok.pad_token_id, "cpu"))
-    agreement = sum(a == b for a, b in zip(*preds)) / len(rows)
-    assert agreement >= 0.85, agreement
+    data = task.load()
+    for split in ("test", "dev"):
+        preds = []
+        for folder in (teacher_dir, path / "model"):
+            model = AutoModelForSequenceClassification.from_pretrained(folder)
+            tok = AutoTokenizer.from_pretrained(folder)
+            preds.append(predict(model, encode(tok, data[split], task, 32), task, tok.pad_token_id, "cpu"))
+        agreement = sum(a == b for a, b in zip(*preds)) / len(data[split])
+        assert agreement >= 0.85, (split, agreement)
+    assert metrics["dev_teacher_agreement"] == pytest.approx(agreement)  # the run records the same dev agreement
     assert metrics["test_accuracy"] > 0.7  # chance is 0.5
     assert metrics["flops_ratio"] > 2
+
+
+def test_loss_curve_averages_equal_spans_of_updates():
+    assert loss_curve([4.0, 2.0, 3.0, 1.0, 5.0], points=2) == [[3, 3.0], [5, 3.0]]  # (4+2+3)/3, (1+5)/2
+    assert loss_curve([1.0, 2.0], points=100) == [[1, 1.0], [2, 2.0]]
+    assert loss_curve([]) == []
 
 
 def test_checkpoint_is_an_ordinary_hf_folder(distilled):

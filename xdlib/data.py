@@ -8,6 +8,7 @@ length are batched together, so little compute is spent on padding.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -151,19 +152,34 @@ def encode_set(tokenizer, rows, task: Task, max_length: int, cache_dir: str | Pa
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         cache_file = str(Path(cache_dir) / f"{key}.arrow")
     # large sets tokenise in several processes (the tokenizer is pickled to each); small ones stay in this one
-    workers = min(8, os.cpu_count() or 1) if len(rows) >= 50_000 else None
-    encoded = rows.map(
-        tokenize,
-        batched=True,
-        batch_size=1000,
-        num_proc=workers if workers and workers > 1 else None,
-        remove_columns=rows.column_names,
-        features=features,
-        cache_file_name=cache_file,
-        new_fingerprint=key,
-        desc="tokenise",
-    )
+    large = len(rows) >= 50_000
+    workers = min(8, os.cpu_count() or 1) if large else None
+    with _progress_bars(large):  # a bar for a set that takes a while; a small one tokenises in a second
+        encoded = rows.map(
+            tokenize,
+            batched=True,
+            batch_size=1000,
+            num_proc=workers if workers and workers > 1 else None,
+            remove_columns=rows.column_names,
+            features=features,
+            cache_file_name=cache_file,
+            new_fingerprint=key,
+            desc="tokenise",
+        )
     return EncodedSet(encoded)
+
+
+@contextlib.contextmanager
+def _progress_bars(show: bool):
+    """datasets' progress bars on or off for the block, then as they were."""
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_on = not are_progress_bars_disabled()
+    (enable_progress_bars if show else disable_progress_bars)()
+    try:
+        yield
+    finally:
+        (enable_progress_bars if was_on else disable_progress_bars)()
 
 
 def first_subtokens(word_ids: list[int | None]) -> list[int]:

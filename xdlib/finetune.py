@@ -61,6 +61,19 @@ def predict(model: nn.Module, encoded: list[dict], task: Task, pad_id: int, devi
     return out
 
 
+def agreement(model, tokenizer, reference, ref_tokenizer, task: Task, rows: Split, max_length: int, device):
+    """How closely `model` follows `reference` on `rows`: the task's main metric with the reference's predictions
+    as the labels (for accuracy, the share of predictions that agree). Each model reads its own tokenisation, so
+    a student with another vocabulary is compared word for word. None for QA."""
+    if task.kind == "qa" or not rows:
+        return None
+    ours, theirs = (
+        predict(m.to(device), encode(tok, rows, task, max_length), task, tok.pad_token_id, device)
+        for m, tok in ((model, tokenizer), (reference, ref_tokenizer))
+    )
+    return metrics.compute(task, ours, theirs)[task.metric]
+
+
 def _qa_predictions(model, tokenizer, rows: Split, max_length: int, device, qa=None, encoded=None):
     """Best answer text and null margin per qa row (features encoded here unless given)."""
     qa = qa or QAOptions()

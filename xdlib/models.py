@@ -188,17 +188,63 @@ def head_kwargs(head: str, num_labels: int) -> dict:
     return kwargs
 
 
+_LOAD_LOGGERS = ("transformers.modeling_utils", "transformers.configuration_utils", "transformers.utils.loading_report")
+
+
+def _errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """transformers' load report, its num_labels-vs-id2label warning and its weight-loading bar silenced: a head is
+    replaced on purpose here, run after run; `pretrained` warns about what is not expected. (A filter, not a
+    level: transformers runs extra checks when its logger's level is WARNING or above.)"""
+    from transformers.utils import logging as hf_logging
+
+    loggers = [logging.getLogger(name) for name in _LOAD_LOGGERS]
+    bars = hf_logging.is_progress_bar_enabled()
+    for logger in loggers:
+        logger.addFilter(_errors_only)
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(_errors_only)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def pretrained(cls, path, **kwargs):
     """cls.from_pretrained with fp32 weights whatever dtype the checkpoint was saved in (transformers 5 loads a
     config's dtype, e.g. float16, by default: fp16 master weights make training diverge). bf16 compute on GPUs
-    comes from autocast, not from the weights."""
-    return cls.from_pretrained(path, dtype=torch.float32, **kwargs)
+    comes from autocast, not from the weights. A new (or resized) task head and pooler are expected and logged at
+    INFO; any other weight missing from the checkpoint is a warning."""
+    with _quiet_loading():
+        model, info = cls.from_pretrained(path, dtype=torch.float32, output_loading_info=True, **kwargs)
+    prefix = f"{model.base_model_prefix}."
+    in_encoder = model.base_model is model
+    mismatched = [k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys", ())]
+    missing = sorted({*info.get("missing_keys", ()), *mismatched})  # a head of another size is a new head
+    unexpected = [k for k in missing if "pooler." not in k and (in_encoder or k.startswith(prefix))]
+    if unexpected:
+        log.warning(
+            "%s: %d weights not in the checkpoint, initialised at random: %s", path, len(unexpected), unexpected[:6]
+        )
+    log.info(
+        "%s loaded: %d new head/pooler weights, %d checkpoint weights unused",
+        path,
+        len(missing) - len(unexpected),
+        len(info.get("unexpected_keys", ())),
+    )
+    return model
 
 
 def load_with_head(ref: str, head: str, num_labels: int, **extra) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Any HF encoder (id / folder / offline:<name>) with a task head; a fresh head is initialised if needed."""
     path = resolve_model(ref)
-    model = pretrained(HEAD_CLASSES[head], path, **head_kwargs(head, num_labels), **extra)
+    model = pretrained(HEAD_CLASSES[head], path, ignore_mismatched_sizes=True, **head_kwargs(head, num_labels), **extra)
     tokenizer = AutoTokenizer.from_pretrained(path)
     return model, tokenizer
 

@@ -19,7 +19,7 @@ from .config import ConfigError, DistillConfig, FinetuneConfig, TeacherConfig, p
 from .data import cap, encode
 from .devices import compute_precision
 from .distill import DistillModule, build_teacher_cache, cache_key, distil, plan_phases
-from .finetune import QAOptions, evaluate, evaluate_splits, fit_task
+from .finetune import QAOptions, agreement, evaluate, evaluate_splits, fit_task
 from .metrics import constant_baseline
 from .models import HiddenProjection, build_student, layer_map, load_with_head
 from .tasks import get_task, held_out_keys, normalise, row_texts
@@ -224,7 +224,8 @@ def _distill_metrics(cfg: DistillConfig, run, student, s_tok, teacher, task, sou
         compute_precision=compute_precision(device),
         cache_bytes_per_example=caches["transfer"].nbytes() / max(1, len(caches["transfer"])),
         phases=[
-            {k: s.get(k) for k in ("phase", "updates", "best_dev", "first_losses", "last_losses", "seconds")}
+            {k: s.get(k) for k in ("phase", "updates", "best_dev", "history", "loss_curve", "seconds")}
+            | {k: s.get(k) for k in ("first_losses", "last_losses")}
             for s in summaries
         ],
         xdlib_version=__version__,
@@ -291,6 +292,9 @@ def distil_student(cfg: DistillConfig, run, on_update=None) -> None:
     metrics = _distill_metrics(cfg, run, student, s_tok, teacher, task, source, caches, summaries)
     metrics.update(transfer_composition=composition, layer_map=index, cache_seconds=cache_seconds,
                    distil_seconds=distil_seconds)  # fmt: skip
+    metrics["dev_teacher_agreement"] = agreement(
+        student, s_tok, teacher, t_tok, task, source["dev"], cfg.max_length, device
+    )
     run.save_hf(student, s_tok)
     run.save_module(module.projection, "projection.safetensors")
     run.write_json("metrics.json", metrics)
@@ -369,6 +373,7 @@ def finetune_student(cfg: FinetuneConfig, run, on_update=None) -> None:
         xdlib_version=__version__,
     )
     run.write_json("metrics.json", metrics)
+    run.write_json("train_summary.json", summary)
 
 
 def run_finetune(cfg: FinetuneConfig) -> Path:

@@ -69,6 +69,14 @@ class Interrupted(RuntimeError):
     """Raised by test hooks to simulate a killed run."""
 
 
+def loss_curve(losses: list[float], points: int = 100) -> list[list[float]]:
+    """[last update, mean training loss] over at most `points` equal spans of updates: a curve to plot that stays
+    small at any run length."""
+    size = max(1, math.ceil(len(losses) / points))
+    spans = [losses[i : i + size] for i in range(0, len(losses), size)]
+    return [[min((n + 1) * size, len(losses)), round(sum(span) / len(span), 6)] for n, span in enumerate(spans)]
+
+
 def train(
     module: nn.Module,
     trainable: list[nn.Parameter],
@@ -237,6 +245,7 @@ def train(
         "best_dev": state["best_score"],
         "stopped_early": state["stopped_early"],
         "history": state["history"],
+        "loss_curve": loss_curve(state.get("losses", [])),
         "first_losses": state.get("losses", [])[:5],
         "last_losses": state.get("losses", [])[-5:],
         "settings": asdict(settings),
