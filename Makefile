@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 study: $(VENV)/.installed  ## run the embedded default study (offline, CPU): sweep, then tables and figures
-	$(PY) -m xdlib study $(PARAMS) --executor direct
+	$(PY) -m xdlib study $(PARAMS)  # each run through its notebook (papermill), kept in its run folder
 
 report: $(VENV)/.installed  ## rebuild results/tables and results/figures from the run store
 	$(PY) -m xdlib report

@@ -25,9 +25,10 @@ device = 'auto'  # auto, cpu, cuda, cuda:N or mps
 runs_dir = 'results/runs'  # where run folders are written
 
 # %%
-from xdlib.notebook import stage_config
+from xdlib.notebook import setup, stage_config
 
-cfg = stage_config("distill", globals())
+cfg = stage_config("distill", globals())  # a wrong name or value stops here, in one line
+setup(cfg.device)  # versions, device, commit
 print(cfg.run_id())
 
 # %%
@@ -51,3 +52,13 @@ pd.Series({**summary, **{k: v for k, v in metrics.items() if k.startswith("test_
 # %%
 display(pd.Series(metrics["transfer_composition"], name="rows"))  # noqa: F821 (IPython builtin)
 pd.DataFrame(metrics["phases"]).set_index("phase")
+
+# %% [markdown]
+# Each phase's training loss (hidden, logits, labels; one line per unfreezing phase), and how closely the student
+# follows its teacher on dev (the teacher's predictions as labels):
+
+# %%
+from xdlib.notebook import plot_phases
+
+print(f"dev agreement with the teacher ({metrics['main_metric']}): {metrics.get('dev_teacher_agreement')}")
+fig = plot_phases(metrics)

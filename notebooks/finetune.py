@@ -8,6 +8,7 @@
 
 # %% tags=["parameters"]
 params = None  # a params file (YAML) for every field not set here; -p sets any field of this stage
+runs = []  # several fine-tunings in one kernel: a list of {field: value} changes to the values above, one run each
 target_task = 'rt-polarity'  # target task name
 student = 'distilled'  # distilled (this configs distillation run), undistilled (same arch and init, no distillation: baseline), teacher (the teachers pretrained model: baseline), or an HF id / folder
 source_task = 'rt-polarity'  # source task name (python -m xdlib tasks lists them)
@@ -25,21 +26,45 @@ device = 'auto'  # auto, cpu, cuda, cuda:N or mps
 runs_dir = 'results/runs'  # where run folders are written
 
 # %%
-from xdlib.notebook import stage_config
+from xdlib.notebook import setup, stage_configs
 
-cfg = stage_config("finetune", globals())
-print(cfg.run_id())
+configs = stage_configs("finetune", globals())  # one per entry of `runs`; a wrong name or value stops here
+setup(configs[0].device)  # versions, device, commit
+[c.run_id() for c in configs]
 
 # %%
 from xdlib.stages import ensure
 
-run = ensure("finetune", cfg)  # reused if complete; its upstream runs are made first if missing
-run
+paths = [ensure("finetune", c) for c in configs]  # each reused if complete; upstream runs made first if missing
+paths
 
 # %%
 import pandas as pd
 
 from xdlib.runs import read_metrics
 
-metrics = read_metrics(run)
-pd.Series({k: v for k, v in metrics.items() if k.startswith(("dev_", "test_"))}, name=f"{cfg.target_task}")
+metrics = {p.name: read_metrics(p) for p in paths}
+pd.DataFrame(
+    {
+        name: {
+            "target": m["task"],
+            "student": m["student"],
+            **{k: v for k, v in m.items() if k.startswith(("dev_", "test_"))},
+        }
+        for name, m in metrics.items()
+    }
+).T
+
+# %% [markdown]
+# Training loss and the dev score at each evaluation (each run keeps the model at its best dev point):
+
+# %%
+import json
+
+from xdlib.notebook import plot_dev_history
+
+summaries = {
+    f"{m['task']} ({name[-6:]})": json.loads((p / "train_summary.json").read_text())
+    for (name, m), p in zip(metrics.items(), paths)
+}
+fig = plot_dev_history(summaries)

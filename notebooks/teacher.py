@@ -19,9 +19,10 @@ device = 'auto'  # auto, cpu, cuda, cuda:N or mps
 runs_dir = 'results/runs'  # where run folders are written
 
 # %%
-from xdlib.notebook import stage_config
+from xdlib.notebook import setup, stage_config
 
-cfg = stage_config("teacher", globals())
+cfg = stage_config("teacher", globals())  # a wrong name or value stops here, in one line
+setup(cfg.device)  # versions, device, commit
 print(cfg.run_id())
 
 # %%
@@ -37,3 +38,13 @@ from xdlib.runs import read_metrics
 
 metrics = read_metrics(run)
 pd.Series({k: v for k, v in metrics.items() if k.startswith(("dev_", "test_"))}, name=cfg.source_task)
+
+# %% [markdown]
+# Training loss and the dev score at each evaluation (the model kept is the one at the best dev point):
+
+# %%
+import json
+
+from xdlib.notebook import plot_dev_history
+
+fig = plot_dev_history({cfg.source_task: json.loads((run / "train_summary.json").read_text())})

@@ -11,7 +11,7 @@ import papermill
 import pytest
 
 from xdlib.config import ConfigError
-from xdlib.notebook import NOTEBOOKS, STAGE_NOTEBOOKS, parameters_source, stage_config
+from xdlib.notebook import NOTEBOOKS, STAGE_NOTEBOOKS, parameters_source, stage_config, stage_configs
 
 pytestmark = pytest.mark.notebooks
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +50,24 @@ def test_notebook_parameters_layer_over_a_params_file(tmp_path):
     assert (cfg.finetune_epochs, cfg.finetune_lr, cfg.teacher_lr, cfg.patience) == (5.0, 0.0005, 0.002, 2)
     assert cfg.study == "s version 3"
     assert stage_config("finetune", {"finetune_epochs": 2.0}).finetune_epochs == 2.0
+
+
+def test_notebook_runs_are_one_config_each(tmp_path):
+    """`runs`: field changes on top of the notebook's values, one config each, with the params file's
+    target_settings applied to each run's own target."""
+    study = tmp_path / "s.yaml"
+    study.write_text("target_settings:\n  trec6: {finetune_batch_size: 8}\n")
+    runs = [{}, {"target_task": "trec6"}, {"target_task": "trec6", "finetune_seed": 1}]
+    configs = stage_configs("finetune", {"params": str(study), "target_task": "sms-spam", "runs": runs})
+    assert [(c.target_task, c.finetune_batch_size, c.finetune_seed) for c in configs] == [
+        ("sms-spam", 32, None),
+        ("trec6", 8, None),
+        ("trec6", 8, 1),
+    ]
+    with pytest.raises(ConfigError, match=r"unknown field\(s\) 'lr' in runs; known: .*finetune_lr"):
+        stage_configs("finetune", {"runs": [{"lr": 1.0}]})
+    with pytest.raises(ConfigError, match=r"unknown notebook parameter\(s\) 'runs' for the teacher notebook"):
+        stage_configs("teacher", {"runs": []})
 
 
 def _execute(name: str, out: Path, parameters: dict) -> nbformat.NotebookNode:

@@ -1,5 +1,6 @@
-"""A 2-minute slice of the default study on the real offline data: one source, one student, two targets; the
-distilled student beats chance (the best constant prediction) on every target."""
+"""A slice of the default study on the real offline data, executed through the notebooks as `make study` does:
+one source, one student, two targets; the distilled student beats chance (the best constant prediction) on every
+target, and the two fine-tunings share one notebook kernel."""
 
 import json
 
@@ -25,8 +26,9 @@ def test_default_study_slice_beats_chance_on_every_target(tmp_path):
         "max_length": 48,
         "grid": {"target_task": TARGETS, "student": ["distilled"]},
     }
-    status = sweep("params/default.yaml", overrides, executor="direct")
+    status = sweep("params/default.yaml", overrides, executor="inline")
     assert list(status["state"]) == ["done", "done"], status[["state", "error"]]
+    assert status["log"].nunique() == 1  # one kernel ran both fine-tunings
     runs = tmp_path / "runs"
     (distill,) = (runs / "distill").iterdir()
     d = json.loads((distill / "metrics.json").read_text())
@@ -37,5 +39,7 @@ def test_default_study_slice_beats_chance_on_every_target(tmp_path):
         test = get_task(m["task"]).load()["test"]
         chance = constant_baseline(task, cap(test, 300, 0))
         assert m[f"test_{task.metric}"] > chance + 0.05, (m["task"], m[f"test_{task.metric}"], chance)
-    again = sweep("params/default.yaml", overrides, executor="direct")  # a rerun reuses every complete run
+        executed = (run / "notebook.ipynb").read_text()  # the executed notebook, kept with its run
+        assert all(r.name in executed for r in (runs / "finetune").iterdir()) and "device cpu" in executed
+    again = sweep("params/default.yaml", overrides, executor="inline")  # a rerun reuses every complete run
     assert list(again["state"]) == ["complete", "complete"]

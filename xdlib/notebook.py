@@ -38,12 +38,16 @@ NOTEBOOK_FIELDS = {  # what a user of each stage sets; every other field comes f
     + _COMMON,
 }
 PARAMS_LINE = "params = None  # a params file (YAML) for every field not set here; -p sets any field of this stage"
+RUNS_LINE = (  # the fine-tuning notebook may run several fine-tunings in one kernel (the sweep groups a student's)
+    "runs = []  # several fine-tunings in one kernel: a list of {field: value} changes to the values above, one run each"
+)
+EXTRAS = {"teacher": ("params",), "distill": ("params",), "finetune": ("params", "runs")}
 
 
 def parameters_source(stage: str) -> str:
     """The body of a stage notebook's parameters cell: `params` and the stage's user fields with default and help."""
     fields = {name: (default, note) for name, default, note in describe(config_for_stage(stage))}
-    lines = [PARAMS_LINE]
+    lines = [PARAMS_LINE] + ([RUNS_LINE] if "runs" in EXTRAS[stage] else [])
     for name in NOTEBOOK_FIELDS[stage]:
         default, note = fields[name]
         note = note.replace("'", "").replace("=", ":")  # papermill's parser trips on these
@@ -55,6 +59,12 @@ def stage_config(stage: str, namespace: dict[str, Any]) -> TeacherConfig:
     """The validated config of `stage` from a notebook's globals: defaults, then the `params` file, then the
     notebook's values (a listed field left at its default does not override the file). Unknown names are an
     error."""
+    return stage_configs(stage, {k: v for k, v in namespace.items() if k != "runs"})[0]
+
+
+def stage_configs(stage: str, namespace: dict[str, Any]) -> list[TeacherConfig]:
+    """`stage_config`, once per entry of the notebook's `runs` (field changes on top of its values; one config
+    when `runs` is empty or absent)."""
     defaults = {name: default for name, default, _ in describe(config_for_stage(stage))}
     names = {
         k
@@ -63,15 +73,76 @@ def stage_config(stage: str, namespace: dict[str, Any]) -> TeacherConfig:
         and k not in _IPYTHON_NAMES
         and not isinstance(v, (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type))
     }
-    unknown = sorted(names - set(defaults) - {"params"})
+    extras = EXTRAS[stage]
+    unknown = sorted(names - set(defaults) - set(extras))
     if unknown:
         raise ConfigError(
             f"unknown notebook parameter(s) {', '.join(map(repr, unknown))} for the {stage} notebook; "
-            f"known: params, {', '.join(sorted(defaults))}"
+            f"known: {', '.join(extras)}, {', '.join(sorted(defaults))}"
         )
     listed = set(NOTEBOOK_FIELDS[stage])
     overrides = {k: namespace[k] for k in names & set(defaults) if k not in listed or namespace[k] != defaults[k]}
-    return load_config(stage, namespace.get("params"), overrides)
+    changes = namespace.get("runs") or [{}]
+    if not isinstance(changes, list) or not all(isinstance(c, dict) for c in changes):
+        raise ConfigError(f"runs={changes!r} is not allowed; allowed: a list of {{field: value}} mappings")
+    for change in changes:
+        wrong = sorted(set(change) - set(defaults))
+        if wrong:
+            raise ConfigError(
+                f"unknown field(s) {', '.join(map(repr, wrong))} in runs; known: {', '.join(sorted(defaults))}"
+            )
+    return [load_config(stage, namespace.get("params"), {**overrides, **change}) for change in changes]
+
+
+def setup(device: str = "auto") -> dict:
+    """The first output of an executed notebook: package versions, the device, threads and the commit."""
+    from .devices import resolve_device
+    from .runs import environment
+
+    env = environment(resolve_device(device))
+    sha = (env.get("git_sha") or "unknown")[:10] + (" (uncommitted changes)" if env.get("git_dirty") else "")
+    versions = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v)
+    print(f"xdlib at {sha}; python {env['python']}; {versions}")
+    print(f"device {env['device']} ({env['device_name']}), {env['threads']} threads")
+    return env
+
+
+def plot_phases(metrics: dict):
+    """A distillation run's training loss per phase (one panel per stage, phases in turn) and, where a phase was
+    scored on dev, its dev score."""
+    import matplotlib.pyplot as plt
+
+    phases = metrics.get("phases") or []
+    stages = list(dict.fromkeys(p["phase"].split("-")[1] if "-" in p["phase"] else p["phase"] for p in phases))
+    fig, axes = plt.subplots(1, max(1, len(stages)), figsize=(4 * max(1, len(stages)), 3), squeeze=False)
+    offsets = dict.fromkeys(stages, 0)
+    for phase in phases:
+        stage = phase["phase"].split("-")[1] if "-" in phase["phase"] else phase["phase"]
+        ax, start = axes[0][stages.index(stage)], offsets[stage]
+        curve = phase.get("loss_curve") or []
+        ax.plot([start + u for u, _ in curve], [v for _, v in curve], label=phase["phase"])
+        offsets[stage] = start + (phase.get("updates") or 0)
+        ax.set(title=f"{stage} loss", xlabel="update", yscale="log")
+    fig.tight_layout()
+    return fig
+
+
+def plot_dev_history(summaries: dict[str, dict]):
+    """Fine-tuning runs' training loss and dev score (the task's main metric) over their updates, one line per
+    run (label -> train summary); each run keeps the model at its best dev point."""
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for label, summary in summaries.items():
+        curve = summary.get("loss_curve") or []
+        left.plot([u for u, _ in curve], [v for _, v in curve], label=label)
+        history = summary.get("history") or []
+        right.plot([h["update"] for h in history], [h["dev"] for h in history], marker="o", label=label)
+    left.set(title="training loss", xlabel="update")
+    right.set(title="dev score (main metric)", xlabel="update")
+    right.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
 
 
 def sync(notebooks: Path = NOTEBOOKS) -> list[Path]:

@@ -115,25 +115,47 @@ def _join_job_tasks() -> int:
     return submitit.helpers.TorchDistributedEnvironment().export().rank
 
 
-def execute_job(job: Job, log_dir: str, gpu: int | None = None) -> tuple[str, float, str]:
-    """Run one stage notebook through papermill (in a subprocess kernel); returns (state, wall, error line)."""
+def group_jobs(jobs: list[Job]) -> list[list[Job]]:
+    """Jobs that one notebook kernel runs in turn: the fine-tunings of one student (its targets and seeds) share a
+    kernel, which saves a start-up (torch and transformers imported) per run; every other job runs alone."""
+    from .config import DistillConfig
+
+    student_fields = [*DistillConfig.__dataclass_fields__, "student"]
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:
+        key = job.run_id if job.stage != "finetune" else repr([job.config.get(k) for k in student_fields])
+        groups.setdefault(key, []).append(job)
+    return list(groups.values())
+
+
+def execute_job(job: Job | list[Job], log_dir: str, gpu: int | None = None) -> list[tuple[str, float, str]]:
+    """Run a stage notebook through papermill (in a subprocess kernel) for one job, or for a group of fine-tuning
+    jobs in one kernel (the notebook's `runs`); returns (state, wall, error line) per job. Each run folder keeps
+    the executed notebook."""
     import papermill
 
+    group = job if isinstance(job, list) else [job]
+    first = group[0]
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     start = time.time()
-    if runs.usable(job.path, needs_model=job.stage != "finetune"):
-        return "complete", 0.0, ""
+    needs_model = first.stage != "finetune"
+    if all(runs.usable(j.path, needs_model=needs_model) for j in group):
+        return [("complete", 0.0, "")] * len(group)
     rank = _join_job_tasks()  # the kernel inherits the environment: its ensure() joins the process group
     Path(log_dir).mkdir(parents=True, exist_ok=True)
     suffix = f"-rank{rank}" if rank else ""
-    out = Path(log_dir) / f"{job.stage}-{job.run_id}{suffix}.ipynb"
+    out = Path(log_dir) / f"{first.stage}-{first.run_id}{suffix}.ipynb"
+    parameters = dict(first.config)
+    if len(group) > 1:
+        parameters["runs"] = [{k: v for k, v in j.config.items() if first.config.get(k) != v} for j in group]
+    error = ""
     try:
-        with open(Path(log_dir) / f"{job.stage}-{job.run_id}{suffix}.log", "w") as stream:
+        with open(Path(log_dir) / f"{first.stage}-{first.run_id}{suffix}.log", "w") as stream:
             papermill.execute_notebook(
-                str(NOTEBOOK_DIR / f"{job.stage}.ipynb"),
+                str(NOTEBOOK_DIR / f"{first.stage}.ipynb"),
                 str(out),
-                parameters=job.config,
+                parameters=parameters,
                 cwd=os.getcwd(),
                 progress_bar=False,
                 log_output=True,
@@ -142,12 +164,17 @@ def execute_job(job: Job, log_dir: str, gpu: int | None = None) -> tuple[str, fl
             )
     except Exception as err:  # a failed cell: recorded, the sweep goes on
         line = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', str(err))}"
-        log.debug("job %s failed:\n%s", job.run_id, traceback.format_exc())
-        return "failed", time.time() - start, line.splitlines()[0][:300] if line else "failed"
-    if job.path.is_dir() and rank == 0:
-        shutil.copyfile(out, job.path / ".notebook.ipynb.tmp")
-        os.replace(job.path / ".notebook.ipynb.tmp", job.path / "notebook.ipynb")
-    return "done", time.time() - start, ""
+        log.debug("job %s failed:\n%s", first.run_id, traceback.format_exc())
+        error = line.splitlines()[0][:300] if line else "failed"
+    wall = (time.time() - start) / len(group)
+    results = []
+    for j in group:
+        made = runs.usable(j.path, needs_model=needs_model)
+        if made and rank == 0 and out.is_file():
+            shutil.copyfile(out, j.path / ".notebook.ipynb.tmp")
+            os.replace(j.path / ".notebook.ipynb.tmp", j.path / "notebook.ipynb")
+        results.append(("done" if made else "failed", wall, error))  # a run is made, or not, whatever cell failed
+    return results
 
 
 def execute_direct(job: Job, log_dir: str) -> tuple[str, float, str]:
@@ -179,16 +206,29 @@ def _gpu_count() -> int:
         return 0
 
 
+def _record(group: list[Job], outcomes: list[tuple[str, float, str]], progress) -> None:
+    for job, (state, wall, error) in zip(group, outcomes):
+        job.state, job.wall, job.error = state, wall, error
+        progress.update(1)
+
+
 def run_jobs(jobs: list[Job], log_dir: Path, executor: str, workers: int, settings: dict, progress) -> None:
     """Execute pending jobs (one stage's wave) with the chosen executor, filling in state/wall/error."""
     pending = [j for j in jobs if j.state == "pending"]
     for job in pending:
         job.log_path = str(log_dir / f"{job.stage}-{job.run_id}.log")
-    if executor in ("inline", "direct"):
+    if executor == "direct":
         for job in pending:
-            run = execute_job if executor == "inline" else execute_direct
-            job.state, job.wall, job.error = run(job, str(log_dir))
+            job.state, job.wall, job.error = execute_direct(job, str(log_dir))
             progress.update(1)
+        return
+    groups = group_jobs(pending)
+    for group in groups:
+        for job in group:
+            job.log_path = str(log_dir / f"{group[0].stage}-{group[0].run_id}.log")
+    if executor == "inline":
+        for group in groups:
+            _record(group, execute_job(group, str(log_dir)), progress)
         return
     import submitit
 
@@ -204,22 +244,22 @@ def run_jobs(jobs: list[Job], log_dir: Path, executor: str, workers: int, settin
     if executor == "local":
         slots = max(1, min(workers, gpus // per_cell) if gpus else workers)
     else:
-        slots = len(pending) or 1
-    for start in range(0, len(pending), slots):
-        batch = pending[start : start + slots]
+        slots = len(groups) or 1
+    for start in range(0, len(groups), slots):
+        batch = groups[start : start + slots]
         submitted = []
-        for i, job in enumerate(batch):
+        for i, group in enumerate(batch):
             if executor == "local" and gpus:  # this slot's own GPUs
                 ex.update_parameters(
                     gpus_per_node=per_cell, visible_gpus=tuple(range(i * per_cell, (i + 1) * per_cell))
                 )
-            submitted.append((job, ex.submit(execute_job, job, str(log_dir))))
-        for job, handle in submitted:
+            submitted.append((group, ex.submit(execute_job, group, str(log_dir))))
+        for group, handle in submitted:
             try:
-                job.state, job.wall, job.error = handle.results()[0]  # rank 0's, in a job of several tasks
+                outcomes = handle.results()[0]  # rank 0's, in a job of several tasks
             except Exception as err:  # the job process itself died
-                job.state, job.error = "failed", f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
-            progress.update(1)
+                outcomes = [("failed", 0.0, f"{type(err).__name__}: {str(err).splitlines()[0][:300]}")] * len(group)
+            _record(group, outcomes, progress)
 
 
 def plan_jobs(configs: list[FinetuneConfig]) -> tuple[dict[tuple[str, str], Job], list[tuple]]:
