@@ -223,3 +223,22 @@ def test_single_evaluation_phases_are_scored_only_on_request(tmp_path):
     assert n_skipped == 0 and skipped["best_dev"] is None and skipped["seconds"]["eval"] == 0
     assert n_scored == 1 and scored["best_dev"] is not None and torch.equal(w_skipped, w_scored)
     assert run(True, "c", epochs=2.0)[1] == 2  # two evaluations: a choice, so both happen
+
+
+def test_stilts_trains_the_twin_on_the_source_then_the_target(tmp_path, tiny_encoder):
+    """student=stilts: the undistilled twin fine-tuned on the source task (its own run, with a model, independent
+    of the distillation recipe), then on the target with a fresh head."""
+    from conftest import smoke_params
+
+    params = smoke_params(tmp_path, tiny_encoder) | {"student": "stilts", "target_task": "toy-regression"}
+    cfg = FinetuneConfig.from_dict(params)
+    assert cfg.stilts_config().run_id() == cfg.replace(distill_lr=1.0).stilts_config().run_id()
+    assert cfg.stilts_config().run_id() != cfg.replace(teacher_lr=1e-2).stilts_config().run_id()
+    path = run_finetune(cfg)
+    (stilts,) = (tmp_path / "runs" / "stilts").iterdir()
+    source = json.loads((stilts / "metrics.json").read_text())
+    assert source["stage"] == "stilts" and source["test_accuracy"] > 0.7  # toy-sentiment, chance 0.5
+    target = json.loads((path / "metrics.json").read_text())
+    assert target["upstream_run"] == stilts.name and target["distill_run"] is None
+    assert target["test_pearson"] > 0.5
+    assert not (tmp_path / "runs" / "distill").exists() and not (tmp_path / "runs" / "teacher").exists()

@@ -246,6 +246,34 @@ class DistillConfig(TeacherConfig):
         names = {f.name for f in dataclasses.fields(DistillConfig)}
         return DistillConfig(**{k: v for k, v in self.to_dict().items() if k in names})
 
+    def stilts_config(self) -> StiltsConfig:
+        names = {f.name for f in dataclasses.fields(DistillConfig)}
+        return StiltsConfig(**{k: v for k, v in self.to_dict().items() if k in names})
+
+    def student_fields(self) -> dict[str, Any]:
+        """Everything the undistilled student's initialisation depends on."""
+        return {k: getattr(self, k) for k in STUDENT_FIELDS}
+
+
+STUDENT_FIELDS = ("student_arch", "student_heads", "student_init", "student_layers", "student_embeddings",
+                  "freeze_word_embeddings")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StiltsConfig(DistillConfig):
+    """The undistilled student fine-tuned on the source task (intermediate-task training, "STILTs"), trained as
+    the teacher was; a `stilts` fine-tuning starts from it. The control that separates what distillation adds from
+    what training on the source task adds. Its run depends on the source, the teacher's training settings and the
+    student's initialisation, not on the distillation recipe."""
+
+    stage: typing.ClassVar[str] = "stilts"
+
+    def upstream(self) -> None:
+        return None
+
+    def id_fields(self) -> dict[str, Any]:
+        return {"source_training": self.teacher_config().id_fields(), "student": self.student_fields()}
+
 
 # Teacher fields that only concern the source task: a baseline fine-tuned on a target does not depend on them.
 SOURCE_ONLY = ("source_task", "max_train_samples", "teacher_epochs", "teacher_lr", "teacher_batch_size")
@@ -259,8 +287,8 @@ class FinetuneConfig(DistillConfig):
     student: str = opt(
         "distilled",
         "distilled (this config's distillation run), undistilled (same arch and init, "
-        "no distillation: baseline), teacher (the teacher's pretrained model: baseline), or an HF "
-        "id / folder",
+        "no distillation: baseline), stilts (the undistilled student fine-tuned on the source task first: "
+        "baseline), teacher (the teacher's pretrained model: baseline), or an HF id / folder",
     )
     target_max_train_samples: int | None = opt(None, "cap on target training examples", low=1)
     finetune_epochs: float = opt(2.0, "epochs on the target task", low=0.0)
@@ -273,40 +301,29 @@ class FinetuneConfig(DistillConfig):
     stage: typing.ClassVar[str] = "finetune"
 
     def upstream(self) -> TeacherConfig | None:
-        if self.student == "distilled":
-            return self.distill_config()
-        return None
+        return {"distilled": self.distill_config, "stilts": self.stilts_config}.get(self.student, lambda: None)()
 
     def id_fields(self) -> dict[str, Any]:
         fields = super().id_fields()
-        if self.student == "distilled":
-            return fields  # everything else is in the distillation run id (upstream)
+        if self.student in ("distilled", "stilts"):
+            return fields  # everything else is in the upstream run's id (distillation or STILTs)
         # Baselines have no upstream run: their id holds the shared settings (seed, lengths, optimiser, teacher
         # model) and, for the undistilled student, everything its initialisation depends on.
         shared = {k: v for k, v in self.teacher_config().id_fields().items() if k not in SOURCE_ONLY}
         fields["baseline"] = shared
         if self.student == "undistilled":
-            fields["baseline_student"] = {
-                k: getattr(self, k)
-                for k in (
-                    "student_arch",
-                    "student_heads",
-                    "student_init",
-                    "student_layers",
-                    "student_embeddings",
-                    "freeze_word_embeddings",
-                )
-            }
+            fields["baseline_student"] = self.student_fields()
         return fields
 
     def label(self) -> str:
-        who = self.student_arch if self.student in ("distilled", "undistilled") else _slug(self.student)
+        who = self.student_arch if self.student in ("distilled", "undistilled", "stilts") else _slug(self.student)
         return f"{self.target_task}-{self.student}-{who}"
 
 
 STAGES: dict[str, type[TeacherConfig]] = {
     "teacher": TeacherConfig,
     "distill": DistillConfig,
+    "stilts": StiltsConfig,
     "finetune": FinetuneConfig,
 }
 

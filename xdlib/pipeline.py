@@ -124,6 +124,19 @@ def train_teacher(cfg: TeacherConfig, run) -> None:
     data = load_source(cfg, cfg.source_task, cfg.max_train_samples)
     torch.manual_seed(cfg.seed)
     model, tokenizer = load_with_head(cfg.teacher_model, task.head, task.num_labels)
+    _train_on_source(cfg, run, model, tokenizer, task, data, "teacher")
+
+
+def train_stilts(cfg: DistillConfig, run) -> None:
+    """The undistilled student fine-tuned on the source task as the teacher was (its epochs, rate and batch):
+    the intermediate model of STILTs, which a `stilts` fine-tuning then trains on its target."""
+    task = get_task(cfg.source_task, cfg.local_tasks)
+    data = load_source(cfg, cfg.source_task, cfg.max_train_samples)
+    model, tokenizer = student_for(cfg, task)
+    _train_on_source(cfg, run, model, tokenizer, task, data, "stilts")
+
+
+def _train_on_source(cfg: TeacherConfig, run, model, tokenizer, task, data: dict, stage: str) -> None:
     summary = fit_task(
         model,
         tokenizer,
@@ -133,14 +146,14 @@ def train_teacher(cfg: TeacherConfig, run) -> None:
         loop_settings(cfg, "teacher"),
         run.path / "checkpoints",
         run.device,
-        desc="teacher",
+        desc=stage,
         qa=qa_options(cfg),
     )
     metrics = evaluate_splits(
         model, tokenizer, task, data, cfg.max_length, run.device, qa_options(cfg), dev=summary["dev_metrics"]
     )
     metrics.update(
-        stage="teacher",
+        stage=stage,
         run_id=run.path.name,
         parameters=models.count_parameters(model),
         train_examples=len(data["train"]),
@@ -332,10 +345,10 @@ def finetune_student(cfg: FinetuneConfig, run, on_update=None) -> None:
     device = run.device
     task = get_task(cfg.target_task, cfg.local_tasks)
     data = load_source(cfg, cfg.target_task, cfg.target_max_train_samples)
-    upstream = run.upstream.get("distill")
+    upstream = next(iter(run.upstream.values()), None)  # the distillation, or the STILTs intermediate model
     seed = cfg.finetune_seed if cfg.finetune_seed is not None else cfg.seed
     run.seeds["finetune_seed"] = seed
-    if cfg.student == "distilled":
+    if cfg.student in ("distilled", "stilts"):
         model, tokenizer = _fresh_head_from(str(upstream / "model"), task.head, task.num_labels, seed)
     elif cfg.student == "undistilled":
         model, tokenizer = student_for(cfg, task)  # the distilled student's initialisation (seed)
@@ -365,7 +378,8 @@ def finetune_student(cfg: FinetuneConfig, run, on_update=None) -> None:
         stage="finetune",
         run_id=run.path.name,
         student=cfg.student,
-        distill_run=upstream.name if upstream else None,
+        distill_run=upstream.name if cfg.student == "distilled" else None,
+        upstream_run=upstream.name if upstream else None,
         parameters=models.count_parameters(model),
         train_examples=len(data["train"]),
         best_dev=summary["best_dev"],

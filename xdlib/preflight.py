@@ -83,7 +83,7 @@ def preflight(cfg: TeacherConfig, network: bool = True) -> None:
             models.check_student_init(cfg.student_init, init, arch, cfg.student_arch, cfg.student_layers)
 
 
-STUDENT_KEYWORDS = ("distilled", "undistilled", "teacher")
+STUDENT_KEYWORDS = ("distilled", "undistilled", "stilts", "teacher")
 
 
 @functools.cache

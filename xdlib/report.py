@@ -11,6 +11,8 @@
 - headline: the paper's table layout (GLUE dev accuracy, SQuAD v2 F1) with the paper's numbers
   (shared/paper.md), ours beside them where we have the same architecture and target, and the delta; "n/a"
   where a cell cannot be compared;
+- transfer: per trained variant, the mean over the targets that are not its source (± sd over seeds) beside its
+  undistilled twin and its STILTs control, with the paired per-target differences (`comparison.py`);
 - runs: every run used, with its git sha, so each number traces back to its config.
 """
 
@@ -23,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+
+from .comparison import transfer_markdown, transfer_table
 
 # shared/paper.md, "Headline results": GLUE dev accuracy, SQuAD v2 F1 (the MiniLM paper's baselines included)
 PAPER_COLUMNS = ("mnli", "qnli", "qqp", "rte", "sst2", "mrpc", "squad_v2")
@@ -91,6 +95,8 @@ def _variant(row) -> str:
         return f"{row['student_arch']} distilled from {row['source_task']} ({aug})"
     if row["student"] == "undistilled":
         return f"{row['student_arch']} undistilled"
+    if row["student"] == "stilts":
+        return f"{row['student_arch']} STILTs (undistilled, fine-tuned on {row['source_task']} first)"
     if row["student"] == "teacher":
         return f"teacher {Path(str(row['teacher_model'])).name}"
     return f"model {row['student']}"
@@ -327,6 +333,9 @@ def build_report(runs_dir: str | Path = "results/runs", out_dir: str | Path = "r
         written += _write(long, tables, "results_long")
         written += _write(matrix.reset_index(), tables, "results_matrix", md)
         written += _write(augmentation_table(ft), tables, "augmentation")
+        transfer = transfer_table(ft)
+        if not transfer.empty:
+            written += _write(transfer, tables, "transfer", transfer_markdown(transfer))
     arch = architecture_table(frame, ft)
     written += _write(arch, tables, "architectures")
     written += _write(headline_table(ft, frame), tables, "headline")

@@ -1,6 +1,7 @@
 """The stage registry and `ensure`: the one way a run is resolved, reused or made, with its upstream runs.
 
     teacher  <-  distill  <-  finetune        (a stage's config extends its upstream stage's config)
+                 stilts   <-  finetune        (the STILTs baseline: the student trained on the source first)
 
 `ensure(stage, cfg)` returns the folder of the run that `cfg` describes: a complete run is reused; otherwise its
 upstream runs are ensured first (a fine-tuning of the `distilled` student needs its distillation, which needs its
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import dist, runs
-from .config import DistillConfig, FinetuneConfig, TeacherConfig
+from .config import DistillConfig, FinetuneConfig, StiltsConfig, TeacherConfig
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,12 @@ STAGES: dict[str, Stage] = {
     "distill": Stage(
         "distill", DistillConfig, lambda c: c.distill_config(), lambda c: "teacher", "distil_student", True
     ),
+    "stilts": Stage("stilts", StiltsConfig, lambda c: c.stilts_config(), lambda c: None, "train_stilts", True),
     "finetune": Stage(
         "finetune",
         FinetuneConfig,
         lambda c: c,
-        lambda c: "distill" if c.student == "distilled" else None,
+        lambda c: {"distilled": "distill", "stilts": "stilts"}.get(c.student),
         "finetune_student",
         False,
     ),

@@ -177,6 +177,16 @@ def execute_job(job: Job | list[Job], log_dir: str, gpu: int | None = None) -> l
     return results
 
 
+def execute_group(group: list[Job], log_dir: str) -> list[tuple[str, float, str]]:
+    """A group of jobs through its stage's notebook, or in this process for a stage without one (STILTs'
+    intermediate model, which its fine-tuning notebook would otherwise make)."""
+    from .notebook import STAGE_NOTEBOOKS
+
+    if group[0].stage in STAGE_NOTEBOOKS:
+        return execute_job(group, log_dir)
+    return [execute_direct(job, log_dir) for job in group]
+
+
 def execute_direct(job: Job, log_dir: str) -> tuple[str, float, str]:
     """`ensure` the job's run in this process (no notebook); returns (state, wall, error line)."""
     from .config import config_for_stage
@@ -228,7 +238,7 @@ def run_jobs(jobs: list[Job], log_dir: Path, executor: str, workers: int, settin
             job.log_path = str(log_dir / f"{group[0].stage}-{group[0].run_id}.log")
     if executor == "inline":
         for group in groups:
-            _record(group, execute_job(group, str(log_dir)), progress)
+            _record(group, execute_group(group, str(log_dir)), progress)
         return
     import submitit
 
@@ -253,7 +263,7 @@ def run_jobs(jobs: list[Job], log_dir: Path, executor: str, workers: int, settin
                 ex.update_parameters(
                     gpus_per_node=per_cell, visible_gpus=tuple(range(i * per_cell, (i + 1) * per_cell))
                 )
-            submitted.append((group, ex.submit(execute_job, group, str(log_dir))))
+            submitted.append((group, ex.submit(execute_group, group, str(log_dir))))
         for group, handle in submitted:
             try:
                 outcomes = handle.results()[0]  # rank 0's, in a job of several tasks

@@ -1,0 +1,49 @@
+"""The transfer table against hand-computed values: non-source means, spreads over seeds, paired differences."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from xdlib.comparison import transfer_markdown, transfer_table
+
+
+def _runs(variant, student, scores, source="src", seeds=(0,)):
+    rows = []
+    for target, values in scores.items():
+        for seed, score in zip(seeds, values):
+            rows.append({"variant": variant, "student": student, "source_task": source, "target_task": target,
+                         "score": score, "seed": 0, "finetune_seed": seed, "student_arch": "l3-h384",
+                         "student_init": "m", "student_embeddings": "init"})  # fmt: skip
+    return rows
+
+
+def test_transfer_table_by_hand():
+    ft = pd.DataFrame(
+        _runs("distilled", "distilled", {"src": [90, 90], "a": [60, 64], "b": [70, 74]}, seeds=(0, 1))
+        + _runs("twin", "undistilled", {"src": [80, 80], "a": [58, 58], "b": [69, 71]}, seeds=(0, 1))
+        + _runs("stilts", "stilts", {"a": [61], "b": [66]})
+    )
+    table = transfer_table(ft).set_index("variant")
+    d = table.loc["distilled"]
+    assert d["targets"] == 2  # the source target is left out
+    assert d["mean"] == pytest.approx((62 + 72) / 2)  # target means 62 and 72
+    assert d["sd_over_seeds"] == pytest.approx(pd.Series([65.0, 69.0]).std())  # per-seed means 65, 69
+    assert d["undistilled_mean"] == pytest.approx((58 + 70) / 2) and d["undistilled_seeds"] == 2
+    assert d["vs_undistilled"] == pytest.approx(((62 - 58) + (72 - 70)) / 2)  # +4, +2
+    assert d["vs_undistilled_sd_over_targets"] == pytest.approx(pd.Series([4.0, 2.0]).std())
+    assert d["vs_undistilled_per_target"] == "a +4.0, b +2.0"
+    assert d["vs_stilts"] == pytest.approx(((62 - 61) + (72 - 66)) / 2)
+    assert math.isnan(d["stilts_sd_over_seeds"])  # one seed: no spread claimed
+    s = table.loc["stilts"]
+    assert math.isnan(s["vs_stilts"]) and s["vs_undistilled"] == pytest.approx(((61 - 58) + (66 - 70)) / 2)
+    md = transfer_markdown(transfer_table(ft))
+    assert "67.0 ± 2.8" in md and "3.0 ± 1.4" in md  # mean ± sd over seeds; vs twin ± sd over targets
+
+
+def test_missing_targets_are_not_averaged():
+    ft = pd.DataFrame(
+        _runs("distilled", "distilled", {"a": [60], "b": [70]}) + _runs("twin", "undistilled", {"a": [50]})
+    )
+    d = transfer_table(ft).set_index("variant").loc["distilled"]
+    assert math.isnan(d["undistilled_mean"]) and math.isnan(d["vs_undistilled"])
