@@ -107,3 +107,15 @@ def test_the_params_files_version_is_recorded_not_in_the_run_id():
     cfg = FinetuneConfig.from_yaml("params/default.yaml")
     assert cfg.study == "default version 4" and cfg.distill_config().study == "default version 4"
     assert cfg.run_id() == cfg.replace(study="").run_id()  # which file made a run does not change what it is
+
+
+def test_docs_name_every_parameter():
+    """docs/parameters.md lists every field (`python -m xdlib params <stage>` prints them from the code)."""
+    import dataclasses
+    from pathlib import Path
+
+    from xdlib.config import FinetuneConfig
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "parameters.md").read_text()
+    missing = [f.name for f in dataclasses.fields(FinetuneConfig) if f"`{f.name}`" not in text]
+    assert not missing, f"add to docs/parameters.md: {missing}"
