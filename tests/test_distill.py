@@ -3,13 +3,14 @@ teacher, checkpoints are ordinary HF folders, and an interrupted run resumes to 
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from xdlib import runs
-from xdlib.config import FinetuneConfig
+from xdlib.config import ConfigError, FinetuneConfig
 from xdlib.data import encode
 from xdlib.finetune import predict
 from xdlib.pipeline import run_distill, run_finetune
@@ -141,8 +142,6 @@ def test_joint_mode_with_kl_and_attention_loss(tmp_path, tiny_encoder):
 
 def test_cache_batch_gathers_ragged_units_from_map_and_resident_copy(tmp_path):
     """Rows offsets[i]:offsets[i]+counts[b] of example i, zero-padded; the same from a resident tensor copy."""
-    import numpy as np
-
     from xdlib.distill import TeacherCache
 
     offsets = np.array([0, 2, 3, 6])  # examples own 2, 1 and 3 unit rows
@@ -242,3 +241,23 @@ def test_stilts_trains_the_twin_on_the_source_then_the_target(tmp_path, tiny_enc
     assert target["upstream_run"] == stilts.name and target["distill_run"] is None
     assert target["test_pearson"] > 0.5
     assert not (tmp_path / "runs" / "distill").exists() and not (tmp_path / "runs" / "teacher").exists()
+
+
+def test_general_stage_matches_the_pretrained_teacher_first(tmp_path, tiny_encoder):
+    """distill_stages [general, ...]: a first hidden-state phase against the *pretrained* teacher's outputs over
+    the transfer text (their own cache), then the task stages against the fine-tuned teacher's."""
+    from conftest import smoke_params
+
+    params = smoke_params(tmp_path, tiny_encoder) | {"distill_stages": ["general", "hidden", "logits"]}
+    with pytest.raises(ConfigError, match="general first if present"):
+        FinetuneConfig.from_dict(params | {"distill_stages": ["hidden", "general"]})
+    path = run_distill(FinetuneConfig.from_dict(params).distill_config())
+    metrics = json.loads((path / "metrics.json").read_text())
+    general, hidden = metrics["phases"][0], metrics["phases"][1]
+    assert general["phase"] == "1-general" and hidden["phase"] == "2-hidden"
+    assert sum(general["last_losses"]) < 0.8 * sum(general["first_losses"])
+    caches = sorted((tmp_path / "cache" / "teacher-outputs").iterdir())
+    assert len(caches) == 3  # transfer and dev of the fine-tuned teacher, transfer of the pretrained one
+    hiddens = [np.load(c / "hidden.npy") for c in caches]
+    same_shape = [h for h in hiddens if h.shape == hiddens[0].shape]
+    assert len(same_shape) == 2 and not np.allclose(*same_shape)  # two teachers over the same text differ

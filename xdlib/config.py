@@ -188,7 +188,11 @@ class DistillConfig(TeacherConfig):
     )
     augment_mlm_model: str = opt("bert-base-uncased", "masked LM (HF id / folder) for the mlm augmentation")
     # recipe
-    distill_stages: list[str] = opt(list(STAGE_NAMES), "stages in order: hidden, logits, labels", check=stages_problem)
+    distill_stages: list[str] = opt(
+        list(STAGE_NAMES),
+        "stages in order: hidden, logits, labels; general first: match the pretrained teacher on the transfer text",
+        check=stages_problem,
+    )
     distill_mode: str = opt(
         "stagewise",
         "stagewise (the paper's) or joint (all losses, all trainable: ablation)",

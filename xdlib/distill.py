@@ -11,6 +11,8 @@ models are selected on dev (never test), and the teacher is run once: its output
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -239,6 +241,9 @@ class Phase:
     objective: str  # hidden | logits | labels | joint
     units: int  # how many unfreezing units (from the top) are trainable; -1 = all
     epochs: float
+    teacher: str = (
+        "transfer"  # whose outputs: the fine-tuned teacher's ("transfer") or the pretrained one's ("general")
+    )
 
 
 def plan_phases(stages: list[str], mode: str, gradual: bool, n_units: int, epochs: float) -> list[Phase]:
@@ -246,12 +251,15 @@ def plan_phases(stages: list[str], mode: str, gradual: bool, n_units: int, epoch
 
     stagewise: hidden trains everything at once; logits and labels each run n_units phases when gradual (head
     only, + top layer, ..., + embeddings), splitting the stage's epochs evenly. joint: one phase, all losses.
+    general (first, when asked for): the hidden stage against the *pretrained* teacher's hidden states.
     """
     if mode == "joint":
         return [Phase("joint", "joint", -1, epochs)]
     phases = []
     for s, stage in enumerate(stages, start=1):
-        if stage == "hidden" or not gradual:
+        if stage == "general":
+            phases.append(Phase(f"{s}-general", "hidden", -1, epochs, teacher="general"))
+        elif stage == "hidden" or not gradual:
             phases.append(Phase(f"{s}-{stage}", stage, -1, epochs))
         else:
             phases += [Phase(f"{s}-{stage}-u{k}", stage, k, epochs / n_units) for k in range(1, n_units + 1)]
@@ -293,6 +301,17 @@ def phase_parameters(module: DistillModule, embeddings_last: bool):
     return trainable
 
 
+def teacher_batch(enc, counts, cache: TeacherCache, idx: list[int], layer_index, pad: int, device) -> dict:
+    """A student batch with the teacher's cached outputs at the units both sides have."""
+    examples = take(enc, idx)
+    for example, i in zip(examples, idx):
+        example["units"] = example["units"][: counts[i]]
+    batch = collate(examples, pad, device)
+    hidden, logits, mask = cache.batch(idx, [int(counts[i]) for i in idx], layer_index, device)
+    batch.update(teacher_hidden=hidden, teacher_logits=logits, unit_mask=mask)
+    return batch
+
+
 def distil(
     module: DistillModule,
     tokenizer,
@@ -319,19 +338,13 @@ def distil(
     pad = tokenizer.pad_token_id
     # Arrow-backed (the writing rank tokenises into the cache, the others map what it wrote); dev stays a list
     transfer_enc = dist.main_first(encode_set, tokenizer, transfer_rows, task, max_length, tokenized_dir)
-    transfer_counts = student_counts(transfer_enc, caches["transfer"])
+    counts = {name: student_counts(transfer_enc, cache) for name, cache in caches.items() if name != "dev"}
     dev_enc = encode(tokenizer, source["dev"], task, max_length)
     dev_counts = student_counts(dev_enc, caches["dev"])
     label_enc = dist.main_first(encode_set, tokenizer, source["train"], task, max_length, tokenized_dir)
 
     def distil_batch(enc, counts, cache, idx):
-        examples = take(enc, idx)
-        for example, i in zip(examples, idx):
-            example["units"] = example["units"][: counts[i]]
-        batch = collate(examples, pad, device)
-        hidden, logits, mask = cache.batch(idx, [int(counts[i]) for i in idx], layer_index, device)
-        batch.update(teacher_hidden=hidden, teacher_logits=logits, unit_mask=mask)
-        return batch
+        return teacher_batch(enc, counts, cache, idx, layer_index, pad, device)
 
     @torch.inference_mode()
     def dev_hidden_loss() -> float:
@@ -352,16 +365,19 @@ def distil(
             lengths, make_batch = label_enc.lengths, lambda idx: collate(take(label_enc, idx), pad, device)
         else:
             lengths = transfer_enc.lengths
-            make_batch = lambda idx: distil_batch(transfer_enc, transfer_counts, caches["transfer"], idx)  # noqa: E731
-        hidden = phase.objective == "hidden"  # scored by the dev hidden-state loss (lower is better)
-        evaluate, higher = (dev_hidden_loss, False) if hidden else (dev_metric, task.higher_is_better)
-        settings = LoopSettings(**{**base.__dict__, "epochs": phase.epochs})
+            make_batch = functools.partial(distil_batch, transfer_enc, counts[phase.teacher], caches[phase.teacher])
+        if phase.teacher != "transfer":  # the general stage: no dev cache of the pretrained teacher, no selection
+            evaluate, higher = None, True
+        elif phase.objective == "hidden":  # scored by the dev hidden-state loss (lower is better)
+            evaluate, higher = dev_hidden_loss, False
+        else:
+            evaluate, higher = dev_metric, task.higher_is_better
         summary = train(
             module,
             trainable_in(phase),
             lengths,
             make_batch,
-            settings,
+            dataclasses.replace(base, epochs=phase.epochs),
             ckpt_root / phase.name,
             evaluate=evaluate,
             higher_is_better=higher,

@@ -73,13 +73,16 @@ def local_tasks_problem(value: Any) -> str | None:
     return check_local_tasks(value)
 
 
-STAGE_NAMES = ("hidden", "logits", "labels")
+STAGE_NAMES = ("hidden", "logits", "labels")  # the paper's stages, in order: the default
+EXTRA_STAGES = ("general",)  # beyond the paper: hidden states of the *pretrained* teacher, before the task stages
 
 
 def stages_problem(value: list) -> str | None:
-    if value and all(v in STAGE_NAMES for v in value) and len(set(value)) == len(value):
+    known = (*EXTRA_STAGES, *STAGE_NAMES)
+    general_first = "general" not in value or value.index("general") == 0
+    if value and all(v in known for v in value) and len(set(value)) == len(value) and general_first:
         return None
-    return f"a non-empty list of distinct stages from {list(STAGE_NAMES)}"
+    return f"a non-empty list of distinct stages from {list(known)}, general first if present"
 
 
 def type_name(tp: Any) -> str:

@@ -173,14 +173,14 @@ def run_teacher(cfg: TeacherConfig) -> Path:
 # ---- stage 2: distillation ---------------------------------------------------------------------------------------
 
 
-def _teacher_caches(cfg: DistillConfig, run, teacher, t_tok, task, rows: dict, index: list[int]) -> dict:
+def _teacher_caches(cfg: DistillConfig, run, teacher, t_tok, task, rows: dict, index: list[int], who=None) -> dict:
     """The teacher's outputs over each set of `rows` (transfer, dev), cached on disk under a key of everything they
-    depend on; the teacher runs once, on the writing process, and the others open what it wrote."""
+    depend on (`who`: the teacher, by default its run); the teacher runs once, on the writing process, and the
+    others open what it wrote."""
     caches = {}
+    who = who or run.upstream["teacher"].name
     for name, part in rows.items():
-        key = cache_key(
-            run.upstream["teacher"].name, part, cfg.max_length, cfg.cache_dtype, index, compute_precision(run.device)
-        )
+        key = cache_key(who, part, cfg.max_length, cfg.cache_dtype, index, compute_precision(run.device))
         caches[name] = run.shared(
             build_teacher_cache,
             teacher,
@@ -271,6 +271,12 @@ def distil_student(cfg: DistillConfig, run, on_update=None) -> None:
     index = layer_map(cfg.layer_map, s_layers, teacher.config.num_hidden_layers)
     clock = time.perf_counter()
     caches = _teacher_caches(cfg, run, teacher, t_tok, task, {"transfer": transfer_rows, "dev": source["dev"]}, index)
+    if "general" in cfg.distill_stages:  # the pretrained teacher's hidden states over the same text
+        with models.seeded(cfg.seed):  # its head is never trained nor read: only its hidden states are
+            pretrained, _ = load_with_head(cfg.teacher_model, task.head, task.num_labels)
+        caches["general"] = _teacher_caches(cfg, run, pretrained, t_tok, task, {"general": transfer_rows}, index,
+                                            f"pretrained:{cfg.teacher_model}")["general"]  # fmt: skip
+        del pretrained
     student, s_tok = student_for(cfg, task)
     module = _distill_module(cfg, student, s_tok, teacher, t_tok, device)
     n_units = len(models.encoder_units(student)) - (0 if cfg.unfreeze_embeddings_last else 1)
