@@ -261,3 +261,25 @@ def test_general_stage_matches_the_pretrained_teacher_first(tmp_path, tiny_encod
     hiddens = [np.load(c / "hidden.npy") for c in caches]
     same_shape = [h for h in hiddens if h.shape == hiddens[0].shape]
     assert len(same_shape) == 2 and not np.allclose(*same_shape)  # two teachers over the same text differ
+
+
+def test_multi_source_teacher_is_trained_on_each_source_in_turn(tmp_path, tiny_encoder):
+    """teacher_sources: fine-tuned on each listed task first (its own head), then on source_task; a teacher
+    without them keeps the run id it had before the field existed."""
+    from conftest import smoke_params
+
+    from xdlib.pipeline import run_teacher
+
+    params = smoke_params(tmp_path, tiny_encoder) | {"teacher_epochs": 3.0}
+    single = FinetuneConfig.from_dict(params).teacher_config()
+    assert "teacher_sources" not in single.id_fields()
+    cfg = FinetuneConfig.from_dict(params | {"teacher_sources": ["toy-regression"]}).teacher_config()
+    assert cfg.run_id() != single.run_id()
+    metrics = json.loads((run_teacher(cfg) / "metrics.json").read_text())
+    (first,) = metrics["teacher_sources"]
+    assert first["task"] == "toy-regression" and first["updates"] > 0 and first["best_dev"] > 0.5  # dev pearson
+    assert metrics["test_accuracy"] > 0.7  # then toy-sentiment, chance 0.5
+    with pytest.raises(ConfigError, match="teacher_sources entry 'toy-sentiment' is not allowed"):
+        from xdlib.preflight import preflight
+
+        preflight(FinetuneConfig.from_dict(params | {"teacher_sources": ["toy-sentiment"]}), network=False)

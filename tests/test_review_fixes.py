@@ -49,7 +49,7 @@ def test_run_ids_see_compute_precision_and_task_version(monkeypatch):
 
 
 def test_evaluation_rows_do_not_depend_on_the_seed():
-    from xdlib.pipeline import load_source
+    from xdlib.inputs import load_source
 
     data = [load_source(FinetuneConfig(seed=s, max_eval_samples=20), "toy-sentiment", 50) for s in (0, 1)]
     assert data[0]["dev"] == data[1]["dev"] and data[0]["test"] == data[1]["test"]

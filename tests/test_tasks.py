@@ -8,7 +8,7 @@ import pytest
 
 from xdlib import assets, tasks
 from xdlib.config import ConfigError, FinetuneConfig
-from xdlib.pipeline import held_out_text
+from xdlib.inputs import held_out_text
 from xdlib.preflight import preflight
 from xdlib.qa import encode_qa
 from xdlib.tasks import DataError, get_task, held_out_keys, normalise, row_texts

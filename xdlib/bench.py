@@ -184,8 +184,8 @@ def naive(work: Path, size: dict, rows: int, device: str) -> dict:
     three stages and number of epochs as ours, no gradual unfreezing, the same student initialisation."""
     from . import losses
     from .finetune import evaluate
+    from .inputs import held_out_text, load_source, student_for
     from .models import HiddenProjection, layer_map, load_with_head
-    from .pipeline import held_out_text, load_source, student_for
     from .tasks import get_task
     from .transfer import AugmentOptions, transfer_set
 

@@ -59,6 +59,9 @@ class TeacherConfig:
     max_answer_length: int = opt(30, "QA: longest answer span in tokens", low=1)
     # model
     teacher_model: str = opt(OFFLINE_MINILM, "HF id, local folder, or offline:<name> packaged model")
+    teacher_sources: list[str] = opt(
+        [], "multi-source teacher: tasks it is fine-tuned on first, in order, each with its own head, then source_task"
+    )
     # optim
     teacher_epochs: float = opt(1.0, "epochs of teacher fine-tuning", low=0.0)
     teacher_lr: float = opt(5e-5, "peak learning rate", low=0.0, high=1.0)
@@ -125,7 +128,10 @@ class TeacherConfig:
         return [f.name for f in dataclasses.fields(self) if f.name not in inherited and f.metadata["id"]]
 
     def id_fields(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in sorted(self.own_fields())}
+        fields = {k: getattr(self, k) for k in sorted(self.own_fields())}
+        if not fields.get("teacher_sources", True):  # a single-source teacher keeps the id it had before the field
+            del fields["teacher_sources"]
+        return fields
 
     def upstream(self) -> TeacherConfig | None:
         return None

@@ -1,4 +1,5 @@
-"""What each stage computes: train_teacher, distil_student, finetune_student.
+"""What each stage computes: train_teacher, distil_student, train_stilts, finetune_student (what they read:
+`inputs.py`).
 
 Each takes a validated config and a `stages.Run` (its folder, device and upstream runs, and writers that only the
 writing process uses). Which run to reuse, what to run first, locks, process groups and DONE are decided in
@@ -16,115 +17,56 @@ from transformers import AutoModel, AutoTokenizer
 
 from . import __version__, models, runs
 from .config import ConfigError, DistillConfig, FinetuneConfig, TeacherConfig, parse_arch
-from .data import cap, encode
+from .data import encode
 from .devices import compute_precision
 from .distill import DistillModule, build_teacher_cache, cache_key, distil, plan_phases
-from .finetune import QAOptions, agreement, evaluate, evaluate_splits, fit_task
+from .finetune import agreement, evaluate, evaluate_splits, fit_task
+from .inputs import (
+    augment_options,
+    held_out_text,
+    load_source,
+    loop_settings,
+    qa_options,
+    student_for,
+    uses_offline_data,
+)
 from .metrics import constant_baseline
-from .models import HiddenProjection, build_student, layer_map, load_with_head
-from .tasks import get_task, held_out_keys, normalise, row_texts
+from .models import HiddenProjection, layer_map, load_with_head
+from .tasks import get_task
 from .timing import inference_seconds
-from .train import LoopSettings
-from .transfer import AugmentOptions, transfer_set
+from .transfer import transfer_set
 
 log = logging.getLogger(__name__)
-
-
-def loop_settings(cfg: TeacherConfig, stage: str, seed: int | None = None) -> LoopSettings:
-    """The training loop's settings of `stage`: its own epochs, lr and batch size, and the shared ones."""
-    own = {
-        "teacher": lambda: (cfg.teacher_epochs, cfg.teacher_lr, cfg.teacher_batch_size),
-        "distill": lambda: (cfg.distill_epochs, cfg.distill_lr, cfg.distill_batch_size),
-        "finetune": lambda: (cfg.finetune_epochs, cfg.finetune_lr, cfg.finetune_batch_size),
-    }
-    epochs, lr, batch_size = own[stage]()
-    return LoopSettings(
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        lr_schedule=cfg.lr_schedule,
-        warmup_ratio=cfg.warmup_ratio,
-        weight_decay=cfg.weight_decay,
-        grad_accum_steps=cfg.grad_accum_steps,
-        evals_per_epoch=cfg.evals_per_epoch,
-        patience=cfg.patience,
-        seed=cfg.seed if seed is None else seed,
-        checkpoint_every=cfg.checkpoint_every,
-        progress=cfg.progress,
-    )
-
-
-def load_source(cfg: TeacherConfig, task_name: str, train_cap: int | None) -> dict:
-    """Every split of a task; train capped at `train_cap` (a sample drawn with `seed`), the evaluation splits at
-    max_eval_samples with a fixed draw: runs that differ only in seed are scored on the same rows."""
-    data = get_task(task_name, cfg.local_tasks).load()
-    return {
-        split: cap(rows, train_cap, cfg.seed) if split == "train" else cap(rows, cfg.max_eval_samples, 0)
-        for split, rows in data.items()
-    }
-
-
-def augment_options(cfg: DistillConfig, n_source: int) -> AugmentOptions:
-    caps = [
-        c for c in (cfg.augment_max_examples, cfg.augment_ratio and max(1, round(cfg.augment_ratio * n_source))) if c
-    ]
-    return AugmentOptions(
-        seed=cfg.seed, cap=min(caps) if caps else None, mlm_model=cfg.augment_mlm_model, local_tasks=cfg.local_tasks
-    )
-
-
-def qa_options(cfg: TeacherConfig) -> QAOptions:
-    return QAOptions(doc_stride=cfg.doc_stride, max_answer_length=cfg.max_answer_length)
-
-
-def held_out_text(source: dict, offline: bool = True) -> frozenset[str]:
-    """Text no transfer set may contain: the source's own dev/test text, plus every offline task's when the
-    transfer set draws on the offline data (`offline`): offline tasks share sentence pools. A toy or Hub-only run
-    does not, and never needs the offline packages (an air-gapped cluster has none)."""
-    own = {normalise(t) for split, rows in source.items() if split != "train" for r in rows for t in row_texts(r)}
-    return (held_out_keys() if offline else frozenset()) | frozenset(own)
-
-
-def uses_offline_data(cfg: DistillConfig) -> bool:
-    """Whether the transfer set holds offline (packaged) text: an offline source task, or an augmentation from an
-    offline corpus or from another task that is offline."""
-    from .tasks import CORPORA
-
-    def offline_task(name: str) -> bool:
-        return get_task(name, cfg.local_tasks).origin == "offline"
-
-    return offline_task(cfg.source_task) or any(
-        a in CORPORA or (a.startswith("task:") and offline_task(a[5:])) for a in cfg.augmentation
-    )
-
-
-def student_for(cfg: DistillConfig, task):
-    """The student (with `task`'s head) that `cfg`'s student_* fields describe; the distilled student and its
-    undistilled baseline start from exactly this: PCA embeddings come from the *pretrained* teacher_model (not
-    the fine-tuned teacher), so both share one initialisation."""
-    return build_student(
-        cfg.student_arch,
-        task.head,
-        task.num_labels,
-        init=cfg.student_init,
-        teacher_ref=cfg.teacher_model,
-        heads=cfg.student_heads,
-        layers=cfg.student_layers,
-        embeddings=cfg.student_embeddings,
-        freeze_word_embeddings=cfg.freeze_word_embeddings,
-        seed=cfg.seed,
-    )
 
 
 # ---- stage 1: teacher --------------------------------------------------------------------------------------------
 
 
 def train_teacher(cfg: TeacherConfig, run) -> None:
+    """Fine-tune teacher_model on source_task; a multi-source teacher is first fine-tuned on each of
+    `teacher_sources` in turn (sequentially, a fresh head for each task): one head at the end, so distillation's
+    logits and labels stages stay as they are, while the encoder has learnt every source."""
+    model, tokenizer, earlier = None, None, []
+    for name in cfg.teacher_sources:
+        task = get_task(name, cfg.local_tasks)
+        data = load_source(cfg, name, cfg.max_train_samples)
+        if model is None:
+            torch.manual_seed(cfg.seed)
+            model, tokenizer = load_with_head(cfg.teacher_model, task.head, task.num_labels)
+        else:
+            model = _fresh_head(model.base_model, task.head, task.num_labels, cfg.seed)
+        settings = loop_settings(cfg, "teacher")
+        summary = fit_task(model, tokenizer, task, data, cfg.max_length, settings,
+                           run.path / "checkpoints" / f"source-{name}", run.device, desc=f"teacher on {name}")  # fmt: skip
+        earlier.append({"task": name, "best_dev": summary["best_dev"], "updates": summary["updates"]})
     task = get_task(cfg.source_task, cfg.local_tasks)
     data = load_source(cfg, cfg.source_task, cfg.max_train_samples)
     torch.manual_seed(cfg.seed)
-    model, tokenizer = load_with_head(cfg.teacher_model, task.head, task.num_labels)
-    _train_on_source(cfg, run, model, tokenizer, task, data, "teacher")
+    if model is None:
+        model, tokenizer = load_with_head(cfg.teacher_model, task.head, task.num_labels)
+    else:
+        model = _fresh_head(model.base_model, task.head, task.num_labels, cfg.seed)
+    _train_on_source(cfg, run, model, tokenizer, task, data, "teacher", {"teacher_sources": earlier} if earlier else {})
 
 
 def train_stilts(cfg: DistillConfig, run) -> None:
@@ -136,7 +78,7 @@ def train_stilts(cfg: DistillConfig, run) -> None:
     _train_on_source(cfg, run, model, tokenizer, task, data, "stilts")
 
 
-def _train_on_source(cfg: TeacherConfig, run, model, tokenizer, task, data: dict, stage: str) -> None:
+def _train_on_source(cfg: TeacherConfig, run, model, tokenizer, task, data: dict, stage: str, extra=None) -> None:
     summary = fit_task(
         model,
         tokenizer,
@@ -158,6 +100,7 @@ def _train_on_source(cfg: TeacherConfig, run, model, tokenizer, task, data: dict
         parameters=models.count_parameters(model),
         train_examples=len(data["train"]),
         xdlib_version=__version__,
+        **(extra or {}),
     )
     run.save_hf(model, tokenizer)
     run.write_json("metrics.json", metrics)
@@ -331,7 +274,12 @@ def run_distill(cfg: DistillConfig, on_update=None) -> Path:
 def _fresh_head_from(encoder_dir: str, head: str, num_labels: int, seed: int):
     """A head model whose encoder comes from `encoder_dir` and whose task head is freshly initialised: the
     checkpoint is task-agnostic, its source-task head is not reused."""
-    encoder = models.pretrained(AutoModel, encoder_dir)
+    model = _fresh_head(models.pretrained(AutoModel, encoder_dir), head, num_labels, seed, encoder_dir)
+    return model, AutoTokenizer.from_pretrained(encoder_dir)
+
+
+def _fresh_head(encoder, head: str, num_labels: int, seed: int, where: str = "the encoder"):
+    """A head model around a copy of `encoder`'s weights, with a fresh `head` (seeded)."""
     torch.manual_seed(seed)
     own = {k: v for k, v in encoder.config.to_dict().items() if k not in ("id2label", "label2id", "problem_type")}
     config = encoder.config.__class__.from_dict({**own, **models.head_kwargs(head, num_labels)})  # the old head goes
@@ -341,10 +289,10 @@ def _fresh_head_from(encoder_dir: str, head: str, num_labels: int, seed: int):
     mismatched = [k for k in (*result.missing_keys, *result.unexpected_keys) if not k.startswith("pooler.")]
     if mismatched:
         raise ConfigError(
-            f"the encoder in {encoder_dir} does not fit a {head} model: missing {list(result.missing_keys)[:8]}, "
+            f"the encoder in {where} does not fit a {head} model: missing {list(result.missing_keys)[:8]}, "
             f"unexpected {list(result.unexpected_keys)[:8]}; allowed: a checkpoint of the same architecture"
         )
-    return model, AutoTokenizer.from_pretrained(encoder_dir)
+    return model
 
 
 def finetune_student(cfg: FinetuneConfig, run, on_update=None) -> None:

@@ -32,6 +32,12 @@ def preflight(cfg: TeacherConfig, network: bool = True) -> None:
             check_hub_mirror(name)  # with XDLIB_HUB_MIRROR set, its Parquet files are there (nothing is loaded)
             if network and hub_mirror() is None and get_task(name, cfg.local_tasks).origin == "hub":
                 models.hub_offline()  # no Hub: datasets reads its cache, without retries
+    for name in cfg.teacher_sources:
+        if name not in known or name == cfg.source_task or get_task(name, cfg.local_tasks).kind == "qa":
+            raise ConfigError(
+                f"teacher_sources entry {name!r} is not allowed; allowed: registered tasks other than source_task "
+                f"{cfg.source_task!r}, not extractive QA (known: {', '.join(known)})"
+            )
     for name in getattr(cfg, "augmentation", []):
         problem = check_augmentation_name(name, cfg.local_tasks)
         if problem:
