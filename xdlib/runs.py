@@ -143,9 +143,17 @@ def save_hf(model, tokenizer, path: Path) -> None:
     """An ordinary Hugging Face folder (safetensors), swapped in whole: a reader never sees half of one."""
     import shutil
 
+    from transformers.utils import logging as hf_logging
+
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a "writing shards" bar for one small file says nothing
+    try:
+        model.save_pretrained(tmp)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     fault("save", tmp)
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(path, ignore_errors=True)

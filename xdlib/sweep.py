@@ -36,8 +36,10 @@ from .stages import chain as _chain
 
 log = logging.getLogger(__name__)
 # A job passes its whole config; fields outside a notebook's parameters cell are expected (stage_config checks
-# every name), so papermill's "Passed unknown parameter" warning says nothing here.
+# every name), so papermill's "Passed unknown parameter" warning says nothing here; its per-cell INFO lines go
+# nowhere either: each job's output is in its log file, and the sweep prints one progress line per run.
 logging.getLogger("papermill").addFilter(lambda record: not record.getMessage().startswith("Passed unknown parameter"))
+logging.getLogger("papermill").setLevel(logging.WARNING)
 
 STAGES = tuple(_STAGE_REGISTRY)  # upstream first: the stage registry's order
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -158,7 +160,7 @@ def execute_job(job: Job | list[Job], log_dir: str, gpu: int | None = None) -> l
                 parameters=parameters,
                 cwd=os.getcwd(),
                 progress_bar=False,
-                log_output=True,
+                log_output=False,  # the output goes to the job's log file (stdout_file), not the sweep's
                 stdout_file=stream,
                 stderr_file=stream,
             )
