@@ -11,7 +11,7 @@ from xdlib.config import ConfigError, FinetuneConfig
 from xdlib.inputs import held_out_text
 from xdlib.preflight import preflight
 from xdlib.qa import encode_qa
-from xdlib.tasks import DataError, get_task, held_out_keys, normalise, row_texts
+from xdlib.tasks import DataError, get_task, normalise, row_texts
 from xdlib.transfer import AugmentOptions, augmentation_rows, transfer_set
 
 # split sizes after dedupe and leakage removal (pinned wheels, deterministic hash splits)
@@ -43,23 +43,61 @@ def test_offline_task_reads_real_data(name):
         assert labels == set(range(task.num_labels))  # every class occurs
 
 
-def test_no_held_out_sentence_leaks_into_training_or_transfer_text():
-    held_by_task = {}
-    for name in tasks.offline_task_names():
-        data = get_task(name).load()
-        held_by_task[name] = {normalise(t) for s in ("dev", "test") for r in data[s] for t in row_texts(r)} - {""}
-    for name in tasks.offline_task_names():
-        train = {normalise(t) for r in get_task(name).load()["train"] for t in row_texts(r)}
-        for other, held in held_by_task.items():
-            if other != name:
-                assert not train & held, f"{other} dev/test text in {name} train"
+def _texts(rows) -> set[str]:
+    return {normalise(t) for r in rows for t in row_texts(r)} - {""}
+
+
+def test_no_held_out_sentence_leaks_into_training_or_transfer_text_of_its_pool():
+    offline = {name: get_task(name) for name in tasks.offline_task_names()}
+    held = {name: _texts(t.load()["dev"] + t.load()["test"]) for name, t in offline.items()}
+    for name, task in offline.items():
+        train = _texts(task.load()["train"])
+        for other, keys in held.items():
+            if other != name and offline[other].text_pool == task.text_pool:
+                assert not train & keys, f"{other} dev/test text in {name} train"
     source = {s: get_task("rt-polarity").load()[s] for s in ("train", "dev", "test")}
-    resources = ["plot-sentences", "guardian-headlines", "movie-dialog", "task:movie-score", "task:dialog-reply"]
-    rows, composition = transfer_set(source["train"], resources, AugmentOptions(seed=0), held_out_text(source))
+    resources = ["plot-sentences", "movie-dialog", "task:movie-score", "task:dialog-reply"]
+    pools = frozenset({"rotten-tomatoes", "movie-dialogs"})
+    rows, composition = transfer_set(source["train"], resources, AugmentOptions(seed=0), held_out_text(source, pools))
     assert composition["movie-dialog:removed_held_out"] > 0  # dialog-reply's dev/test lines were removed
-    every_held = set().union(*held_by_task.values())
-    assert not {normalise(t) for r in rows if r["origin"] != "source" for t in row_texts(r)} & every_held
-    assert held_out_keys() >= frozenset(every_held)
+    in_pools = set().union(*(held[n] for n, t in offline.items() if t.text_pool in pools))
+    assert not _texts([r for r in rows if r["origin"] != "source"]) & in_pools
+
+
+def test_across_pools_only_short_stock_phrases_are_shared():
+    """Why leakage is checked within pools: texts shared by tasks or corpora of different sentence sources are a
+    few short stock phrases ("ok", "terrible"), never a leaked example; within a pool they are thousands."""
+    texts = {n: (get_task(n).text_pool, _texts(v for s in get_task(n).load().values() for v in s))
+             for n in tasks.offline_task_names()}  # fmt: skip
+    texts |= {
+        f"corpus:{n}": (tasks.CORPUS_POOLS[n], {normalise(t) for t in f()} - {""}) for n, f in tasks.CORPORA.items()
+    }
+    names = sorted(texts)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            (pool_a, keys_a), (pool_b, keys_b) = texts[a], texts[b]
+            shared = keys_a & keys_b
+            if pool_a != pool_b:
+                assert len(shared) <= 15 and all(len(k) <= 30 for k in shared), (a, b, sorted(shared)[:5])
+    assert len(texts["rt-polarity"][1] & texts["movie-score"][1]) > 1000  # one pool: Rotten Tomatoes snippets
+
+
+def test_a_run_loads_only_the_pools_its_transfer_set_draws_on(monkeypatch):
+    from xdlib.config import DistillConfig
+    from xdlib.inputs import offline_pools
+    from xdlib.tasks import leakage
+
+    cfg = DistillConfig(source_task="trec6", augmentation=["guardian-headlines", "perturb"])
+    assert offline_pools(cfg) == {"trec6", "guardian-headlines"}
+    assert offline_pools(DistillConfig(source_task="toy-sentiment", augmentation=["perturb"])) == frozenset()
+    loaded = []
+    monkeypatch.setattr(leakage, "load_raw", lambda task: loaded.append(task.name) or {"dev": [], "test": []})
+    leakage.held_out_keys.cache_clear()
+    try:
+        held_out_text({"dev": []}, offline_pools(cfg))
+        assert loaded == ["trec6"]  # not the five other offline tasks
+    finally:
+        leakage.held_out_keys.cache_clear()
 
 
 def test_corpora_are_real_and_shaped_like_the_source():

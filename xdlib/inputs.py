@@ -59,25 +59,29 @@ def qa_options(cfg: TeacherConfig) -> QAOptions:
     return QAOptions(doc_stride=cfg.doc_stride, max_answer_length=cfg.max_answer_length)
 
 
-def held_out_text(source: dict, offline: bool = True) -> frozenset[str]:
-    """Text no transfer set may contain: the source's own dev/test text, plus every offline task's when the
-    transfer set draws on the offline data (`offline`): offline tasks share sentence pools. A toy or Hub-only run
-    does not, and never needs the offline packages (an air-gapped cluster has none)."""
+def held_out_text(source: dict, pools: frozenset[str] | None = None) -> frozenset[str]:
+    """Text no transfer set may contain: the source's own dev/test text, plus the dev/test text of every offline
+    task of `pools` (the sentence sources the transfer set draws on; None: every pool). A toy or Hub-only run draws
+    on none and never needs the offline packages (an air-gapped cluster has none)."""
     own = {normalise(t) for split, rows in source.items() if split != "train" for r in rows for t in row_texts(r)}
-    return (held_out_keys() if offline else frozenset()) | frozenset(own)
+    return (held_out_keys(pools) if pools is None or pools else frozenset()) | frozenset(own)
 
 
-def uses_offline_data(cfg: DistillConfig) -> bool:
-    """Whether the transfer set holds offline (packaged) text: an offline source task, or an augmentation from an
-    offline corpus or from another task that is offline."""
-    from .tasks import CORPORA
+def offline_pools(cfg: DistillConfig) -> frozenset[str]:
+    """The offline sentence pools the transfer set draws on: the source task's (if offline), each corpus's, and
+    each `task:` resource's (if offline); perturb and mlm rows come from the source's own text."""
+    from .tasks import CORPUS_POOLS
 
-    def offline_task(name: str) -> bool:
-        return get_task(name, cfg.local_tasks).origin == "offline"
+    def pool_of(name: str) -> set[str]:
+        task = get_task(name, cfg.local_tasks)
+        return {task.text_pool} if task.origin == "offline" else set()
 
-    return offline_task(cfg.source_task) or any(
-        a in CORPORA or (a.startswith("task:") and offline_task(a[5:])) for a in cfg.augmentation
-    )
+    pools = pool_of(cfg.source_task)
+    for name in cfg.augmentation:
+        pools |= (
+            {CORPUS_POOLS[name]} if name in CORPUS_POOLS else pool_of(name[5:]) if name.startswith("task:") else set()
+        )
+    return frozenset(pools)
 
 
 def student_for(cfg: DistillConfig, task):

@@ -26,9 +26,9 @@ from .inputs import (
     held_out_text,
     load_source,
     loop_settings,
+    offline_pools,
     qa_options,
     student_for,
-    uses_offline_data,
 )
 from .metrics import constant_baseline
 from .models import HiddenProjection, layer_map, load_with_head
@@ -202,7 +202,7 @@ def distil_student(cfg: DistillConfig, run, on_update=None) -> None:
         source["train"],
         cfg.augmentation,
         augment_options(cfg, len(source["train"])),
-        held_out_text(source, uses_offline_data(cfg)),
+        held_out_text(source, offline_pools(cfg)),
     )
     teacher, t_tok = load_with_head(
         str(teacher_dir / "model"),

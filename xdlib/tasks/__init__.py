@@ -34,11 +34,11 @@ from .hub import (
 )
 from .leakage import dedupe, held_out_keys, normalise, row_texts, split_by_key, without_keys
 from .local import FORMATS, LOCAL_KEYS, check_local_tasks, local_task, parse_conll, read_squad, read_table
-from .offline import CORPORA, guardian_headlines, movie_dialog_lines, plot_sentences, split_sentences
+from .offline import CORPORA, CORPUS_POOLS, guardian_headlines, movie_dialog_lines, plot_sentences, split_sentences
 from .toy import TOY_TAGS, TOY_VOCAB, toy_ner, toy_pair, toy_qa, toy_regression, toy_sentiment
 
 __all__ = [
-    "CORPORA", "FORMATS", "GLUE", "HUB_MIRROR_ENV", "HUB_SOURCES", "KINDS", "LOCAL_KEYS", "TASKS", "TOY_TAGS", "TOY_VOCAB",
+    "CORPORA", "CORPUS_POOLS", "FORMATS", "GLUE", "HUB_MIRROR_ENV", "HUB_SOURCES", "KINDS", "LOCAL_KEYS", "TASKS", "TOY_TAGS", "TOY_VOCAB",
     "WIKIANN_LANGUAGES", "WIKIANN_TAGS", "DataError", "Split", "Task", "check_hub_mirror", "check_local_tasks",
     "dedupe", "get_task", "guardian_headlines", "held_out_keys", "hub_dataset", "hub_mirror", "local_task",
     "mirror_files", "movie_dialog_lines", "normalise", "offline_task_names", "parse_conll", "plot_sentences",

@@ -30,6 +30,11 @@ class Task:
     version: str = "1"
     origin: str = "generated"  # generated (tests), offline (packaged on PyPI), hub, or local (files in params)
     citation: str = ""
+    pool: str = ""  # the sentence source it shares with other offline tasks and corpora (default: its own)
+
+    @property
+    def text_pool(self) -> str:
+        return self.pool or self.name
 
     @property
     def head(self) -> str:
@@ -42,7 +47,8 @@ class Task:
     def load(self) -> dict[str, Split]:
         """All splits (train, dev, and test where there is one; some tasks add e.g. test_mismatched).
 
-        Offline tasks come back with other offline tasks' dev/test sentences removed from train."""
+        Offline tasks come back with the dev/test sentences of the other offline tasks of their pool (the same
+        sentence source) removed from train."""
         from .leakage import held_out_keys, load_raw, without_keys
 
         data = load_raw(self) if self.origin == "offline" else self.loader()
@@ -51,7 +57,7 @@ class Task:
             raise DataError(f"task {self.name} has no {' or '.join(missing)} examples")
         data = {split: [dict(r) for r in rows] for split, rows in data.items()}
         if self.origin == "offline":
-            data["train"] = without_keys(data["train"], held_out_keys(exclude=self.name))
+            data["train"] = without_keys(data["train"], held_out_keys(frozenset({self.text_pool}), self.name))
         return data
 
 
@@ -68,12 +74,13 @@ def register_task(
     source: str | None = None,
     citation: str = "",
     version: str = "1",
+    pool: str = "",
 ):
     """Register the decorated loader (no arguments -> {"train", "dev"[, "test"]: rows}) as task `name`."""
 
     def add(loader: Callable[[], dict[str, Split]]):
         where = source or f"{origin} ({getattr(loader, '__module__', '')}.{getattr(loader, '__name__', name)})"
-        TASKS.add(name, Task(name, kind, where, loader, tuple(labels), metric, True, version, origin, citation))
+        TASKS.add(name, Task(name, kind, where, loader, tuple(labels), metric, True, version, origin, citation, pool))
         return loader
 
     return add

@@ -1,8 +1,11 @@
 """The leakage rule and deterministic splits.
 
-Several offline tasks come from the same Rotten Tomatoes / dialog pools, so every dev and test sentence of every
-offline task is removed from every *other* offline task's train split and from all transfer text
-(`held_out_keys`); splits are made by a stable hash of a grouping key, independent of PYTHONHASHSEED.
+Several offline tasks and corpora draw on one sentence source, a *pool* (Rotten Tomatoes: rt-polarity, movie-score,
+plot-sentences; Cornell movie dialogs: dialog-reply, movie-dialog). Every dev and test sentence of an offline task
+is removed from the train split of every other task of its pool, and from all transfer text drawn from that pool
+(`held_out_keys(pools)`); only the pools a run uses are loaded. Across pools the only shared texts are a few short
+stock phrases ("ok", "terrible", "why did the chicken cross the road"), not leaked examples: tests/test_tasks.py
+measures them. Splits are made by a stable hash of a grouping key, independent of PYTHONHASHSEED.
 """
 
 from __future__ import annotations
@@ -66,12 +69,12 @@ def load_raw(task: Task) -> dict[str, Split]:
 
 
 @functools.cache
-def held_out_keys(exclude: str | None = None) -> frozenset[str]:
-    """Normalised dev/test sentences of every offline task (but `exclude`): text no training split of another
-    task and no transfer set may contain."""
+def held_out_keys(pools: frozenset[str] | None = None, exclude: str | None = None) -> frozenset[str]:
+    """Normalised dev/test sentences of the offline tasks of `pools` (every pool: None), but `exclude`: text no
+    training split of another task of those pools and no transfer set drawn from them may contain."""
     keys: set[str] = set()
     for name in offline_task_names():
-        if name == exclude:
+        if name == exclude or (pools is not None and TASKS.get(name).text_pool not in pools):
             continue
         for split, rows in load_raw(TASKS.get(name)).items():
             if split != "train":

