@@ -10,7 +10,7 @@
 params = None  # a params file (YAML) for every field not set here; -p sets any field of this stage
 runs = []  # several fine-tunings in one kernel: a list of {field: value} changes to the values above, one run each
 target_task = 'rt-polarity'  # target task name
-student = 'distilled'  # distilled (this configs distillation run), undistilled (same arch and init, no distillation: baseline), teacher (the teachers pretrained model: baseline), or an HF id / folder
+student = 'distilled'  # distilled (this configs distillation run), undistilled (same arch and init, no distillation: baseline), stilts (the undistilled student fine-tuned on the source task first: baseline), teacher (the teachers pretrained model: baseline), or an HF id / folder
 source_task = 'rt-polarity'  # source task name (python -m xdlib tasks lists them)
 student_arch = 'l3-h384'  # l<layers>-h<hidden>; registered: l6-h256, l6-h384, l12-h384
 student_init = 'offline:all-MiniLM-L6-v2'  # random, or a model (HF id, folder, offline:<name>) to copy layers from

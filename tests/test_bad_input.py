@@ -100,12 +100,12 @@ CASES = {
     "NaN learning rate": (lambda t: ["run", "teacher", "-p", "teacher_lr=.nan"], "teacher_lr=nan", "finite"),
     "negative epochs": (lambda t: ["run", "teacher", "-p", "teacher_epochs=-1"], "teacher_epochs=-1", ">= 0"),
     "no equals sign": (lambda t: ["run", "teacher", "-p", "seed"], "'seed'", "key=value"),
-    "unknown stage": (lambda t: ["run", "student"], "'student'", "teacher, distill, finetune"),
+    "unknown stage": (lambda t: ["run", "student"], "'student'", "teacher, distill, stilts, finetune"),
     "unknown task": (lambda t: ["run", "finetune", "-p", "target_task=sst3", "-p", f"runs_dir={t}"], "'sst3'", "sst2"),
     "misspelt student keyword": (
         lambda t: ["run", "finetune", "-p", "student=distiled", "-p", f"runs_dir={t}"],
         "did you mean 'distilled'",
-        "undistilled, teacher",
+        "undistilled, stilts, teacher",
     ),
     "missing params file": (lambda t: ["run", "teacher", "--params", str(t / "nope.yaml")], "nope.yaml", "exist"),
     "latin-1 params file": (
@@ -222,7 +222,7 @@ CASES = {
         "runs_dir",
         "is a file",
     ),
-    "unknown stage for params": (lambda t: ["params", "trainer"], "'trainer'", "teacher, distill, finetune"),
+    "unknown stage for params": (lambda t: ["params", "trainer"], "'trainer'", "teacher, distill, stilts, finetune"),
     "tasks with a missing params file": (lambda t: ["tasks", "--params", str(t / "no.yaml")], "no.yaml", "exist"),
     "unknown key in a params file": (
         lambda t: ["sweep", _params(t, {"finetune_lrr": 1e-4}), "--dry-run"],
