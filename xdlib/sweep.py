@@ -161,6 +161,7 @@ def execute_job(job: Job | list[Job], log_dir: str, gpu: int | None = None) -> l
                 cwd=os.getcwd(),
                 progress_bar=False,
                 log_output=False,  # the output goes to the job's log file (stdout_file), not the sweep's
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],  # not a TCP warning per kernel on the console
                 stdout_file=stream,
                 stderr_file=stream,
             )
