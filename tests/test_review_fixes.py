@@ -44,7 +44,7 @@ def test_run_ids_see_compute_precision_and_task_version(monkeypatch):
 
     before = cpu.run_id()
     task = tasks.TASKS.get("rt-polarity")
-    monkeypatch.setitem(tasks.TASKS._items, "rt-polarity", dataclasses.replace(task, version="2"))
+    monkeypatch.setitem(tasks.TASKS._items, "rt-polarity", dataclasses.replace(task, version=task.version + ".1"))
     assert cpu.run_id() != before
 
 

@@ -16,12 +16,12 @@ from xdlib.transfer import AugmentOptions, augmentation_rows, transfer_set
 
 # split sizes after dedupe and leakage removal (pinned wheels, deterministic hash splits)
 OFFLINE_SIZES = {
-    "rt-polarity": (8615, 1181, 1315),
+    "rt-polarity": (8616, 1181, 1315),
     "trec6": (4305, 532, 539),
-    "sms-spam": (3569, 451, 460),
-    "movie-score": (6878, 1065, 1029),
-    "wnut16": (1812, 229, 235),
-    "dialog-reply": (51005, 6306, 6232),
+    "sms-spam": (3573, 451, 460),
+    "movie-score": (6879, 1065, 1029),
+    "wnut16": (1813, 229, 235),
+    "dialog-reply": (51039, 6306, 6232),
 }
 
 
