@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from . import models, runs
+from . import models, references, runs
 from .config import DistillConfig, TeacherConfig
 from .devices import autocast, resolve_device
 from .timing import matmul_peak, timed, timed_each
@@ -78,7 +78,7 @@ def inference(device, repeats: int, real_lengths: list[int], size: str, shapes) 
     (timing.timed_each), so a slow spell of the machine cannot favour one side of a ratio."""
     from transformers import AutoModel
 
-    teachers = {"all-MiniLM-L6-v2": models.pretrained(AutoModel, models.resolve_model("offline:all-MiniLM-L6-v2"))}
+    teachers = {"all-MiniLM-L6-v2": models.pretrained(AutoModel, references.resolve_model("offline:all-MiniLM-L6-v2"))}
     if size != "smoke":
         name, model = base_teacher()
         teachers[name] = model
@@ -250,7 +250,7 @@ def real_lengths(n: int = 512) -> list[int]:
 
     from .tasks import get_task
 
-    tok = AutoTokenizer.from_pretrained(models.resolve_model("offline:all-MiniLM-L6-v2"))
+    tok = AutoTokenizer.from_pretrained(references.resolve_model("offline:all-MiniLM-L6-v2"))
     rows = get_task("rt-polarity").load()["test"][:n]
     return [len(ids) for ids in tok([r["text"] for r in rows], truncation=True, max_length=128)["input_ids"]]
 

@@ -9,16 +9,12 @@ h256 (256 is not divisible by 12) and 12 for h384.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import (
-    AutoConfig,
     AutoModel,
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
@@ -32,9 +28,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from . import assets
 from .config import ConfigError, parse_arch
 from .data import gather_units
+from .references import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +68,7 @@ def architecture(name: str, heads: int | None = None) -> Architecture:
     return Architecture(layers, hidden, heads, 4 * hidden)
 
 
-# ---- model references ----------------------------------------------------------------------------------------
-
-
-def resolve_model(ref: str) -> str:
-    """`offline:<name>` -> cached folder, a local folder -> itself, anything else -> a Hub id (unchanged)."""
-    if ref.startswith("offline:"):
-        return str(assets.model_dir(ref.split(":", 1)[1]))
-    return ref
+# ---- students' initialisation checks ---------------------------------------------------------------------------
 
 
 def check_student_init(init: str, pcfg, arch: Architecture, arch_name: str, layers: list[int] | None) -> list[int]:
@@ -97,66 +86,6 @@ def check_student_init(init: str, pcfg, arch: Architecture, arch_name: str, laye
             f"the {pcfg.num_hidden_layers}-layer student_init"
         )
     return chosen
-
-
-def model_config(ref: str, network: bool = True):
-    """The config.json of the model `ref` names, without its weights (None for 'random', or a Hub id in a dry
-    run)."""
-    if ref == "random" or (not network and not ref.startswith(("offline:", ".", "/", "~"))):
-        return None
-    return AutoConfig.from_pretrained(resolve_model(ref))
-
-
-@functools.cache
-def hub_offline() -> str | None:
-    """Why this process works offline (cached Hub files only), or None when the Hub answers. Without
-    HF_HUB_OFFLINE set, one TCP connect (3 s timeout) decides, once: an unreachable Hub then switches
-    huggingface_hub to offline mode, so that each lookup fails at once instead of retrying for 25 s."""
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return "HF_HUB_OFFLINE is set"
-    url = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=3).close()
-        return None
-    except OSError as err:
-        constants.HF_HUB_OFFLINE = True
-        os.environ["HF_HUB_OFFLINE"] = "1"  # for datasets, imported later
-        log.debug("%s is unreachable (%s): working offline, with cached Hub files only", constants.ENDPOINT, err)
-        return f"{constants.ENDPOINT} is unreachable: {err}"
-
-
-def check_model_reachable(ref: str, key: str, network: bool = True) -> None:
-    """Fail fast, with one clear message, on a missing folder or an unreachable Hub id (before heavy work).
-    With network=False (dry runs) a Hub id is accepted unchecked."""
-    if ref == "random":
-        return
-    if ref.startswith("offline:"):
-        name = ref.split(":", 1)[1]
-        if name not in assets.offline_model_names():
-            known = ", ".join("offline:" + n for n in assets.offline_model_names())
-            raise ConfigError(f"{key}={ref!r}: unknown offline model; known: {known}")
-        return
-    if ref.startswith((".", "/", "~")) or os.sep in ref and Path(ref).exists():
-        if not (Path(ref).expanduser() / "config.json").is_file():
-            raise ConfigError(f"{key}={ref!r}: no HF model folder (config.json) there")
-        return
-    if not network:
-        return
-    offline = hub_offline()
-    try:
-        AutoConfig.from_pretrained(ref)
-    except Exception as err:  # OSError, HTTP errors, offline mode
-        raise ConfigError(
-            f"{key}={ref!r} could not be loaded: not a local folder, and the Hugging Face Hub did not serve it "
-            f"({offline or type(err).__name__ + ': ' + str(err).splitlines()[0][:160]}). Without network use a "
-            "local folder or "
-            f"one of: {', '.join('offline:' + n for n in assets.offline_model_names())}"
-        ) from None
 
 
 HEAD_CLASSES = {

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from . import __version__, models, runs
+from . import __version__, models, references, runs
 from .config import ConfigError, DistillConfig, FinetuneConfig, TeacherConfig, parse_arch
 from .data import encode
 from .devices import compute_precision
@@ -312,7 +312,7 @@ def finetune_student(cfg: FinetuneConfig, run, on_update=None) -> None:
                 model._init_weights(module)
     else:
         ref = cfg.teacher_model if cfg.student == "teacher" else cfg.student
-        model, tokenizer = _fresh_head_from(models.resolve_model(ref), task.head, task.num_labels, seed)
+        model, tokenizer = _fresh_head_from(references.resolve_model(ref), task.head, task.num_labels, seed)
     summary = fit_task(
         model,
         tokenizer,

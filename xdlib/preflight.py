@@ -12,7 +12,7 @@ import functools
 
 import torch
 
-from . import models
+from . import models, references
 from .config import ConfigError, DistillConfig, FinetuneConfig, TeacherConfig
 from .models import layer_map
 from .tasks import check_hub_mirror, get_task, hub_mirror, mirror_files, task_names
@@ -31,7 +31,7 @@ def preflight(cfg: TeacherConfig, network: bool = True) -> None:
         if name is not None:
             check_hub_mirror(name)  # with XDLIB_HUB_MIRROR set, its Parquet files are there (nothing is loaded)
             if network and hub_mirror() is None and get_task(name, cfg.local_tasks).origin == "hub":
-                models.hub_offline()  # no Hub: datasets reads its cache, without retries
+                references.hub_offline()  # no Hub: datasets reads its cache, without retries
     for name in cfg.teacher_sources:
         if name not in known or name == cfg.source_task or get_task(name, cfg.local_tasks).kind == "qa":
             raise ConfigError(
@@ -63,10 +63,10 @@ def preflight(cfg: TeacherConfig, network: bool = True) -> None:
                 "allowed: single, pair, regression or token tasks (QA works as a target_task)"
             )
         if "mlm" in cfg.augmentation:
-            models.check_model_reachable(cfg.augment_mlm_model, "augment_mlm_model", network)
-    models.check_model_reachable(cfg.teacher_model, "teacher_model", network)
+            references.check_model_reachable(cfg.augment_mlm_model, "augment_mlm_model", network)
+    references.check_model_reachable(cfg.teacher_model, "teacher_model", network)
     if isinstance(cfg, DistillConfig) and cfg.student_init != "random":
-        models.check_model_reachable(cfg.student_init, "student_init", network)
+        references.check_model_reachable(cfg.student_init, "student_init", network)
     if isinstance(cfg, FinetuneConfig) and cfg.student not in STUDENT_KEYWORDS:
         import difflib
 
@@ -76,15 +76,15 @@ def preflight(cfg: TeacherConfig, network: bool = True) -> None:
                 f"student={cfg.student!r} is not allowed (did you mean {close[0]!r}?); allowed: "
                 f"{', '.join(STUDENT_KEYWORDS)}, or a model (HF id or folder)"
             )
-        models.check_model_reachable(cfg.student, "student", network)
+        references.check_model_reachable(cfg.student, "student", network)
     if network:  # a dry run may plan for another machine (params/gpu.yaml on a laptop)
         check_device(cfg.device)
     if isinstance(cfg, DistillConfig):
         arch = models.architecture(cfg.student_arch, cfg.student_heads)
-        teacher_layers = getattr(models.model_config(cfg.teacher_model, network), "num_hidden_layers", None)
+        teacher_layers = getattr(references.model_config(cfg.teacher_model, network), "num_hidden_layers", None)
         if teacher_layers is not None:
             layer_map(cfg.layer_map, arch.layers, teacher_layers)
-        init = models.model_config(cfg.student_init, network)
+        init = references.model_config(cfg.student_init, network)
         if init is not None:
             models.check_student_init(cfg.student_init, init, arch, cfg.student_arch, cfg.student_layers)
 

@@ -64,7 +64,8 @@ def mlm_replace(source_rows: Split, opts: AugmentOptions, batch_size: int = 32) 
     Word counts are kept, so token tasks stay aligned."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    from .models import pretrained, resolve_model
+    from .models import pretrained
+    from .references import resolve_model
 
     path = resolve_model(opts.mlm_model)
     tokenizer = AutoTokenizer.from_pretrained(path)
