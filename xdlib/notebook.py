@@ -113,11 +113,11 @@ def plot_phases(metrics: dict):
     import matplotlib.pyplot as plt
 
     phases = metrics.get("phases") or []
-    stages = list(dict.fromkeys(p["phase"].split("-")[1] if "-" in p["phase"] else p["phase"] for p in phases))
+    stage_of = [p["phase"].split("-")[1] if "-" in p["phase"] else p["phase"] for p in phases]  # "2-logits-u3"
+    stages = list(dict.fromkeys(stage_of))
     fig, axes = plt.subplots(1, max(1, len(stages)), figsize=(4 * max(1, len(stages)), 3), squeeze=False)
     offsets = dict.fromkeys(stages, 0)
-    for phase in phases:
-        stage = phase["phase"].split("-")[1] if "-" in phase["phase"] else phase["phase"]
+    for phase, stage in zip(phases, stage_of):
         ax, start = axes[0][stages.index(stage)], offsets[stage]
         curve = phase.get("loss_curve") or []
         ax.plot([start + u for u, _ in curve], [v for _, v in curve], label=phase["phase"])

@@ -50,23 +50,23 @@ def train_teacher(cfg: TeacherConfig, run) -> None:
     for name in cfg.teacher_sources:
         task = get_task(name, cfg.local_tasks)
         data = load_source(cfg, name, cfg.max_train_samples)
-        if model is None:
-            torch.manual_seed(cfg.seed)
-            model, tokenizer = load_with_head(cfg.teacher_model, task.head, task.num_labels)
-        else:
-            model = _fresh_head(model.base_model, task.head, task.num_labels, cfg.seed)
+        model, tokenizer = _teacher_with_head(cfg, task, model, tokenizer)
         settings = loop_settings(cfg, "teacher")
         summary = fit_task(model, tokenizer, task, data, cfg.max_length, settings,
                            run.path / "checkpoints" / f"source-{name}", run.device, desc=f"teacher on {name}")  # fmt: skip
         earlier.append({"task": name, "best_dev": summary["best_dev"], "updates": summary["updates"]})
     task = get_task(cfg.source_task, cfg.local_tasks)
     data = load_source(cfg, cfg.source_task, cfg.max_train_samples)
-    torch.manual_seed(cfg.seed)
-    if model is None:
-        model, tokenizer = load_with_head(cfg.teacher_model, task.head, task.num_labels)
-    else:
-        model = _fresh_head(model.base_model, task.head, task.num_labels, cfg.seed)
+    model, tokenizer = _teacher_with_head(cfg, task, model, tokenizer)
     _train_on_source(cfg, run, model, tokenizer, task, data, "teacher", {"teacher_sources": earlier} if earlier else {})
+
+
+def _teacher_with_head(cfg: TeacherConfig, task, model=None, tokenizer=None):
+    """The teacher with a fresh (seeded) head for `task`: teacher_model itself, or the encoder trained so far."""
+    if model is None:
+        torch.manual_seed(cfg.seed)
+        return load_with_head(cfg.teacher_model, task.head, task.num_labels)
+    return _fresh_head(model.base_model, task.head, task.num_labels, cfg.seed), tokenizer
 
 
 def train_stilts(cfg: DistillConfig, run) -> None:

@@ -130,13 +130,12 @@ def group_jobs(jobs: list[Job]) -> list[list[Job]]:
     return list(groups.values())
 
 
-def execute_job(job: Job | list[Job], log_dir: str, gpu: int | None = None) -> list[tuple[str, float, str]]:
-    """Run a stage notebook through papermill (in a subprocess kernel) for one job, or for a group of fine-tuning
-    jobs in one kernel (the notebook's `runs`); returns (state, wall, error line) per job. Each run folder keeps
-    the executed notebook."""
+def execute_job(group: list[Job], log_dir: str, gpu: int | None = None) -> list[tuple[str, float, str]]:
+    """Run a stage notebook through papermill (in a subprocess kernel) for a group of jobs (`group_jobs`: one,
+    or a student's fine-tunings, the notebook's `runs`); returns (state, wall, error line) per job. Each run
+    folder keeps the executed notebook."""
     import papermill
 
-    group = job if isinstance(job, list) else [job]
     first = group[0]
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
