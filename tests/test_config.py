@@ -105,7 +105,7 @@ def test_the_params_files_version_is_recorded_not_in_the_run_id():
     from xdlib.config import FinetuneConfig
 
     cfg = FinetuneConfig.from_yaml("params/default.yaml")
-    assert cfg.study == "default version 4" and cfg.distill_config().study == "default version 4"
+    assert cfg.study == "default version 5" and cfg.distill_config().study == "default version 5"
     assert cfg.run_id() == cfg.replace(study="").run_id()  # which file made a run does not change what it is
 
 

@@ -45,6 +45,16 @@ def _paired(mine: pd.DataFrame, other: pd.DataFrame, targets: list[str]) -> tupl
     return diff.mean(), spread, ", ".join(f"{t} {d:+.1f}" for t, d in diff.items())
 
 
+def _teacher_sources(runs: pd.DataFrame) -> set[str]:
+    """The tasks a multi-source teacher was fine-tuned on before the source task (also not transfer targets)."""
+    if "teacher_sources" not in runs:
+        return set()
+    value = runs["teacher_sources"].iloc[0]
+    if isinstance(value, (list, tuple)):
+        return set(value)
+    return set() if pd.isna(value) or value in ("", "-") else set(str(value).split("+"))
+
+
 def transfer_table(ft: pd.DataFrame) -> pd.DataFrame:
     """One row per trained variant (distilled or STILTs, with a source task): its mean over the targets that are
     not its source (± sd over fine-tuning seeds), the same for its undistilled twin and its STILTs control, and
@@ -55,7 +65,7 @@ def transfer_table(ft: pd.DataFrame) -> pd.DataFrame:
     sourced = ft[ft["student"].isin(["distilled", "stilts"])]
     for variant, mine in sourced.groupby("variant"):
         source = mine["source_task"].iloc[0]
-        targets = sorted(set(mine["target_task"]) - {source})
+        targets = sorted(set(mine["target_task"]) - {source} - _teacher_sources(mine))
         same = np.logical_and.reduce([ft[k].astype(str) == str(mine[k].iloc[0]) for k in TWIN_KEYS])
         twin = ft[same & (ft["student"] == "undistilled")]
         stilts = ft[same & (ft["student"] == "stilts") & (ft["source_task"] == source)]

@@ -132,9 +132,11 @@ def fit_task(
     device,
     desc: str,
     qa: QAOptions | None = None,
+    word_embeddings: bool = True,
 ) -> dict:
     """Fine-tune `model` on data['train'], selecting on data['dev'] by the task's main metric. The summary's
-    `dev_metrics` are every dev metric of the selected weights when all evaluations ran in this call (else None)."""
+    `dev_metrics` are every dev metric of the selected weights when all evaluations ran in this call (else None).
+    `word_embeddings=False` keeps the word embedding matrix frozen."""
     model.to(device)
     if task.kind == "qa":
         qa = qa or QAOptions()
@@ -152,9 +154,10 @@ def fit_task(
         scored.append(evaluate(model, tokenizer, task, data["dev"], max_length, device, dev_enc, qa))
         return scored[-1][task.metric]
 
+    frozen = set() if word_embeddings else {id(model.get_input_embeddings().weight)}
     summary = train(
         loss,
-        list(model.parameters()),
+        [p for p in model.parameters() if id(p) not in frozen],
         [len(e["input_ids"]) for e in train_enc],
         lambda idx: collate([train_enc[i] for i in idx], tokenizer.pad_token_id, device),
         settings,

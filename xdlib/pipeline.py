@@ -324,6 +324,7 @@ def finetune_student(cfg: FinetuneConfig, run, on_update=None) -> None:
         device,
         desc=f"finetune {task.name}",
         qa=qa_options(cfg),
+        word_embeddings=cfg.finetune_word_embeddings,
     )
     metrics = evaluate_splits(
         model, tokenizer, task, data, cfg.max_length, device, qa_options(cfg), dev=summary["dev_metrics"]

@@ -110,11 +110,12 @@ LABELLED = {"source_task", "student_arch", "augmentation", "student_init", "stud
 def _recipe_suffixes(ft: pd.DataFrame) -> pd.Series:
     """', key=value' for every distillation setting where a run departs from the most common value among the
     distilled runs, so two recipes never share a row (and only departures lengthen the labels)."""
-    from .config import DistillConfig
+    from .config import DistillConfig, TeacherConfig
 
     suffix = pd.Series("", index=ft.index)
     dist = ft[ft["student"] == "distilled"]
-    names = [f for f in DistillConfig().own_fields() if f not in LABELLED and f in dist]
+    fields = [*TeacherConfig().own_fields(), *DistillConfig().own_fields()]  # the teacher's too: another teacher
+    names = [f for f in fields if f not in LABELLED and f in dist]
     for name in names:
         values = dist[name].astype(str)
         if values.nunique() > 1:
