@@ -47,3 +47,28 @@ def test_missing_targets_are_not_averaged():
     )
     d = transfer_table(ft).set_index("variant").loc["distilled"]
     assert math.isnan(d["undistilled_mean"]) and math.isnan(d["vs_undistilled"])
+
+
+def test_a_multi_source_teachers_tasks_are_not_transfer_targets():
+    """A teacher fine-tuned on `a` before the source: `a` is a source of that student too (as the report's
+    runs table writes the list: joined with '+', '-' when empty)."""
+    rows = _runs("two sources", "distilled", {"a": [80], "b": [70], "c": [60]})
+    rows += _runs("one source", "distilled", {"a": [50], "b": [70], "c": [60]})
+    ft = pd.DataFrame(rows).assign(teacher_sources=["a"] * 3 + ["-"] * 3)
+    table = transfer_table(ft).set_index("variant")
+    assert table.loc["two sources", "targets"] == 2 and table.loc["two sources", "mean"] == pytest.approx(65)
+    assert table.loc["one source", "targets"] == 3 and table.loc["one source", "mean"] == pytest.approx(60)
+
+
+def test_a_distilled_student_of_another_teacher_is_its_own_variant():
+    """Teacher settings (model, sources) departing from the common one name the variant, like distill settings."""
+    from xdlib.report import finetune_scores
+
+    base = {"stage": "finetune", "student": "distilled", "source_task": "src", "student_arch": "l3-h384",
+            "augmentation": "-", "teacher_sources": "-", "distill_lr": 5e-5, "m_main_metric": "accuracy",
+            "m_task_kind": "single", "m_test_accuracy": 0.5, "teacher_model": "m"}  # fmt: skip
+    frame = pd.DataFrame([base, base, base | {"teacher_model": "other"}, base | {"teacher_sources": "a"}])
+    labels = list(finetune_scores(frame)["variant"])
+    assert labels[0] == labels[1] == "l3-h384 distilled from src (source only)"
+    assert labels[2] == "l3-h384 distilled from src (source only, teacher_model=other)"
+    assert labels[3] == "l3-h384 distilled from src (source only, teacher_sources=a)"

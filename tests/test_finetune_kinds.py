@@ -62,3 +62,30 @@ def test_dev_metrics_of_the_selected_weights(tiny_encoder, tmp_path, name):
     assert summary["dev_metrics"][task.metric] == summary["best_dev"]
     again = fit_task(model, tok, task, data, 32, settings, tmp_path / "ckpt", cpu, desc="t")  # phase DONE: loaded
     assert again["dev_metrics"] is None and again["best_dev"] == summary["best_dev"]
+
+
+def test_frozen_word_embeddings_stay_as_loaded(base_params, tiny_encoder, tmp_path):
+    """word_embeddings=False (finetune_word_embeddings: false): the word embeddings stay as loaded, every other
+    weight moves, and the model still learns; the field is in a run id only when it departs from the default (a run
+    made before the field keeps its id)."""
+    import torch
+
+    from xdlib.finetune import evaluate, fit_task
+    from xdlib.models import load_with_head
+    from xdlib.train import LoopSettings
+
+    cfg = FinetuneConfig.from_dict(base_params | {"finetune_word_embeddings": False})
+    assert "finetune_word_embeddings" not in cfg.replace(finetune_word_embeddings=True).id_fields()
+    assert cfg.run_id() != cfg.replace(finetune_word_embeddings=True).run_id()
+    task = get_task("toy-sentiment")
+    data = task.load()
+    model, tok = load_with_head(str(tiny_encoder), task.head, task.num_labels)
+    words = model.get_input_embeddings().weight.detach().clone()
+    layer = model.base_model.encoder.layer[0].output.dense.weight.detach().clone()
+    settings = LoopSettings(epochs=3.0, lr=1e-3, batch_size=16, evals_per_epoch=1, patience=20, warmup_ratio=0.0,
+                            progress=False)  # fmt: skip
+    cpu = torch.device("cpu")
+    fit_task(model, tok, task, data, 32, settings, tmp_path / "ckpt", cpu, desc="t", word_embeddings=False)
+    assert torch.equal(model.get_input_embeddings().weight, words)
+    assert not torch.equal(model.base_model.encoder.layer[0].output.dense.weight, layer)
+    assert evaluate(model, tok, task, data["test"], 32, cpu)["accuracy"] > chance("toy-sentiment") + 0.2

@@ -117,12 +117,17 @@ def _recipe_suffixes(ft: pd.DataFrame) -> pd.Series:
     fields = [*TeacherConfig().own_fields(), *DistillConfig().own_fields()]  # the teacher's too: another teacher
     names = [f for f in fields if f not in LABELLED and f in dist]
     for name in names:
-        values = dist[name].astype(str)
+        values = dist[name].map(_label_value)
         if values.nunique() > 1:
             common = values.mode().iloc[0]
             departs = values[values != common]
             suffix[departs.index] += [f", {name}={v}" for v in departs]
     return suffix
+
+
+def _label_value(value) -> str:
+    """A setting as a label shows it: 1000 (not 1000.0, which a column with gaps makes of every integer)."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 def finetune_scores(frame: pd.DataFrame) -> pd.DataFrame:
