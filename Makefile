@@ -12,7 +12,7 @@ unexport PYTHONDONTWRITEBYTECODE
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --no-compile -e ".[dev]"  # no .pyc for all of torch up front: 15 s less setup
+	$(PY) -m pip install --quiet --no-compile -e ".[dev,deploy]"  # no .pyc for all of torch up front: 15 s less setup
 	touch $@
 
 install: $(VENV)/.installed

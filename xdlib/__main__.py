@@ -7,6 +7,7 @@ sweep <params.yaml> [--dry-run] [--executor inline|direct|local|slurm] [--worker
                                    every cell of the grid through the notebooks (papermill); status table
 report [--runs D] [--out D]        tables and figures from the complete runs only
 bench [--quick] [--device D]       speed benchmark: ratios vs naive KD, teachers and the matmul peak
+export RUN_DIR [--int8] [--out D] [--force]  a run's model as an ONNX folder (xdlib.serve.load predicts with it)
 study <params.yaml>                sweep, then report (what `make study` runs)
 """
 
@@ -127,6 +128,11 @@ def build_parser() -> Parser:
     p_bench.add_argument("--speed-rows", type=int, default=20_000, help="transfer-set rows of the speed section")
     p_bench.add_argument("--scale-rows", default="10000,100000,1000000", help="comma-separated transfer-set sizes")
     p_bench.add_argument("--out", default="results/benchmarks")
+    p_export = sub.add_parser("export", help="a run's model as an ONNX folder (fp32, or int8 with --int8)")
+    p_export.add_argument("run_dir")
+    p_export.add_argument("--int8", action="store_true", help="int8 weights (onnxruntime quantize_dynamic)")
+    p_export.add_argument("--out", default=None, help="output folder (default: RUN_DIR/onnx, or RUN_DIR/onnx-int8)")
+    p_export.add_argument("--force", action="store_true", help="replace an existing output folder")
     p_report = sub.add_parser("report")
     p_report.add_argument("--runs", default="results/runs")
     p_report.add_argument("--out", default="results")
@@ -201,6 +207,16 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from pathlib import Path
+
+    from .export import export
+
+    out = args.out or str(Path(args.run_dir) / ("onnx-int8" if args.int8 else "onnx"))
+    print(export(args.run_dir, out, int8=args.int8, force=args.force))
+    return 0
+
+
 COMMANDS = {
     "tasks": lambda args: list_tasks(args.params) or 0,
     "params": cmd_params,
@@ -209,6 +225,7 @@ COMMANDS = {
     "study": cmd_sweep,
     "report": lambda args: run_report(args.runs, args.out),
     "bench": cmd_bench,
+    "export": cmd_export,
 }
 
 

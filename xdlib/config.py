@@ -307,6 +307,7 @@ class FinetuneConfig(DistillConfig):
     finetune_seed: int | None = opt(
         None, "seed of the fine-tuning alone (data order, dropout, new head); default: seed", low=0
     )
+    save_model: bool = opt(False, "keep the fine-tuned model (HF folder model/ in the run): to export or serve it")
     finetune_word_embeddings: bool = opt(
         True, "train the word embeddings on the target (false: frozen; a 3-layer student's update takes half the time)"
     )
@@ -318,8 +319,9 @@ class FinetuneConfig(DistillConfig):
 
     def id_fields(self) -> dict[str, Any]:
         fields = super().id_fields()
-        if fields.get("finetune_word_embeddings") is True:  # the id it had before the field
-            del fields["finetune_word_embeddings"]
+        for name, default in (("finetune_word_embeddings", True), ("save_model", False)):
+            if fields.get(name) is default:  # the id a run had before the field
+                del fields[name]
         if self.student in ("distilled", "stilts"):
             return fields  # everything else is in the upstream run's id (distillation or STILTs)
         # Baselines have no upstream run: their id holds the shared settings (seed, lengths, optimiser, teacher

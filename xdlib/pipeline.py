@@ -105,6 +105,8 @@ def _train_on_source(cfg: TeacherConfig, run, model, tokenizer, task, data: dict
     run.save_hf(model, tokenizer)
     run.write_json("metrics.json", metrics)
     run.write_json("train_summary.json", summary)
+    if cfg.save_model:
+        run.save_hf(model, tokenizer)
 
 
 def run_teacher(cfg: TeacherConfig) -> Path:
@@ -343,6 +345,8 @@ def finetune_student(cfg: FinetuneConfig, run, on_update=None) -> None:
     )
     run.write_json("metrics.json", metrics)
     run.write_json("train_summary.json", summary)
+    if cfg.save_model:
+        run.save_hf(model, tokenizer)
 
 
 def run_finetune(cfg: FinetuneConfig) -> Path:

@@ -1,0 +1,110 @@
+"""ONNX export (torch.onnx + onnxruntime quantize_dynamic) and the predict API: the same logits as PyTorch, int8
+agreeing with fp32 on a real task, and one line for a run that cannot be exported."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from xdlib import serve
+from xdlib.export import export
+
+TEXTS = ["good film", "a bad , dull film with a good cast", "great", ("good plot", "bad acting")]
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier(tmp_path_factory, tiny_encoder):
+    """A tiny BERT with a seeded 3-class head, as a run folder (model/ and config.yaml)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    run = tmp_path_factory.mktemp("run")
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_encoder, num_labels=3)
+    model.save_pretrained(run / "model")
+    AutoTokenizer.from_pretrained(tiny_encoder).save_pretrained(run / "model")
+    (run / "config.yaml").write_text("source_task: toy-sentiment\n")
+    return run
+
+
+def test_onnx_fp32_gives_the_logits_of_pytorch(tiny_classifier, tmp_path):
+    out = export(tiny_classifier, tmp_path / "onnx")
+    meta = json.loads((out / "export.json").read_text())
+    assert meta["precision"] == "fp32" and meta["opset"] >= 17 and meta["source_run"] == tiny_classifier.name
+    onnx, hf = serve.load(out, batch_size=3), serve.load(tiny_classifier / "model", batch_size=3)
+    a, b = onnx.logits(TEXTS), hf.logits(TEXTS)  # batches of 3 and 1, each padded to its own longest
+    assert a.shape == (4, 3) and abs(a - b).max() < 1e-4
+    assert onnx.predict(TEXTS) == hf.predict(TEXTS)
+
+
+def test_export_refuses_in_one_line(tiny_classifier, tmp_path):
+    """No model, a token task's model, and an output folder in the way: exit 2, one line naming what is allowed;
+    --force replaces the folder."""
+    token_run = tmp_path / "token-run"
+    token_run.mkdir()
+    (token_run / "model").symlink_to(tiny_classifier / "model")
+    (token_run / "config.yaml").write_text("target_task: toy-ner\n")
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    cases = [
+        ([str(tmp_path / "empty")], "has no model", "allowed: a teacher or distill run"),
+        ([str(token_run)], "is a token model (toy-ner)", "allowed: single, pair, regression heads"),
+        ([str(tiny_classifier), "--out", str(taken)], "already exists", "--force"),
+    ]
+    (tmp_path / "empty").mkdir()
+    for args, what, allowed in cases:
+        done = subprocess.run([sys.executable, "-m", "xdlib", "export", *args], capture_output=True, text=True)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and what in lines[0] and allowed in lines[0], done.stderr
+    assert export(tiny_classifier, taken, force=True) == taken and (taken / "model.onnx").is_file()
+
+
+@pytest.mark.slow
+def test_int8_agrees_with_fp32_on_a_real_task(tmp_path):
+    """MiniLM's first three layers fine-tuned on 400 rt-polarity sentences; int8 (dynamic, MatMul weights) predicts
+    the same class as fp32 on at least 95% of 300 test sentences."""
+    from transformers import AutoTokenizer
+
+    from xdlib.data import cap
+    from xdlib.finetune import fit_task
+    from xdlib.models import load_with_head
+    from xdlib.references import resolve_model
+    from xdlib.tasks import get_task
+    from xdlib.train import LoopSettings
+
+    task = get_task("rt-polarity")
+    data = {k: cap(v, 400 if k == "train" else 300, 0) for k, v in task.load().items()}
+    path = resolve_model("offline:all-MiniLM-L6-v2")
+    torch.manual_seed(0)
+    model, tokenizer = load_with_head(path, task.head, task.num_labels, num_hidden_layers=3)
+    settings = LoopSettings(epochs=1.0, lr=1e-4, batch_size=16, evals_per_epoch=1, warmup_ratio=0.0, progress=False)
+    fit_task(model, tokenizer, task, data, 48, settings, tmp_path / "ckpt", torch.device("cpu"), desc="t")
+    run = tmp_path / "run"
+    model.save_pretrained(run / "model")
+    AutoTokenizer.from_pretrained(path).save_pretrained(run / "model")
+    (run / "config.yaml").write_text("source_task: rt-polarity\n")
+    texts, labels = [r["text"] for r in data["test"]], [r["label"] for r in data["test"]]
+    fp32 = serve.load(export(run, tmp_path / "fp32"), max_length=48).predict(texts)
+    int8 = serve.load(export(run, tmp_path / "int8", int8=True), max_length=48).predict(texts)
+    agree = sum(a == b for a, b in zip(fp32, int8)) / len(texts)
+    accuracy = sum(p == y for p, y in zip(fp32, labels)) / len(texts)
+    assert accuracy > 0.6 and agree >= 0.95, (accuracy, agree)
+
+
+def test_a_finetune_run_with_save_model_exports(base_params, tmp_path):
+    """save_model: true keeps the fine-tuned HF folder in the run (a run id of its own); its export predicts what the
+    fine-tuned model predicts, and scores what the run's metrics say."""
+    from xdlib.config import FinetuneConfig
+    from xdlib.pipeline import run_finetune
+    from xdlib.tasks import get_task
+
+    cfg = FinetuneConfig.from_dict(base_params | {"student": "teacher", "save_model": True})
+    assert cfg.run_id() != cfg.replace(save_model=False).run_id()
+    path = run_finetune(cfg)
+    test = get_task("toy-sentiment").load()["test"]
+    texts = [r["text"] for r in test]
+    onnx = serve.load(export(path), max_length=32).predict(texts)
+    assert onnx == serve.load(path / "model", max_length=32).predict(texts)
+    accuracy = sum(p == r["label"] for p, r in zip(onnx, test)) / len(test)
+    assert accuracy == pytest.approx(json.loads((path / "metrics.json").read_text())["test_accuracy"])
