@@ -105,8 +105,6 @@ def _train_on_source(cfg: TeacherConfig, run, model, tokenizer, task, data: dict
     run.save_hf(model, tokenizer)
     run.write_json("metrics.json", metrics)
     run.write_json("train_summary.json", summary)
-    if cfg.save_model:
-        run.save_hf(model, tokenizer)
 
 
 def run_teacher(cfg: TeacherConfig) -> Path:
