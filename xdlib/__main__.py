@@ -208,12 +208,9 @@ def cmd_bench(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from pathlib import Path
-
     from .export import export
 
-    out = args.out or str(Path(args.run_dir) / ("onnx-int8" if args.int8 else "onnx"))
-    print(export(args.run_dir, out, int8=args.int8, force=args.force))
+    print(export(args.run_dir, args.out, int8=args.int8, force=args.force))
     return 0
 
 

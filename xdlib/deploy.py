@@ -40,7 +40,7 @@ def measure(run_dir: Path, rows: int, threads: int | None, max_length: int = 128
 
     from . import metrics, serve
     from .data import cap
-    from .export import _run_task, export
+    from .export import _run_task, default_out, export
     from .tasks import get_task
 
     task = get_task(_run_task(run_dir))
@@ -49,7 +49,7 @@ def measure(run_dir: Path, rows: int, threads: int | None, max_length: int = 128
     labels = [r["label"] for r in test]
     folders = {"pytorch-fp32": run_dir / "model"}
     for name, int8 in (("onnx-fp32", False), ("onnx-int8", True)):
-        folder = run_dir / ("onnx-int8" if int8 else "onnx")
+        folder = default_out(run_dir, int8)
         folders[name] = folder if (folder / "model.onnx").is_file() else export(run_dir, folder, int8=int8)
     if threads:
         torch.set_num_threads(threads)
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     from .runs import environment
 
     for run in args.runs:  # every run checked before the first export
-        check(run, Path(run) / "onnx", force=True)
+        check(run, None, force=True)
     import torch
 
     results = [measure(Path(run), args.rows, args.threads) for run in args.runs]

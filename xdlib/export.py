@@ -14,6 +14,7 @@ import logging
 import shutil
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UserError
@@ -39,7 +40,26 @@ def _run_task(run_dir: Path) -> str:
     return config.get("target_task") or config.get("source_task") or ""
 
 
-def check(run_dir: str | Path, out: str | Path | None, force: bool) -> tuple[Path, Path, str]:
+def default_out(run_dir: str | Path, int8: bool) -> Path:
+    """Where an export goes unless told: RUN_DIR/onnx, or RUN_DIR/onnx-int8."""
+    return Path(run_dir) / ("onnx-int8" if int8 else "onnx")
+
+
+@contextmanager
+def _errors_only(*names: str):
+    """The named loggers (the root logger for "") print errors only, inside the block."""
+    loggers = [logging.getLogger(n or None) for n in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def check(run_dir: str | Path, out: str | Path | None, force: bool, int8: bool = False) -> tuple[Path, Path, str]:
     """(model folder, output folder, task name) or one ExportError line, before anything heavy is imported."""
     run_dir = Path(run_dir)
     model_dir = run_dir / "model" if (run_dir / "model").is_dir() else run_dir
@@ -55,7 +75,7 @@ def check(run_dir: str | Path, out: str | Path | None, force: bool) -> tuple[Pat
         kind = get_task(task).kind
         if kind not in KINDS:
             raise ExportError(f"{run_dir} is a {kind} model ({task}); allowed: {', '.join(KINDS)} heads")
-    out = Path(out) if out else run_dir / "onnx"
+    out = Path(out) if out else default_out(run_dir, int8)
     if out.exists() and not force:
         raise ExportError(f"{out} already exists; allowed: another --out, or --force to replace it")
     return model_dir, out, task
@@ -63,9 +83,9 @@ def check(run_dir: str | Path, out: str | Path | None, force: bool) -> tuple[Pat
 
 def export(run_dir: str | Path, out: str | Path | None = None, int8: bool = False, force: bool = False) -> Path:
     """Write the ONNX folder of `run_dir`'s model (fp32, or int8 with `int8`); returns its path."""
-    model_dir, out, task = check(run_dir, out, force)
+    model_dir, out, task = check(run_dir, out, force, int8)
     try:
-        import onnxruntime  # noqa: F401
+        import onnxruntime
         import onnxscript  # noqa: F401
     except ImportError as err:
         raise ExportError(f"export needs onnxruntime and onnxscript ({err.name} is missing); allowed: "
@@ -74,10 +94,9 @@ def export(run_dir: str | Path, out: str | Path | None = None, int8: bool = Fals
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from . import __version__
-    from .models import _quiet_loading
+    from .models import pretrained
 
-    with _quiet_loading():
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    model = pretrained(AutoModelForSequenceClassification, model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     example = tokenizer(["a short one", "and a longer second example sentence"], padding=True, return_tensors="pt")
     names = [n for n in INPUTS if n in example]
@@ -85,10 +104,9 @@ def export(run_dir: str | Path, out: str | Path | None = None, int8: bool = Fals
     try:
         fp32 = tmp / ("model-fp32.onnx" if int8 else "model.onnx")
         dims = {n: {0: torch.export.Dim("batch"), 1: torch.export.Dim("seq")} for n in names}
-        quiet = [logging.getLogger(n) for n in ("torch.onnx", "torch.onnx._internal.exporter._registration")]
-        for logger in quiet:  # "torchvision is not installed. Skipping torchvision::nms" and the like
-            logger.setLevel(logging.ERROR)
-        with warnings.catch_warnings():  # "axis name seq will not be used": every input shares batch and seq
+        # "torchvision is not installed. Skipping torchvision::nms" and the like; "axis name seq will not be used":
+        # every input shares batch and seq
+        with _errors_only("torch.onnx", "onnx_ir", "onnxscript"), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("ignore", FutureWarning)  # torch.export internals, not ours
             torch.onnx.export(model, (), str(fp32), kwargs={n: example[n] for n in names}, input_names=names,
@@ -98,12 +116,8 @@ def export(run_dir: str | Path, out: str | Path | None = None, int8: bool = Fals
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             settings = {k: v for k, v in INT8.items() if k != "weight_type"}
-            root = logging.getLogger()
-            level, _ = root.level, root.setLevel(logging.ERROR)  # not a line per unquantised tensor, nor its advice
-            try:
+            with _errors_only(""):  # not a root-logger line per unquantised tensor, nor its advice
                 quantize_dynamic(fp32, tmp / "model.onnx", weight_type=QuantType[INT8["weight_type"]], **settings)
-            finally:
-                root.setLevel(level)
             fp32.unlink()
             for extra in tmp.glob("model-fp32.onnx*"):  # external data of the fp32 graph
                 extra.unlink()
@@ -113,7 +127,7 @@ def export(run_dir: str | Path, out: str | Path | None = None, int8: bool = Fals
             "source_run": Path(run_dir).resolve().name, "source_model": str(model_dir.resolve()), "task": task,
             "inputs": names, "opset": OPSET, "precision": "int8" if int8 else "fp32",
             "quantization": {"method": "onnxruntime.quantization.quantize_dynamic", **INT8} if int8 else None,
-            "torch": torch.__version__, "onnxruntime": onnxruntime_version(), "xdlib_version": __version__,
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "xdlib_version": __version__,
         }, indent=1))  # fmt: skip
         if out.exists():
             shutil.rmtree(out)
@@ -121,9 +135,3 @@ def export(run_dir: str | Path, out: str | Path | None = None, int8: bool = Fals
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
-
-
-def onnxruntime_version() -> str:
-    import onnxruntime
-
-    return onnxruntime.__version__

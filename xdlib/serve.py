@@ -66,10 +66,9 @@ def load(path: str | Path, max_length: int = 128, batch_size: int = 32, threads:
         import torch
         from transformers import AutoModelForSequenceClassification
 
-        from .models import _quiet_loading
+        from .models import pretrained
 
-        with _quiet_loading():
-            model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+        model = pretrained(AutoModelForSequenceClassification, path).eval()
 
         def run(batch):
             with torch.inference_mode():
