@@ -72,3 +72,23 @@ def test_a_distilled_student_of_another_teacher_is_its_own_variant():
     assert labels[0] == labels[1] == "l3-h384 distilled from src (source only)"
     assert labels[2] == "l3-h384 distilled from src (source only, teacher_model=other)"
     assert labels[3] == "l3-h384 distilled from src (source only, teacher_sources=a)"
+
+
+def test_a_run_that_only_kept_its_model_is_counted_once():
+    """save_model: true repeats a run (params/deploy.yaml): the copy is left out where the run without the model is
+    there, kept where it is the only one, and any other difference keeps both."""
+    from xdlib.report import without_copies
+
+    base = {"stage": "finetune", "run_id": "a", "target_task": "t", "student": "distilled", "finetune_seed": 0,
+            "study": "default version 5", "target_max_train_samples": float("nan")}  # fmt: skip
+    frame = pd.DataFrame([
+        base,
+        base | {"run_id": "a-kept", "save_model": True, "study": "deploy version 1"},  # a copy: left out
+        base | {"run_id": "b-kept", "target_task": "u", "save_model": True},  # no twin: counted
+        base | {"run_id": "c-kept", "finetune_seed": 1, "save_model": True},  # another seed: counted
+        base | {"run_id": "d", "stage": "distill"},
+    ])  # fmt: skip
+    assert list(without_copies(frame)["run_id"]) == ["a", "b-kept", "c-kept", "d"]
+    plain = frame[~frame["run_id"].str.endswith("kept")]
+    assert "save_model" not in without_copies(plain) and list(without_copies(plain)["run_id"]) == ["a", "d"]
+    assert without_copies(frame.drop(columns="save_model")).equals(frame.drop(columns="save_model"))

@@ -108,3 +108,56 @@ def test_a_finetune_run_with_save_model_exports(base_params, tmp_path):
     assert onnx == serve.load(path / "model", max_length=32).predict(texts)
     accuracy = sum(p == r["label"] for p, r in zip(onnx, test)) / len(test)
     assert accuracy == pytest.approx(json.loads((path / "metrics.json").read_text())["test_accuracy"])
+
+
+def test_deploy_refuses_in_one_line(tmp_path):
+    """The benchmark's mistakes: no runs named, a params file whose fine-tunings drop their model, a run without a
+    model; exit 2, one line, before anything is exported."""
+    (tmp_path / "empty").mkdir()
+    cases = [
+        ([], "give run folders or --params", "allowed: python -m xdlib.deploy RUN_DIR"),
+        (["--params", "params/default.yaml"], "do not keep their model", "allowed: a params file with save_model"),
+        ([str(tmp_path / "empty")], "has no model", "allowed: a teacher or distill run"),
+    ]
+    for args, what, allowed in cases:
+        done = subprocess.run([sys.executable, "-m", "xdlib.deploy", *args], capture_output=True, text=True)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and what in lines[0] and allowed in lines[0], done.stderr
+
+
+@pytest.mark.notebooks
+def test_export_notebook_measures_a_study(base_params, tmp_path):
+    """notebooks/export.ipynb at smoke size: a sweep with save_model (a classification and a regression target),
+    then each teacher and fine-tuned model as PyTorch fp32, ONNX fp32 and int8, from the run store."""
+    import pandas as pd
+    import papermill
+    import yaml
+
+    from xdlib.notebook import NOTEBOOKS
+
+    study = tmp_path / "deploy.yaml"
+    grid = {"target_task": ["toy-sentiment", "toy-regression"], "student": ["distilled"]}
+    study.write_text(yaml.safe_dump({"name": "d", "version": 1, **base_params, "save_model": True, "grid": grid}))
+    out = tmp_path / "out"
+    papermill.execute_notebook(str(NOTEBOOKS / "export.ipynb"), str(tmp_path / "export.ipynb"), progress_bar=False,
+                               parameters={"params": str(study), "executor": "direct", "out_dir": str(out)},
+                               cwd=str(NOTEBOOKS.parent))  # fmt: skip
+    frame = pd.read_csv(out / "tables" / "deploy.csv")
+    assert list(frame["stage"]) == ["teacher", "finetune", "finetune"]
+    assert list(frame["task"]) == ["toy-sentiment", "toy-sentiment", "toy-regression"]
+    # the measured draw is the one the run was scored on: PyTorch fp32 reproduces the recorded test score
+    assert (frame["pytorch-fp32 score"] - frame["recorded"]).abs().max() < 0.051, frame
+    assert (frame["onnx-fp32 score"] - frame["pytorch-fp32 score"]).abs().max() < 0.051, frame
+    delta = frame["onnx-int8 score"] - frame["pytorch-fp32 score"]
+    assert (delta - frame["int8 delta (points)"]).abs().max() < 0.11
+    assert frame["int8 agrees"].notna().tolist() == [True, True, False]  # regression: r, not a share
+    assert frame["int8 r with fp32"].iloc[2] > 0.9 and frame["int8 agrees"].iloc[:2].between(0, 100).all()
+    assert (frame["int8 speedup b1"] > 0).all() and (frame["int8 MB"] < frame["fp32 MB"]).all()
+    assert frame["model"].iloc[0].startswith("teacher ") and "distilled" in frame["model"].iloc[1]
+    text = (out / "tables" / "deploy.md").read_text()
+    assert "no fine-tuned model loses more than 1.5 points" in text and "threads" in text
+    (raw,) = (out / "benchmarks").glob("deploy-*.json")
+    targets = json.loads(raw.read_text())["targets"]
+    assert targets[1]["value"] == pytest.approx(frame["int8 delta (points)"].iloc[1:].mean(), abs=0.01)
+    assert [t["met"] for t in targets] == [targets[0]["value"] >= 2, targets[1]["value"] >= -0.5,
+                                           targets[2]["value"] >= -1.5]  # fmt: skip

@@ -1,12 +1,18 @@
 """Deployment benchmark: what ONNX and int8 cost a model in speed and accuracy, on this CPU.
 
-    python -m xdlib.deploy RUN_DIR [RUN_DIR ...] [--rows 300] [--threads N] [--out results/benchmarks]
+    python -m xdlib.deploy --params params/deploy.yaml [--threads N] [--out results]   (notebooks/export.ipynb)
+    python -m xdlib.deploy RUN_DIR [RUN_DIR ...] [--rows N] [--threads N] [--out results]
 
-For each run (a teacher or distill run, or a finetune run with its model): export ONNX fp32 and int8 (kept in
-RUN_DIR/onnx and RUN_DIR/onnx-int8; reused when there), predict the run's task test rows with PyTorch fp32, ONNX
-fp32 and ONNX int8 (`xdlib.serve`), and time each at batch 1 and batch 32 on the test sentences themselves (real
-lengths, each batch padded to its longest). All models are timed in turn in one process; threads are recorded.
-Writes `<out>/deploy-<date>.json` (every raw number) and `.md` (the table).
+With --params: run the params file's sweep (complete runs are reused; its fine-tunings need `save_model: true`),
+then measure its teachers on their source task and every fine-tuned model on its target. With run dirs: those runs
+(a teacher or distill run, or a finetune run with its model).
+
+For each run: export ONNX fp32 and int8 (kept in RUN_DIR/onnx and RUN_DIR/onnx-int8; reused when there), predict
+the test rows the run was scored on (its max_eval_samples draw, at its max_length) with PyTorch fp32, ONNX fp32
+and ONNX int8 (`xdlib.serve`), and time each at batch 1 and batch 32 on those test sentences (real lengths, each
+batch padded to its longest). All models are timed in turn in one process; threads are recorded.
+Writes `<out>/tables/deploy.csv|md` (the table and the targets) and `<out>/benchmarks/deploy-<date>.json` (every
+raw number).
 """
 
 from __future__ import annotations
@@ -18,8 +24,17 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 BACKENDS = ("pytorch-fp32", "onnx-fp32", "onnx-int8")
+# The deployment targets: int8 at least 2x faster than PyTorch fp32 at batch 1; over the fine-tuned targets, a mean
+# accuracy change of -0.5 points or better and no target losing more than 1.5 points.
+SPEEDUP_B1, MEAN_DELTA, WORST_DELTA = 2.0, -0.5, -1.5
 
 
 def _latency(predictor, texts: list, batch: int, repeats: int) -> float:
@@ -35,7 +50,17 @@ def _latency(predictor, texts: list, batch: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-def measure(run_dir: Path, rows: int, threads: int | None, max_length: int = 128) -> dict:
+def _agreement(a: list, b: list, regression: bool) -> float:
+    """Share of equal class predictions; for regression, the Pearson r of the two prediction vectors."""
+    import numpy as np
+
+    if regression:
+        return float(np.corrcoef(a, b)[0, 1])
+    return sum(x == y for x, y in zip(a, b)) / len(a)
+
+
+def measure(run_dir: Path, rows: int | None = None, threads: int | None = None) -> dict:
+    """Scores, agreement and latencies of one run's model as PyTorch fp32, ONNX fp32 and ONNX int8."""
     import torch
 
     from . import metrics, serve
@@ -43,17 +68,26 @@ def measure(run_dir: Path, rows: int, threads: int | None, max_length: int = 128
     from .export import _run_task, default_out, export
     from .tasks import get_task
 
+    run_dir = Path(run_dir)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
     task = get_task(_run_task(run_dir))
+    rows = rows or config.get("max_eval_samples")  # the draw its recorded test score is on (inputs.py)
+    max_length = config.get("max_length") or 128
     test = cap(task.load()["test"], rows, 0)
     texts = [r["text"] if r.get("text_pair") is None else (r["text"], r["text_pair"]) for r in test]
     labels = [r["label"] for r in test]
-    folders = {"pytorch-fp32": run_dir / "model"}
+    folders = {"pytorch-fp32": run_dir / "model" if (run_dir / "model").is_dir() else run_dir}
     for name, int8 in (("onnx-fp32", False), ("onnx-int8", True)):
         folder = default_out(run_dir, int8)
         folders[name] = folder if (folder / "model.onnx").is_file() else export(run_dir, folder, int8=int8)
     if threads:
         torch.set_num_threads(threads)
-    out = {"run": run_dir.name, "task": task.name, "metric": task.metric, "rows": len(test)}
+    recorded = {}
+    if (run_dir / "metrics.json").is_file():
+        recorded = json.loads((run_dir / "metrics.json").read_text())
+    out = {"run": run_dir.name, "stage": run_dir.parent.name, "task": task.name, "metric": task.metric,
+           "rows": len(test), "max_length": max_length, "recorded": recorded.get(f"test_{task.metric}")}  # fmt: skip
+    regression = task.kind == "regression"
     predictions = {}
     for name, folder in folders.items():
         predictor = serve.load(folder, max_length=max_length, threads=threads)
@@ -62,8 +96,9 @@ def measure(run_dir: Path, rows: int, threads: int | None, max_length: int = 128
         out[name] = {"score": score, "batch1_ms": 1e3 * _latency(predictor, texts, 1, 100),
                      "batch32_ms": 1e3 * _latency(predictor, texts, 32, 9)}  # fmt: skip
     fp32, int8 = predictions["onnx-fp32"], predictions["onnx-int8"]
-    out["int8_agreement"] = sum(a == b for a, b in zip(fp32, int8)) / len(texts)
-    out["onnx_vs_pytorch_agreement"] = sum(a == b for a, b in zip(fp32, predictions["pytorch-fp32"])) / len(texts)
+    out["agreement_kind"] = "pearson r" if regression else "share"
+    out["int8_agreement"] = _agreement(fp32, int8, regression)
+    out["onnx_vs_pytorch_agreement"] = _agreement(fp32, predictions["pytorch-fp32"], regression)
     out["int8_delta_points"] = 100 * (out["onnx-int8"]["score"] - out["pytorch-fp32"]["score"])
     out["int8_speedup_batch1"] = out["pytorch-fp32"]["batch1_ms"] / out["onnx-int8"]["batch1_ms"]
     out["int8_speedup_batch32"] = out["pytorch-fp32"]["batch32_ms"] / out["onnx-int8"]["batch32_ms"]
@@ -72,49 +107,154 @@ def measure(run_dir: Path, rows: int, threads: int | None, max_length: int = 128
     return out
 
 
-def table(results: list[dict]) -> str:
-    head = ("| run | task | PyTorch fp32 | ONNX fp32 | ONNX int8 | Δ int8 (points) | int8 agrees | batch 1 ms "
-            "(PT / ONNX / int8) | batch 32 ms (PT / ONNX / int8) | int8 speedup b1 / b32 |")  # fmt: skip
-    lines = [head, "|" + "---|" * 10]
+def sweep_runs(params: str, overrides: dict | None = None, executor: str = "inline") -> list[Path]:
+    """A params file's teacher runs, then its fine-tuning runs, after its sweep made whatever was missing."""
+    from .errors import UserError
+    from .sweep import plan, sweep
+
+    _name, configs, _settings = plan(params, overrides)
+    without = sorted({c.target_task for c in configs if not c.save_model})
+    if without:
+        raise UserError(f"{params}: its fine-tunings on {', '.join(without)} do not keep their model; allowed: a "
+                        "params file with save_model: true (params/deploy.yaml)")  # fmt: skip
+    status = sweep(params, overrides, executor=executor)
+    failed = status[~status["state"].isin(("complete", "done"))]  # done: made by this sweep
+    if len(failed):
+        raise RuntimeError(f"{len(failed)} cell(s) of {params} did not complete: {failed['error'].iloc[0]}")
+    runs = Path(configs[0].runs_dir)
+    teachers = [runs / "teacher" / r for r in dict.fromkeys(status.get("teacher_run", [])) if isinstance(r, str)]
+    return teachers + [runs / "finetune" / r for r in status["finetune_run"]]
+
+
+def _labels(run_dirs: list[Path]) -> dict[str, str]:
+    """run id -> the model's name as the study's tables write it (variant, with its departing settings)."""
+    from .report import collect, finetune_scores
+
+    labels = {}
+    from .stages import STAGES
+
+    for runs_dir in {p.parent.parent for p in run_dirs if p.parent.name in STAGES}:  # a run store's runs only
+        frame = collect(runs_dir)
+        frame = frame[frame["run_id"].isin({p.name for p in run_dirs})]
+        if frame.empty:
+            continue
+        ft = finetune_scores(frame)
+        labels.update(dict(zip(ft["run_id"], ft["variant"])) if not ft.empty else {})
+        for _, row in frame[frame["stage"] == "teacher"].iterrows():
+            first = row.get("teacher_sources")
+            sources = f", first on {first}" if isinstance(first, str) and first != "-" else ""
+            labels[row["run_id"]] = f"teacher {Path(str(row['teacher_model'])).name} ({row['source_task']}{sources})"
+    return labels
+
+
+def table(results: list[dict]) -> pd.DataFrame:
+    """One row per measured model: scores x100, the int8 change, agreement, latencies and speedups."""
+    import pandas as pd
+
+    labels = _labels([Path(r["path"]) for r in results if "path" in r])
+    rows = []
     for r in results:
-        s = [r[b] for b in BACKENDS]
-        lines.append(
-            f"| {r['run']} | {r['task']} | {100 * s[0]['score']:.1f} | {100 * s[1]['score']:.1f} | "
-            f"{100 * s[2]['score']:.1f} | {r['int8_delta_points']:+.1f} | {100 * r['int8_agreement']:.1f}% | "
-            + " / ".join(f"{x['batch1_ms']:.1f}" for x in s)
-            + " | "
-            + " / ".join(f"{x['batch32_ms']:.0f}" for x in s)
-            + " | "
-            + f"{r['int8_speedup_batch1']:.2f}× / {r['int8_speedup_batch32']:.2f}× |"
-        )
-    return "\n".join(lines)
+        s = {b: r[b] for b in BACKENDS}
+        rows.append({
+            "model": labels.get(r["run"], r["run"]), "task": r["task"], "stage": r["stage"], "metric": r["metric"],
+            "rows": r["rows"], "recorded": None if r["recorded"] is None else round(100 * r["recorded"], 1),
+            **{f"{b} score": round(100 * s[b]["score"], 1) for b in BACKENDS},
+            "int8 delta (points)": round(r["int8_delta_points"], 1),
+            "int8 agrees": round(100 * r["int8_agreement"], 1) if r["agreement_kind"] == "share" else None,
+            "int8 r with fp32": round(r["int8_agreement"], 4) if r["agreement_kind"] != "share" else None,
+            **{f"{b} b1 ms": round(s[b]["batch1_ms"], 1) for b in BACKENDS},
+            **{f"{b} b32 ms": round(s[b]["batch32_ms"]) for b in BACKENDS},
+            "int8 speedup b1": round(r["int8_speedup_batch1"], 2), "int8 speedup b32": round(r["int8_speedup_batch32"], 2),
+            "int8 MB": round(r["int8_size_mb"], 1), "fp32 MB": round(r["fp32_size_mb"], 1), "run": r["run"],
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def targets(frame: pd.DataFrame) -> pd.DataFrame:
+    """The deployment targets, measured: speed over every model, accuracy over the fine-tuned models."""
+    import pandas as pd
+
+    ft = frame[frame["stage"] == "finetune"] if (frame["stage"] == "finetune").any() else frame
+    delta = ft["int8 delta (points)"]
+    worst = ft.loc[delta.idxmin()]
+    slowest = frame.loc[frame["int8 speedup b1"].idxmin()]
+    return pd.DataFrame([
+        {"target": f"int8 >= {SPEEDUP_B1:g}x faster than PyTorch fp32 at batch 1 (slowest model)",
+         "value": slowest["int8 speedup b1"], "met": bool(slowest["int8 speedup b1"] >= SPEEDUP_B1),
+         "where": f"{slowest['model']} on {slowest['task']}"},
+        {"target": f"mean int8 change over {len(ft)} fine-tuned models >= {MEAN_DELTA:+g} points",
+         "value": round(delta.mean(), 2), "met": bool(delta.mean() >= MEAN_DELTA),
+         "where": f"mean |change| {delta.abs().mean():.2f}"},
+        {"target": f"no fine-tuned model loses more than {-WORST_DELTA:g} points",
+         "value": worst["int8 delta (points)"], "met": bool(worst["int8 delta (points)"] >= WORST_DELTA),
+         "where": f"{worst['model']} on {worst['task']}"},
+    ])  # fmt: skip
+
+
+MD_COLUMNS = ("model", "task", "recorded", "pytorch-fp32 score", "onnx-fp32 score", "onnx-int8 score",
+              "int8 delta (points)", "int8 agrees", "int8 r with fp32", "pytorch-fp32 b1 ms", "onnx-int8 b1 ms",
+              "int8 speedup b1", "int8 speedup b32")  # fmt: skip
+
+
+def markdown(frame, checks, threads: int, where: str) -> str:
+    return (frame[list(MD_COLUMNS)].to_markdown(index=False, floatfmt="g") + "\n\n" + checks.to_markdown(index=False)
+            + f"\n\nScores x100 on each task's test rows (the draw the run was scored on; `recorded` is its run's "
+            f"metrics.json). {threads} threads; {where}.\n")  # fmt: skip
+
+
+def run(run_dirs: list[Path], rows: int | None = None, threads: int | None = None, out: str | Path = "results"):
+    """Measure every run, write the table, the targets and the raw JSON; returns (table, targets, json path)."""
+    import torch
+
+    from .runs import atomic_write, environment
+
+    results = []
+    for path in run_dirs:
+        print(f"measuring {path}", flush=True)
+        results.append(measure(path, rows, threads) | {"path": str(path)})
+    threads = threads or torch.get_num_threads()
+    frame, env = table(results), environment(torch.device("cpu"))
+    checks = targets(frame)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
+    out = Path(out)
+    raw = out / "benchmarks" / f"deploy-{stamp}.json"
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    report = {"environment": env, "threads": threads, "results": results, "targets": checks.to_dict("records")}
+    atomic_write(raw, json.dumps(report, indent=1, default=str))
+    atomic_write(out / "tables" / "deploy.csv", frame.to_csv(index=False))
+    where = f"{env['device_name']}, git {str(env.get('git_sha'))[:7]}; raw: {raw.name}"
+    atomic_write(out / "tables" / "deploy.md", markdown(frame, checks, threads, where))
+    return frame, checks, raw
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xdlib.deploy", description=__doc__)
-    parser.add_argument("runs", nargs="+")
-    parser.add_argument("--rows", type=int, default=300)
+    parser = argparse.ArgumentParser(prog="python -m xdlib.deploy", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("runs", nargs="*", help="run folders (or --params)")
+    parser.add_argument("--params", help="a params file whose fine-tunings keep their model (params/deploy.yaml)")
+    parser.add_argument("--executor", default="inline", help="the sweep's executor with --params (inline or direct)")
+    parser.add_argument("--rows", type=int, default=None, help="test rows (default: the run's max_eval_samples)")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", default="results/benchmarks")
+    parser.add_argument("--out", default="results", help="tables/deploy.* and benchmarks/deploy-<date>.json go here")
     args = parser.parse_args(argv)
+    from .errors import UserError, one_line
     from .export import check
-    from .runs import environment
 
-    for run in args.runs:  # every run checked before the first export
-        check(run, None, force=True)
-    import torch
-
-    results = [measure(Path(run), args.rows, args.threads) for run in args.runs]
-    report = {"environment": environment(torch.device("cpu")), "threads": args.threads or torch.get_num_threads(),
-              "results": results}  # fmt: skip
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"deploy-{stamp}.json").write_text(json.dumps(report, indent=1, default=str))
-    text = table(results)
-    (out / f"deploy-{stamp}.md").write_text(text + "\n")
-    print(text)
-    print(f"threads {report['threads']}; raw: {out / f'deploy-{stamp}.json'}")
+    try:
+        if bool(args.runs) == bool(args.params):
+            raise UserError("give run folders or --params, not both or neither; allowed: python -m xdlib.deploy "
+                            "RUN_DIR... or python -m xdlib.deploy --params params/deploy.yaml")  # fmt: skip
+        for path in args.runs:  # every run checked before the first export
+            check(path, None, force=True)
+        run_dirs = sweep_runs(args.params, executor=args.executor) if args.params else [Path(p) for p in args.runs]
+    except UserError as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
+    frame, checks, raw = run(run_dirs, args.rows, args.threads, args.out)
+    print(frame[list(MD_COLUMNS)].to_string(index=False))
+    print(checks.to_string(index=False))
+    print(f"table: {Path(args.out) / 'tables' / 'deploy.md'}; raw: {raw}")
     return 0
 
 

@@ -166,6 +166,11 @@ def sync(notebooks: Path = NOTEBOOKS) -> list[Path]:
             if cell.cell_type == "code":
                 cell.outputs, cell.execution_count = [], None
         nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+        if py.with_suffix(".ipynb").is_file():  # an unchanged cell keeps its id: a re-pair changes only what changed
+            old = jupytext.read(py.with_suffix(".ipynb")).cells
+            for cell, before in zip(nb.cells, old):
+                if (cell.cell_type, cell.source) == (before.cell_type, before.source) and "id" in before:
+                    cell["id"] = before["id"]
         jupytext.write(nb, py.with_suffix(".ipynb"))
         written.append(py.with_suffix(".ipynb"))
     return written

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -75,6 +76,25 @@ def collect(runs_dir: str | Path) -> pd.DataFrame:
         row.update(seeds=_flat(prov.get("seeds")), start=prov.get("start"), wall_seconds=prov.get("wall_seconds"))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def without_copies(frame: pd.DataFrame) -> pd.DataFrame:
+    """The runs with save_model: true that repeat a run without it (every other id field equal: the same training,
+    only the weights kept, as params/deploy.yaml makes them) left out, so each result is counted once."""
+    if frame.empty or "save_model" not in frame:
+        return frame
+    from .config import FinetuneConfig
+
+    kept = frame["save_model"].map(_true)
+    fields = [f.name for f in dataclasses.fields(FinetuneConfig) if f.metadata["id"] and f.name != "save_model"]
+    key = frame[["stage", *[f for f in fields if f in frame]]].map(str).agg("|".join, axis=1)  # NaN as "nan"
+    twin = (~kept).groupby(key).transform("any")  # a run of the same key without the model
+    frame = frame[~(kept & twin)]
+    return frame if frame["save_model"].map(_true).any() else frame.drop(columns="save_model")
+
+
+def _true(value) -> bool:
+    return value is True or value is np.True_
 
 
 def _score(frame: pd.DataFrame) -> pd.Series:
@@ -325,7 +345,7 @@ def _write(
 
 def build_report(runs_dir: str | Path = "results/runs", out_dir: str | Path = "results") -> list[Path]:
     """Write every table and figure for the complete runs under `runs_dir`; returns the paths written."""
-    frame = collect(runs_dir)
+    frame = without_copies(collect(runs_dir))
     tables, figs = Path(out_dir) / "tables", Path(out_dir) / "figures"
     tables.mkdir(parents=True, exist_ok=True)
     figs.mkdir(parents=True, exist_ok=True)
