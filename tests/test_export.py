@@ -32,6 +32,7 @@ def test_onnx_fp32_gives_the_logits_of_pytorch(tiny_classifier, tmp_path):
     out = export(tiny_classifier, tmp_path / "onnx")
     meta = json.loads((out / "export.json").read_text())
     assert meta["precision"] == "fp32" and meta["opset"] >= 17 and meta["source_run"] == tiny_classifier.name
+    assert meta["task"] == "toy-sentiment"
     onnx, hf = serve.load(out, batch_size=3), serve.load(tiny_classifier / "model", batch_size=3)
     a, b = onnx.logits(TEXTS), hf.logits(TEXTS)  # batches of 3 and 1, each padded to its own longest
     assert a.shape == (4, 3) and abs(a - b).max() < 1e-4
@@ -110,14 +111,19 @@ def test_a_finetune_run_with_save_model_exports(base_params, tmp_path):
     assert accuracy == pytest.approx(json.loads((path / "metrics.json").read_text())["test_accuracy"])
 
 
-def test_deploy_refuses_in_one_line(tmp_path):
-    """The benchmark's mistakes: no runs named, a params file whose fine-tunings drop their model, a run without a
-    model; exit 2, one line, before anything is exported."""
+def test_deploy_refuses_in_one_line(tiny_classifier, tmp_path):
+    """The benchmark's mistakes: no runs named, a params file whose fine-tunings drop their model or whose target
+    has a head export does not support, a run without a model, a model folder that is not a run (no task to score
+    it on); exit 2, one line, before anything is trained or exported."""
     (tmp_path / "empty").mkdir()
+    token = tmp_path / "token.yaml"
+    token.write_text("name: t\nversion: 1\nsource_task: toy-sentiment\ntarget_task: toy-ner\nsave_model: true\n")
     cases = [
         ([], "give run folders or --params", "allowed: python -m xdlib.deploy RUN_DIR"),
         (["--params", "params/default.yaml"], "do not keep their model", "allowed: a params file with save_model"),
+        (["--params", str(token)], "toy-ner (token) have heads export", "allowed: targets with single, pair"),
         ([str(tmp_path / "empty")], "has no model", "allowed: a teacher or distill run"),
+        ([str(tiny_classifier / "model")], "is not a run", "allowed: run folders"),
     ]
     for args, what, allowed in cases:
         done = subprocess.run([sys.executable, "-m", "xdlib.deploy", *args], capture_output=True, text=True)

@@ -65,12 +65,11 @@ def measure(run_dir: Path, rows: int | None = None, threads: int | None = None) 
 
     from . import metrics, serve
     from .data import cap
-    from .export import _run_task, default_out, export
-    from .tasks import get_task
+    from .export import default_out, export, run_task
 
     run_dir = Path(run_dir)
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
-    task = get_task(_run_task(run_dir))
+    task = run_task(run_dir)
     rows = rows or config.get("max_eval_samples")  # the draw its recorded test score is on (inputs.py)
     max_length = config.get("max_length") or 128
     test = cap(task.load()["test"], rows, 0)
@@ -107,20 +106,32 @@ def measure(run_dir: Path, rows: int | None = None, threads: int | None = None) 
     return out
 
 
+class SweepFailed(RuntimeError):
+    """A cell of the deployment sweep failed: nothing to measure it with."""
+
+
 def sweep_runs(params: str, overrides: dict | None = None, executor: str = "inline") -> list[Path]:
     """A params file's teacher runs, then its fine-tuning runs, after its sweep made whatever was missing."""
     from .errors import UserError
+    from .export import KINDS
     from .sweep import plan, sweep
+    from .tasks import get_task
 
-    _name, configs, _settings = plan(params, overrides)
+    _name, configs, _settings = plan(params, overrides)  # every check before the sweep trains anything
     without = sorted({c.target_task for c in configs if not c.save_model})
     if without:
         raise UserError(f"{params}: its fine-tunings on {', '.join(without)} do not keep their model; allowed: a "
                         "params file with save_model: true (params/deploy.yaml)")  # fmt: skip
+    kinds = {c.target_task: get_task(c.target_task, c.local_tasks).kind for c in configs}
+    other = sorted(f"{t} ({k})" for t, k in kinds.items() if k not in KINDS)
+    if other:
+        raise UserError(f"{params}: the targets {', '.join(other)} have heads export does not support; allowed: "
+                        f"targets with {', '.join(KINDS)} heads")  # fmt: skip
     status = sweep(params, overrides, executor=executor)
     failed = status[~status["state"].isin(("complete", "done"))]  # done: made by this sweep
     if len(failed):
-        raise RuntimeError(f"{len(failed)} cell(s) of {params} did not complete: {failed['error'].iloc[0]}")
+        raise SweepFailed(f"{len(failed)} cell(s) of {params} did not complete: {failed['error'].iloc[0]}; the "
+                          "status table and each log: results/sweeps/<name>/status.md")  # fmt: skip
     runs = Path(configs[0].runs_dir)
     teachers = [runs / "teacher" / r for r in dict.fromkeys(status.get("teacher_run", [])) if isinstance(r, str)]
     return teachers + [runs / "finetune" / r for r in status["finetune_run"]]
@@ -129,10 +140,9 @@ def sweep_runs(params: str, overrides: dict | None = None, executor: str = "inli
 def _labels(run_dirs: list[Path]) -> dict[str, str]:
     """run id -> the model's name as the study's tables write it (variant, with its departing settings)."""
     from .report import collect, finetune_scores
-
-    labels = {}
     from .stages import STAGES
 
+    labels = {}
     for runs_dir in {p.parent.parent for p in run_dirs if p.parent.name in STAGES}:  # a run store's runs only
         frame = collect(runs_dir)
         frame = frame[frame["run_id"].isin({p.name for p in run_dirs})]
@@ -239,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results", help="tables/deploy.* and benchmarks/deploy-<date>.json go here")
     args = parser.parse_args(argv)
     from .errors import UserError, one_line
-    from .export import check
+    from .export import check, run_task
 
     try:
         if bool(args.runs) == bool(args.params):
@@ -247,10 +257,16 @@ def main(argv: list[str] | None = None) -> int:
                             "RUN_DIR... or python -m xdlib.deploy --params params/deploy.yaml")  # fmt: skip
         for path in args.runs:  # every run checked before the first export
             check(path, None, force=True)
+            if run_task(Path(path)) is None:
+                raise UserError(f"{path} is not a run (no config.yaml naming its task): nothing to score it on; "
+                                "allowed: run folders of the run store")  # fmt: skip
         run_dirs = sweep_runs(args.params, executor=args.executor) if args.params else [Path(p) for p in args.runs]
     except UserError as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
+    except SweepFailed as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 1
     frame, checks, raw = run(run_dirs, args.rows, args.threads, args.out)
     print(frame[list(MD_COLUMNS)].to_string(index=False))
     print(checks.to_string(index=False))

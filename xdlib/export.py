@@ -33,11 +33,16 @@ class ExportError(UserError, ValueError):
     """A run that cannot be exported, or an output folder in the way."""
 
 
-def _run_task(run_dir: Path) -> str:
+def run_task(run_dir: Path):
+    """The task a run's model predicts (its target, or a teacher's or student's source; local tasks too), or None
+    for a folder that is not a run."""
     import yaml
 
+    from .tasks import get_task
+
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
-    return config.get("target_task") or config.get("source_task") or ""
+    name = config.get("target_task") or config.get("source_task")
+    return get_task(name, config.get("local_tasks")) if name else None
 
 
 def default_out(run_dir: str | Path, int8: bool) -> Path:
@@ -60,7 +65,7 @@ def _errors_only(*names: str):
 
 
 def check(run_dir: str | Path, out: str | Path | None, force: bool, int8: bool = False) -> tuple[Path, Path, str]:
-    """(model folder, output folder, task name) or one ExportError line, before anything heavy is imported."""
+    """(model folder, output folder, task or None) or one ExportError line, before anything heavy is imported."""
     run_dir = Path(run_dir)
     model_dir = run_dir / "model" if (run_dir / "model").is_dir() else run_dir
     if not (model_dir / "config.json").is_file():
@@ -68,13 +73,9 @@ def check(run_dir: str | Path, out: str | Path | None, force: bool, int8: bool =
             f"{run_dir} has no model (no {run_dir / 'model' / 'config.json'}); allowed: a teacher or distill run, "
             "a finetune run made with save_model: true, or an HF model folder"
         )
-    task = _run_task(run_dir)
-    if task:
-        from .tasks import get_task
-
-        kind = get_task(task).kind
-        if kind not in KINDS:
-            raise ExportError(f"{run_dir} is a {kind} model ({task}); allowed: {', '.join(KINDS)} heads")
+    task = run_task(run_dir)
+    if task and task.kind not in KINDS:
+        raise ExportError(f"{run_dir} is a {task.kind} model ({task.name}); allowed: {', '.join(KINDS)} heads")
     out = Path(out) if out else default_out(run_dir, int8)
     if out.exists() and not force:
         raise ExportError(f"{out} already exists; allowed: another --out, or --force to replace it")
@@ -124,7 +125,8 @@ def export(run_dir: str | Path, out: str | Path | None = None, int8: bool = Fals
         tokenizer.save_pretrained(tmp)
         model.config.save_pretrained(tmp)
         (tmp / "export.json").write_text(json.dumps({
-            "source_run": Path(run_dir).resolve().name, "source_model": str(model_dir.resolve()), "task": task,
+            "source_run": Path(run_dir).resolve().name, "source_model": str(model_dir.resolve()),
+            "task": task.name if task else None,
             "inputs": names, "opset": OPSET, "precision": "int8" if int8 else "fp32",
             "quantization": {"method": "onnxruntime.quantization.quantize_dynamic", **INT8} if int8 else None,
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "xdlib_version": __version__,
