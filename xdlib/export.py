@@ -82,8 +82,25 @@ def check(run_dir: str | Path, out: str | Path | None, force: bool, int8: bool =
     return model_dir, out, task
 
 
+def _fp32_export_of(run_dir: Path, model_dir: Path) -> Path | None:
+    """RUN_DIR/onnx/model.onnx when it is a complete fp32 export of this model at our opset (int8 quantises it
+    instead of exporting again: the dynamo export is most of an export's time), else None."""
+    folder = default_out(run_dir, False)
+    try:
+        meta = json.loads((folder / "export.json").read_text())
+    except (OSError, ValueError):
+        return None
+    same = meta.get("source_model") == str(model_dir.resolve()) and meta.get("opset") == OPSET
+    return (
+        folder / "model.onnx"
+        if same and meta.get("precision") == "fp32" and (folder / "model.onnx").is_file()
+        else None
+    )
+
+
 def export(run_dir: str | Path, out: str | Path | None = None, int8: bool = False, force: bool = False) -> Path:
-    """Write the ONNX folder of `run_dir`'s model (fp32, or int8 with `int8`); returns its path."""
+    """Write the ONNX folder of `run_dir`'s model (fp32, or int8 with `int8`); returns its path. int8 quantises
+    the run's fp32 export (RUN_DIR/onnx) when there is one."""
     model_dir, out, task = check(run_dir, out, force, int8)
     try:
         import onnxruntime
@@ -103,24 +120,26 @@ def export(run_dir: str | Path, out: str | Path | None = None, int8: bool = Fals
     names = [n for n in INPUTS if n in example]
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent if out.parent.exists() else None))
     try:
-        fp32 = tmp / ("model-fp32.onnx" if int8 else "model.onnx")
+        fp32 = (_fp32_export_of(Path(run_dir), model_dir) if int8 else None) or tmp / (
+            "model-fp32.onnx" if int8 else "model.onnx"
+        )
         dims = {n: {0: torch.export.Dim("batch"), 1: torch.export.Dim("seq")} for n in names}
         # "torchvision is not installed. Skipping torchvision::nms" and the like; "axis name seq will not be used":
         # every input shares batch and seq
         with _errors_only("torch.onnx", "onnx_ir", "onnxscript"), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("ignore", FutureWarning)  # torch.export internals, not ours
-            torch.onnx.export(model, (), str(fp32), kwargs={n: example[n] for n in names}, input_names=names,
-                              output_names=["logits"], opset_version=OPSET, dynamo=True, dynamic_shapes=dims,
-                              verbose=False, report=False)  # fmt: skip
+            if fp32.parent == tmp:
+                torch.onnx.export(model, (), str(fp32), kwargs={n: example[n] for n in names}, input_names=names,
+                                  output_names=["logits"], opset_version=OPSET, dynamo=True, dynamic_shapes=dims,
+                                  verbose=False, report=False)  # fmt: skip
         if int8:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             settings = {k: v for k, v in INT8.items() if k != "weight_type"}
             with _errors_only(""):  # not a root-logger line per unquantised tensor, nor its advice
                 quantize_dynamic(fp32, tmp / "model.onnx", weight_type=QuantType[INT8["weight_type"]], **settings)
-            fp32.unlink()
-            for extra in tmp.glob("model-fp32.onnx*"):  # external data of the fp32 graph
+            for extra in tmp.glob("model-fp32.onnx*"):  # the fp32 graph made here, and its external data
                 extra.unlink()
         tokenizer.save_pretrained(tmp)
         model.config.save_pretrained(tmp)
@@ -129,6 +148,7 @@ def export(run_dir: str | Path, out: str | Path | None = None, int8: bool = Fals
             "task": task.name if task else None,
             "inputs": names, "opset": OPSET, "precision": "int8" if int8 else "fp32",
             "quantization": {"method": "onnxruntime.quantization.quantize_dynamic", **INT8} if int8 else None,
+            "quantized_from": str(fp32) if int8 and fp32.parent != tmp else None,
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "xdlib_version": __version__,
         }, indent=1))  # fmt: skip
         if out.exists():
