@@ -18,15 +18,12 @@ raw number).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-import statistics
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import yaml
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,16 +35,13 @@ SPEEDUP_B1, MEAN_DELTA, WORST_DELTA = 2.0, -0.5, -1.5
 
 
 def _latency(predictor, texts: list, batch: int, repeats: int) -> float:
-    """Median seconds per call of `batch` texts, over consecutive slices of the test texts."""
+    """Median seconds per call of `batch` texts, over consecutive slices of the test texts (one warm-up call)."""
+    from .timing import timed
+
     predictor.batch_size = batch
     slices = [texts[i : i + batch] for i in range(0, len(texts) - batch + 1, batch)][:repeats]
-    predictor.logits(slices[0])  # warm-up
-    times = []
-    for chunk in slices:
-        start = time.perf_counter()
-        predictor.logits(chunk)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    chunks = itertools.cycle(slices)  # the warm-up takes the first slice; each slice is then timed once
+    return timed(lambda: predictor.logits(next(chunks)), len(slices))["median"]
 
 
 def _agreement(a: list, b: list, regression: bool) -> float:
@@ -65,11 +59,11 @@ def measure(run_dir: Path, rows: int | None = None, threads: int | None = None) 
 
     from . import metrics, serve
     from .data import cap
-    from .export import default_out, export, run_task
+    from .export import default_out, export, run_config, run_task
 
     run_dir = Path(run_dir)
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
-    task = run_task(run_dir)
+    config = run_config(run_dir)
+    task = run_task(run_dir, config)
     rows = rows or config.get("max_eval_samples")  # the draw its recorded test score is on (inputs.py)
     max_length = config.get("max_length") or 128
     test = cap(task.load()["test"], rows, 0)
@@ -84,7 +78,7 @@ def measure(run_dir: Path, rows: int | None = None, threads: int | None = None) 
     recorded = {}
     if (run_dir / "metrics.json").is_file():
         recorded = json.loads((run_dir / "metrics.json").read_text())
-    out = {"run": run_dir.name, "stage": run_dir.parent.name, "task": task.name, "metric": task.metric,
+    out = {"run": run_dir.name, "path": str(run_dir), "stage": run_dir.parent.name, "task": task.name, "metric": task.metric,
            "rows": len(test), "max_length": max_length, "recorded": recorded.get(f"test_{task.metric}")}  # fmt: skip
     regression = task.kind == "regression"
     predictions = {}
@@ -161,7 +155,7 @@ def table(results: list[dict]) -> pd.DataFrame:
     """One row per measured model: scores x100, the int8 change, agreement, latencies and speedups."""
     import pandas as pd
 
-    labels = _labels([Path(r["path"]) for r in results if "path" in r])
+    labels = _labels([Path(r["path"]) for r in results])
     rows = []
     for r in results:
         s = {b: r[b] for b in BACKENDS}
@@ -221,7 +215,7 @@ def run(run_dirs: list[Path], rows: int | None = None, threads: int | None = Non
     results = []
     for path in run_dirs:
         print(f"measuring {path}", flush=True)
-        results.append(measure(path, rows, threads) | {"path": str(path)})
+        results.append(measure(path, rows, threads))
     threads = threads or torch.get_num_threads()
     frame, env = table(results), environment(torch.device("cpu"))
     checks = targets(frame)

@@ -16,6 +16,7 @@ import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from .errors import UserError
 
@@ -33,14 +34,20 @@ class ExportError(UserError, ValueError):
     """A run that cannot be exported, or an output folder in the way."""
 
 
-def run_task(run_dir: Path):
-    """The task a run's model predicts (its target, or a teacher's or student's source; local tasks too), or None
-    for a folder that is not a run."""
+def run_config(run_dir: Path) -> dict:
+    """A run folder's config.yaml ({} for a folder that is not a run)."""
     import yaml
 
+    path = Path(run_dir) / "config.yaml"
+    return yaml.safe_load(path.read_text()) if path.is_file() else {}
+
+
+def run_task(run_dir: Path, config: dict | None = None):
+    """The task a run's model predicts (its target, or a teacher's or student's source; local tasks too), or None
+    for a folder that is not a run."""
     from .tasks import get_task
 
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+    config = run_config(run_dir) if config is None else config
     name = config.get("target_task") or config.get("source_task")
     return get_task(name, config.get("local_tasks")) if name else None
 
@@ -64,7 +71,7 @@ def _errors_only(*names: str):
             logger.setLevel(level)
 
 
-def check(run_dir: str | Path, out: str | Path | None, force: bool, int8: bool = False) -> tuple[Path, Path, str]:
+def check(run_dir: str | Path, out: str | Path | None, force: bool, int8: bool = False) -> tuple[Path, Path, Any]:
     """(model folder, output folder, task or None) or one ExportError line, before anything heavy is imported."""
     run_dir = Path(run_dir)
     model_dir = run_dir / "model" if (run_dir / "model").is_dir() else run_dir

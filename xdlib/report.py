@@ -85,16 +85,12 @@ def without_copies(frame: pd.DataFrame) -> pd.DataFrame:
         return frame
     from .config import FinetuneConfig
 
-    kept = frame["save_model"].map(_true)
+    kept = frame["save_model"].eq(True)  # NaN (a run made before the field): False
     fields = [f.name for f in dataclasses.fields(FinetuneConfig) if f.metadata["id"] and f.name != "save_model"]
     key = frame[["stage", *[f for f in fields if f in frame]]].map(str).agg("|".join, axis=1)  # NaN as "nan"
     twin = (~kept).groupby(key).transform("any")  # a run of the same key without the model
     frame = frame[~(kept & twin)]
-    return frame if frame["save_model"].map(_true).any() else frame.drop(columns="save_model")
-
-
-def _true(value) -> bool:
-    return value is True or value is np.True_
+    return frame if frame["save_model"].eq(True).any() else frame.drop(columns="save_model")
 
 
 def _score(frame: pd.DataFrame) -> pd.Series:
