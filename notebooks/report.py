@@ -2,7 +2,8 @@
 # # Report — the study's tables and figures, from the run store only
 #
 # Reads every complete run under `runs_dir` (a run without `DONE` is never counted) and writes
-# `results/tables/*.csv|md` and `results/figures/*.png`. Trains nothing. Same as `python -m xdlib report`.
+# `results/tables/*.csv|md` and `results/figures/*.png`, and the same score tables from dev scores under
+# `results/tables/dev/` (choose recipes there, without reading test). Trains nothing. Same as `python -m xdlib report`.
 
 # %% tags=["parameters"]
 runs_dir = "results/runs"  # the run store to read

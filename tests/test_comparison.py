@@ -30,15 +30,21 @@ def test_transfer_table_by_hand():
     assert d["mean"] == pytest.approx((62 + 72) / 2)  # target means 62 and 72
     assert d["sd_over_seeds"] == pytest.approx(pd.Series([65.0, 69.0]).std())  # per-seed means 65, 69
     assert d["undistilled_mean"] == pytest.approx((58 + 70) / 2) and d["undistilled_seeds"] == 2
-    assert d["vs_undistilled"] == pytest.approx(((62 - 58) + (72 - 70)) / 2)  # +4, +2
-    assert d["vs_undistilled_sd_over_targets"] == pytest.approx(pd.Series([4.0, 2.0]).std())
+    diffs = pd.Series([60 - 58, 64 - 58, 70 - 69, 74 - 71], dtype=float)  # paired by (target, seed)
+    assert d["vs_undistilled"] == pytest.approx(diffs.mean()) and d["vs_undistilled_pairs"] == 4
+    half = 3.182446305284263 * diffs.std() / 2  # t(0.975, 3) * sd / sqrt(4)
+    assert (d["vs_undistilled_ci95_low"], d["vs_undistilled_ci95_high"]) == pytest.approx((3 - half, 3 + half))
+    assert d["vs_undistilled_spread_between_targets"] == pytest.approx(pd.Series([4.0, 2.0]).std())
     assert d["vs_undistilled_per_target"] == "a +4.0, b +2.0"
-    assert d["vs_stilts"] == pytest.approx(((62 - 61) + (72 - 66)) / 2)
+    assert d["vs_stilts"] == pytest.approx(((60 - 61) + (70 - 66)) / 2)  # the seed the two share: 0
+    assert math.isnan(d["vs_stilts_ci95_low"]) and d["vs_stilts_seeds"] == 1  # one seed: no interval
     assert math.isnan(d["stilts_sd_over_seeds"])  # one seed: no spread claimed
     s = table.loc["stilts"]
-    assert math.isnan(s["vs_stilts"]) and s["vs_undistilled"] == pytest.approx(((61 - 58) + (66 - 70)) / 2)
+    assert math.isnan(s["vs_stilts"]) and s["vs_undistilled"] == pytest.approx(((61 - 58) + (66 - 69)) / 2)
     md = transfer_markdown(transfer_table(ft))
-    assert "67.0 ± 2.8" in md and "3.0 ± 1.4" in md  # mean ± sd over seeds; vs twin ± sd over targets
+    assert "67.0 ± 2.8 (2 seeds)" in md and f"+3.0 [{3 - half:+.1f}, {3 + half:+.1f}] (n=4)" in md
+    assert "+1.5 (1 seed, n=2)" in md and "63.5 (1 seed)" in md  # vs STILTs; STILTs' own mean
+    assert md.count("no matched control") >= 2  # no teacher's model in this store
 
 
 def test_missing_targets_are_not_averaged():

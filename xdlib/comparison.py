@@ -1,48 +1,187 @@
-"""The study's question in one table: what each model transfers to the targets that are not its source task,
-and what distillation adds over the two controls with the same student: its undistilled twin (same layers, no
-source training) and STILTs (the twin fine-tuned on the source task first, then on the target).
+"""What a table row is, what it is compared with, and how: like with like, with statistics that say what they mean.
 
-Pure functions of the fine-tuning scores (`report.finetune_scores`); `report.build_report` writes the result as
-`results/tables/transfer.csv|md`.
+- A row (a model variant) is every fine-tuning run whose run id is the same but for the seeds: every config field
+  that enters the run id of a fine-tuning of that kind (`row_fields`, read off the configs' own run ids), the
+  precision each stage computed in and the source task's version. The target task is the column; a target with
+  runs of two task versions is two columns (`target`, e.g. "trec6 v2").
+- A control (the undistilled twin, STILTs, the teacher's pretrained model) is matched to a row on every field its
+  own run id depends on; where no run matches, the table says "no matched control".
+- A difference against a control is paired by (target, fine-tuning seed): the mean over those pairs, with a 95%
+  Student-t confidence interval over them and their count n. A row with one fine-tuning seed gets no interval.
+
+`transfer_table` is the study's question in one table: what each model transfers to the targets that are not its
+source task, and what distillation adds over its controls. Pure functions of the fine-tuning scores
+(`report.finetune_scores`); `report.build_report` writes `results/tables/transfer.csv|md` (and `tables/dev/`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
+import math
+
 import numpy as np
 import pandas as pd
 
-TWIN_KEYS = ("student_arch", "student_init", "student_embeddings")  # the same student before any training
+SEEDS = ("seed", "finetune_seed")  # what the runs of one row differ in
+NOT_A_RESULT = ("save_model",)  # keeps the weights of the same training (report.without_copies counts it once)
+KINDS = ("distilled", "undistilled", "stilts", "teacher")  # anything else: a model named by HF id or folder
+CONTROLS = (("undistilled", "undistilled twin"), ("stilts", "STILTs"), ("teacher", "teacher's model"))
+NO_CONTROL = "no matched control"
 
 
-def _seed(frame: pd.DataFrame) -> pd.Series:
+def flat(value):
+    """A config value as one table cell: lists joined with '+' ('-' when empty), mappings as sorted JSON."""
+    if isinstance(value, list):
+        return "+".join(map(str, value)) if value else "-"
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def _probe(value):
+    """Another value of the same kind (never validated: only hashed into a run id)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 7 if isinstance(value, int) else value + 0.125
+    if isinstance(value, str):
+        return value + "-probe"
+    if isinstance(value, list):
+        return [*value, "probe"]
+    if isinstance(value, dict):
+        return {**value, "probe": 1}
+    return "probe"
+
+
+@functools.cache
+def row_fields(student: str) -> tuple[str, ...]:
+    """What a fine-tuning run of this kind (distilled, undistilled, stilts, teacher, or a named model) is grouped
+    and matched on: `student`, every config field that changes its run id when changed alone (found by asking
+    `FinetuneConfig.run_id` itself, so this follows config.py), except the seeds, `save_model` and `target_task`
+    (the column); then what the run ids hold beside the fields: config.ENGINE_VERSION as the run recorded it
+    (`engine_version` in metrics.json or provenance.json; 1 where absent), the precision of the run
+    (`precision`), of its upstream distillation or STILTs model (`upstream_precision`) and of the teacher above
+    that (`teacher_precision`), and the source task's version (`source_version`)."""
+    from .config import FinetuneConfig
+
+    base = FinetuneConfig(device="cpu", student=student if student in KINDS else "probe/model")
+    ref = base.run_id()
+    skip = {*SEEDS, *NOT_A_RESULT, "target_task", "student"}
+    names = [
+        f.name
+        for f in dataclasses.fields(FinetuneConfig)
+        if f.metadata["id"] and f.name not in skip and _changes_id(base, f.name, ref)
+    ]
+    lineage = ["engine_version", "precision"]
+    upstream = base.upstream()
+    if upstream is not None:
+        lineage += ["upstream_precision", "source_version"]
+        if upstream.upstream() is not None:
+            lineage.append("teacher_precision")
+    return ("student", *names, *lineage)
+
+
+def _changes_id(base, name: str, ref: str) -> bool:
+    """Whether changing `name` alone changes the run id (a probe value the config refuses: assumed it does)."""
+    try:
+        return dataclasses.replace(base, **{name: _probe(getattr(base, name))}).run_id() != ref
+    except Exception:
+        return True
+
+
+def setting_text(value) -> str:
+    """A setting as a key and a label show it: 1000 (not 1000.0, which a column with gaps makes of an integer)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "None"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def key_frame(ft: pd.DataFrame) -> pd.DataFrame:
+    """Every field a row can be keyed on (the union of `row_fields` over the kinds in `ft`), as strings; a field
+    a run's config lacks (a run made before the field) reads as its default, as its run id does."""
+    from .config import FinetuneConfig
+
+    defaults = {
+        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        for f in dataclasses.fields(FinetuneConfig)
+    }
+    kinds = ft["student"].astype(str).unique() if "student" in ft else ["distilled"]
+    names = list(dict.fromkeys(n for kind in kinds for n in row_fields(kind)))
+    out = {}
+    for name in names:
+        column = ft[name] if name in ft else pd.Series(None, index=ft.index, dtype=object)
+        if name in defaults and defaults[name] is not None:
+            column = column.astype(object).where(column.notna(), flat(defaults[name]))
+        out[name] = column.map(setting_text)
+    return pd.DataFrame(out, index=ft.index)
+
+
+def row_keys(ft: pd.DataFrame, keys: pd.DataFrame | None = None) -> pd.Series:
+    """Each run's row: 'field=value|...' over its kind's `row_fields`."""
+    keys = key_frame(ft) if keys is None else keys
+    kinds = ft["student"].astype(str) if "student" in ft else pd.Series("distilled", index=ft.index)
+    return pd.Series(
+        ["|".join(f"{n}={keys.at[i, n]}" for n in row_fields(kind)) for i, kind in kinds.items()], index=ft.index
+    )
+
+
+def finetune_seed(frame: pd.DataFrame) -> pd.Series:
     """The fine-tuning seed of each run (finetune_seed, or seed where it is unset)."""
+    seed = frame["seed"] if "seed" in frame else pd.Series(0, index=frame.index)
     if "finetune_seed" not in frame:
-        return frame["seed"]
-    return frame["finetune_seed"].where(frame["finetune_seed"].notna(), frame["seed"]).astype(int)
+        return seed.astype(int)
+    return frame["finetune_seed"].where(frame["finetune_seed"].notna(), seed).astype(int)
+
+
+def _target(frame: pd.DataFrame) -> pd.Series:
+    return frame["target"] if "target" in frame else frame["target_task"]
 
 
 def _over_targets(runs: pd.DataFrame, targets: list[str]) -> tuple[float, float, int]:
     """(mean over targets of each target's mean score, sd over seeds of the per-seed mean over targets, seeds
-    that cover every target): each target weighs the same; the spread is what a rerun with other seeds moves."""
-    runs = runs[runs["target_task"].isin(targets)]
-    if runs["target_task"].nunique() < len(targets) or not targets:
+    that cover every target): each target weighs the same; the sd is a spread between seeds, not an interval."""
+    runs = runs[_target(runs).isin(targets)]
+    if not targets or _target(runs).nunique() < len(targets):
         return np.nan, np.nan, 0
-    mean = runs.groupby("target_task")["score"].mean().mean()
-    per_seed = runs.assign(fseed=_seed(runs)).pivot_table(index="fseed", columns="target_task", values="score")
-    complete = per_seed.dropna()
-    spread = complete.mean(axis=1).std(ddof=1) if len(complete) > 1 else np.nan
-    return mean, spread, len(complete)
+    mean = runs.groupby(_target(runs))["score"].mean().mean()
+    per_seed = runs.assign(fseed=finetune_seed(runs), col=_target(runs))
+    per_seed = per_seed.pivot_table(index="fseed", columns="col", values="score").dropna()
+    spread = per_seed.mean(axis=1).std(ddof=1) if len(per_seed) > 1 else np.nan
+    return mean, spread, len(per_seed)
 
 
-def _paired(mine: pd.DataFrame, other: pd.DataFrame, targets: list[str]) -> tuple[float, float, str]:
-    """(mean over targets of mine - other, sd of the per-target differences, 'target:+d' list)."""
-    a = mine[mine["target_task"].isin(targets)].groupby("target_task")["score"].mean()
-    b = other[other["target_task"].isin(targets)].groupby("target_task")["score"].mean()
-    diff = (a - b).dropna()
-    if len(diff) < len(targets) or diff.empty:
-        return np.nan, np.nan, ""
-    spread = diff.std(ddof=1) if len(diff) > 1 else np.nan
-    return diff.mean(), spread, ", ".join(f"{t} {d:+.1f}" for t, d in diff.items())
+def _pairs(runs: pd.DataFrame, targets: list[str]) -> pd.Series:
+    """Mean score per (target, fine-tuning seed) over the given targets."""
+    runs = runs[_target(runs).isin(targets)]
+    return runs.groupby([_target(runs), finetune_seed(runs)])["score"].mean()
+
+
+def paired_difference(mine: pd.DataFrame, other: pd.DataFrame, targets: list[str]) -> dict:
+    """`mine` - `other`, paired by (target, fine-tuning seed): the mean over the n pairs, a 95% Student-t
+    confidence interval over them (n - 1 degrees of freedom; only with at least two seeds), the seeds, the
+    per-target means of the differences and their sd (the spread between targets, not an uncertainty), and the
+    targets without a pair (then no difference is given: it would not cover the same targets)."""
+    diff = (_pairs(mine, targets) - _pairs(other, targets)).dropna()
+    covered = set(diff.index.get_level_values(0)) if len(diff) else set()
+    out = {"mean": np.nan, "low": np.nan, "high": np.nan, "pairs": len(diff), "seeds": 0, "spread": np.nan,
+           "per_target": "", "missing": [t for t in targets if t not in covered]}  # fmt: skip
+    if out["missing"] or diff.empty:
+        return out
+    per_target = diff.groupby(level=0).mean()
+    out.update(mean=diff.mean(), seeds=diff.index.get_level_values(1).nunique())
+    out["per_target"] = ", ".join(f"{t} {d:+.1f}" for t, d in per_target.items())
+    if len(per_target) > 1:
+        out["spread"] = per_target.std(ddof=1)
+    if out["seeds"] > 1:
+        from scipy import stats
+
+        half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / math.sqrt(len(diff))
+        out.update(low=out["mean"] - half, high=out["mean"] + half)
+    return out
 
 
 def _teacher_sources(runs: pd.DataFrame) -> set[str]:
@@ -55,57 +194,105 @@ def _teacher_sources(runs: pd.DataFrame) -> set[str]:
     return set() if pd.isna(value) or value in ("", "-") else set(str(value).split("+"))
 
 
+def matched(ft: pd.DataFrame, keys: pd.DataFrame, mine: pd.DataFrame, student: str) -> pd.DataFrame:
+    """The runs of kind `student` whose every `row_fields(student)` value equals the row's (one row at most: those
+    fields are its key)."""
+    fields = [n for n in row_fields(student) if n != "student"]
+    ref = keys.loc[mine.index[0]]
+    same = (ft["student"] == student) if "student" in ft else pd.Series(False, index=ft.index)
+    if not same.any():
+        return ft[same]
+    for name in fields:
+        same &= keys[name] == ref[name]
+    return ft[same]
+
+
 def transfer_table(ft: pd.DataFrame) -> pd.DataFrame:
     """One row per trained variant (distilled or STILTs, with a source task): its mean over the targets that are
-    not its source (± sd over fine-tuning seeds), the same for its undistilled twin and its STILTs control, and
-    the paired per-target differences against each."""
+    not its sources (± sd over fine-tuning seeds), the same for each matched control (undistilled twin, STILTs,
+    the teacher's pretrained model) and the paired difference against it with its 95% t interval."""
     if ft.empty:
         return pd.DataFrame()
+    keys = key_frame(ft)
     rows = []
     sourced = ft[ft["student"].isin(["distilled", "stilts"])]
     for variant, mine in sourced.groupby("variant"):
         source = mine["source_task"].iloc[0]
-        targets = sorted(set(mine["target_task"]) - {source} - _teacher_sources(mine))
-        same = np.logical_and.reduce([ft[k].astype(str) == str(mine[k].iloc[0]) for k in TWIN_KEYS])
-        twin = ft[same & (ft["student"] == "undistilled")]
-        stilts = ft[same & (ft["student"] == "stilts") & (ft["source_task"] == source)]
-        row = {"variant": variant, "source": source, "targets": len(targets)}
-        for name, runs in (("", mine), ("undistilled_", twin), ("stilts_", stilts)):
-            mean, spread, seeds = _over_targets(runs, targets)
-            row.update({f"{name}mean": mean, f"{name}sd_over_seeds": spread, f"{name}seeds": seeds})
-        for name, other in (("undistilled", twin), ("stilts", stilts)):
-            control = mine["student"].iloc[0] == "stilts" and name == "stilts"  # itself: no comparison
-            delta, spread, per_target = (np.nan, np.nan, "") if control else _paired(mine, other, targets)
-            row.update({f"vs_{name}": delta, f"vs_{name}_sd_over_targets": spread, f"vs_{name}_per_target": per_target})
+        excluded = {source} | _teacher_sources(mine)
+        targets = sorted(set(_target(mine)[~mine["target_task"].isin(excluded)]))
+        mean, spread, seeds = _over_targets(mine, targets)
+        row = {"variant": variant, "student": mine["student"].iloc[0], "source": source, "targets": len(targets),
+               "mean": mean, "sd_over_seeds": spread, "seeds": seeds}  # fmt: skip
+        for name, _ in CONTROLS:
+            itself = mine["student"].iloc[0] == name
+            other = mine if itself else matched(ft, keys, mine, name)
+            label = NO_CONTROL if other.empty else other["variant"].iloc[0]
+            mean, spread, seeds = _over_targets(other, targets)
+            row.update({f"{name}_control": label, f"{name}_mean": mean, f"{name}_sd_over_seeds": spread,
+                        f"{name}_seeds": seeds})  # fmt: skip
+            diff = paired_difference(mine, other, targets) if not (itself or other.empty) else {}
+            row.update({
+                f"vs_{name}": diff.get("mean", np.nan), f"vs_{name}_ci95_low": diff.get("low", np.nan),
+                f"vs_{name}_ci95_high": diff.get("high", np.nan), f"vs_{name}_pairs": diff.get("pairs", 0),
+                f"vs_{name}_seeds": diff.get("seeds", 0),
+                f"vs_{name}_spread_between_targets": diff.get("spread", np.nan),
+                f"vs_{name}_per_target": diff.get("per_target", ""),
+                f"vs_{name}_unpaired_targets": "+".join(diff.get("missing", [])),
+            })  # fmt: skip
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def transfer_markdown(table: pd.DataFrame) -> str:
-    """The table as a reader scans it: mean ± sd cells, differences with their spread over targets."""
+def mean_cell(mean, sd, seeds) -> str:
+    """'69.1 ± 1.7 (3 seeds)'; a one-seed mean is flagged and never gets a ±."""
+    if pd.isna(mean):
+        return "n/a"
+    if seeds > 1 and not pd.isna(sd):
+        return f"{mean:.1f} ± {sd:.1f} ({seeds} seeds)"
+    return f"{mean:.1f} (1 seed)" if seeds == 1 else f"{mean:.1f} (no seed on every target)"
+
+
+def _difference_cell(row: pd.Series, name: str, itself: bool) -> str:
+    if itself:
+        return "—"
+    if row[f"{name}_control"] == NO_CONTROL:
+        return NO_CONTROL
+    mean, pairs = row[f"vs_{name}"], row[f"vs_{name}_pairs"]
+    if pd.isna(mean):
+        missing = str(row[f"vs_{name}_unpaired_targets"]).replace("+", ", ")
+        return f"n/a (no pair on {missing})" if missing else "n/a"
+    if pd.isna(row[f"vs_{name}_ci95_low"]):
+        return f"{mean:+.1f} (1 seed, n={pairs})"
+    return f"{mean:+.1f} [{row[f'vs_{name}_ci95_low']:+.1f}, {row[f'vs_{name}_ci95_high']:+.1f}] (n={pairs})"
+
+
+TRANSFER_NOTE = (
+    "Mean: over the non-source targets (each weighs the same) of each target's mean over fine-tuning seeds; ± is "
+    "the sd over seeds of the per-seed mean, a spread between seeds, not an interval; '1 seed': one run per target, "
+    "no spread. vs a control: the difference paired by (target, fine-tuning seed), mean over the n pairs, with its "
+    "95% confidence interval [Student t over the n pairs, n - 1 degrees of freedom]; a row with one seed gets no "
+    "interval. A control is matched on every setting its run id depends on (`comparison.row_fields`): '"
+    + NO_CONTROL
+    + "' where no such run exists. The spread of the per-target differences (not an uncertainty) is in the csv."
+)
+
+
+def transfer_markdown(table: pd.DataFrame, split: str = "test") -> str:
+    """The table as a reader scans it, then a note that says what each number is."""
     if table.empty:
         return ""
-
-    def cell(mean, sd):
-        return "n/a" if pd.isna(mean) else f"{mean:.1f}" + ("" if pd.isna(sd) else f" ± {sd:.1f}")
-
-    out = pd.DataFrame(
-        {
-            "variant": table["variant"],
-            "non-source targets": table["targets"],
-            "mean (± sd over seeds)": [cell(m, s) for m, s in zip(table["mean"], table["sd_over_seeds"])],
-            "undistilled twin": [
-                cell(m, s) for m, s in zip(table["undistilled_mean"], table["undistilled_sd_over_seeds"])
-            ],
-            "STILTs": [cell(m, s) for m, s in zip(table["stilts_mean"], table["stilts_sd_over_seeds"])],
-            "vs twin (± sd over targets)": [
-                cell(m, s) for m, s in zip(table["vs_undistilled"], table["vs_undistilled_sd_over_targets"])
-            ],
-            "vs STILTs": [
-                cell(m, s)
-                for m, s in zip(table.get("vs_stilts", np.nan), table.get("vs_stilts_sd_over_targets", np.nan))
-            ],
-            "per target vs twin": table["vs_undistilled_per_target"],
-        }
-    )
-    return out.to_markdown(index=False)
+    out = {
+        "variant": table["variant"],
+        "non-source targets": table["targets"],
+        "mean (± sd over seeds)": [mean_cell(*v) for v in zip(table["mean"], table["sd_over_seeds"], table["seeds"])],
+    }
+    for name, label in CONTROLS:
+        columns = [table[f"{name}_{c}"] for c in ("control", "mean", "sd_over_seeds", "seeds")]
+        out[label] = [NO_CONTROL if c == NO_CONTROL else mean_cell(m, s, n) for c, m, s, n in zip(*columns)]
+    for name, label in CONTROLS:
+        out[f"vs {label}: mean [95% t CI] (n pairs)"] = [
+            _difference_cell(row, name, itself=row["student"] == name) for _, row in table.iterrows()
+        ]
+    out["per target vs twin"] = table["vs_undistilled_per_target"]
+    scores = "test" if split == "test" else f"{split} (the split fine-tuning selects on)"
+    return pd.DataFrame(out).to_markdown(index=False) + f"\n\nScores: {scores}, x100. {TRANSFER_NOTE}"

@@ -1,24 +1,28 @@
 """The study's tables and figures, as pure functions of the run store (nothing is trained or measured here).
 
 `collect(runs_dir)` reads every complete run (DONE present; anything else is never counted) into one DataFrame;
-`build_report(runs_dir, out_dir)` writes results/tables/*.csv|md and results/figures/*.png:
+`build_report(runs_dir, out_dir)` writes results/tables/*.csv|md and results/figures/*.png, and the same score
+tables from dev scores under results/tables/dev/ (the split fine-tuning selects on: a recipe is chosen there,
+without reading test). A row is every run whose run id is the same but for the seeds (`comparison.row_fields`):
 
-- results_matrix: every model variant (distilled student per source/architecture/augmentation, the undistilled
-  baselines, the teacher) x every target task, test score of the main metric x100, mean over seeds (± std, n);
+- results_matrix: every model variant (distilled students, the undistilled baselines, the teacher) x every
+  target task, the main metric x100, mean ± sd over seeds (n; a one-seed cell says "1 seed" and has no ±);
 - augmentation: the same student and source with different transfer sets (bars with seed spread);
-- architectures: parameters, transformer FLOPs and measured inference speedup vs the teacher, source-task
-  retention, mean target score;
+- architectures: per distillation run and fine-tuning variant, parameters, transformer FLOPs and measured
+  inference speedup vs the teacher, source-task retention, mean target score;
 - headline: the paper's table layout (GLUE dev accuracy, SQuAD v2 F1) with the paper's numbers
   (shared/paper.md), ours beside them where we have the same architecture and target, and the delta; "n/a"
   where a cell cannot be compared;
-- transfer: per trained variant, the mean over the targets that are not its source (± sd over seeds) beside its
-  undistilled twin and its STILTs control, with the paired per-target differences (`comparison.py`);
+- transfer: per trained variant, the mean over the targets that are not its source beside its matched controls
+  (undistilled twin, STILTs, the teacher's model), with the paired differences and their 95% t intervals
+  (`comparison.py`);
 - runs: every run used, with its git sha, so each number traces back to its config.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -27,6 +31,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from . import comparison
+from .comparison import flat as _flat
 from .comparison import transfer_markdown, transfer_table
 
 # shared/paper.md, "Headline results": GLUE dev accuracy, SQuAD v2 F1 (the MiniLM paper's baselines included)
@@ -44,14 +50,6 @@ PAPER_HEADLINE = {
 }
 log = logging.getLogger(__name__)
 TABLES = ("results_matrix", "results_long", "augmentation", "architectures", "headline", "runs")
-
-
-def _flat(value):
-    if isinstance(value, list):
-        return "+".join(map(str, value)) if value else "-"
-    if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True)
-    return value
 
 
 def collect(runs_dir: str | Path) -> pd.DataFrame:
@@ -74,8 +72,15 @@ def collect(runs_dir: str | Path) -> pd.DataFrame:
         row.update(git_sha=prov.get("git_sha"), git_dirty=prov.get("git_dirty"), device=prov.get("device_name"))
         row.update(threads=prov.get("threads"), python=prov.get("python"), packages=_flat(prov.get("packages")))
         row.update(seeds=_flat(prov.get("seeds")), start=prov.get("start"), wall_seconds=prov.get("wall_seconds"))
+        row["precision"] = metrics.get("compute_precision") or _precision(prov.get("device"))  # in every run id
+        row["engine_version"] = metrics.get("engine_version") or prov.get("engine_version") or 1  # 1: made before it
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _precision(device: str | None) -> str | None:
+    """The precision a run computed in, from the device its provenance records (`devices.compute_precision`)."""
+    return None if not device else "bf16" if str(device).startswith("cuda") else "fp32"
 
 
 def without_copies(frame: pd.DataFrame) -> pd.DataFrame:
@@ -87,15 +92,16 @@ def without_copies(frame: pd.DataFrame) -> pd.DataFrame:
 
     kept = frame["save_model"].eq(True)  # NaN (a run made before the field): False
     fields = [f.name for f in dataclasses.fields(FinetuneConfig) if f.metadata["id"] and f.name != "save_model"]
+    fields += ["precision", "engine_version", "m_task_version"]  # in the run id too
     key = frame[["stage", *[f for f in fields if f in frame]]].map(str).agg("|".join, axis=1)  # NaN as "nan"
     twin = (~kept).groupby(key).transform("any")  # a run of the same key without the model
     frame = frame[~(kept & twin)]
     return frame if frame["save_model"].eq(True).any() else frame.drop(columns="save_model")
 
 
-def _score(frame: pd.DataFrame) -> pd.Series:
-    """Test score of each run's main metric on a 0-100 scale (QA metrics already are)."""
-    values = [row.get(f"m_test_{row['m_main_metric']}") for _, row in frame.iterrows()]
+def _score(frame: pd.DataFrame, split: str = "test") -> pd.Series:
+    """`split` score of each run's main metric on a 0-100 scale (QA metrics already are)."""
+    values = [row.get(f"m_{split}_{row['m_main_metric']}") for _, row in frame.iterrows()]
     scale = [_scale(kind) for kind in frame["m_task_kind"]]
     return pd.Series(np.asarray(values, dtype=float) * np.asarray(scale), index=frame.index)
 
@@ -118,41 +124,75 @@ def _variant(row) -> str:
     return f"model {row['student']}"
 
 
-# Named in a variant label already (or through the architecture): never appended as key=value.
-LABELLED = {"source_task", "student_arch", "augmentation", "student_init", "student_layers", "student_embeddings",
-            "student_heads"}  # fmt: skip
+# Named in a variant label already: never appended as key=value (teacher_model only for the teacher's model).
+LABELLED = {"student", "source_task", "student_arch", "augmentation"}
 
 
-def _recipe_suffixes(ft: pd.DataFrame) -> pd.Series:
-    """', key=value' for every distillation setting where a run departs from the most common value among the
-    distilled runs, so two recipes never share a row (and only departures lengthen the labels)."""
-    from .config import DistillConfig, TeacherConfig
+def _with_lineage(ft: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    """The run-id inputs that are not config fields, from the runs upstream of each fine-tuning: the precision of
+    its distillation or STILTs model and of the teacher above it, and the source task's version (NaN where the
+    upstream run is not in the store)."""
+    runs = frame.drop_duplicates("run_id").set_index("run_id") if "run_id" in frame else pd.DataFrame()
+    ft = ft.copy()
+    upstream = ft["m_upstream_run"] if "m_upstream_run" in ft else pd.Series(np.nan, index=ft.index)
+    teacher = upstream.map(runs["m_teacher_run"]) if "m_teacher_run" in runs else pd.Series(np.nan, index=ft.index)
+    lineage = {"upstream_precision": (upstream, "precision"), "source_version": (upstream, "m_task_version"),
+               "teacher_precision": (teacher, "precision")}  # fmt: skip
+    for column, (via, value) in lineage.items():
+        ft[column] = via.map(runs[value]) if value in runs else np.nan
+    return ft
 
+
+def _targets(ft: pd.DataFrame) -> pd.Series:
+    """The column each run lands in: its target task, or 'task vN' where runs of two versions of it are there."""
+    if "m_task_version" not in ft:
+        return ft["target_task"]
+    versions = ft.groupby("target_task")["m_task_version"].transform(lambda v: v.map(str).nunique())
+    named = ft["target_task"] + " v" + ft["m_task_version"].map(comparison.setting_text)
+    return ft["target_task"].where(versions <= 1, named)
+
+
+def _labels(ft: pd.DataFrame) -> pd.Series:
+    """One label per row (`comparison.row_keys`): the kind's name, then ', key=value' for every setting of its run
+    id where it departs from the most common value among the runs whose id holds that setting (so only
+    departures lengthen a label, and two rows never share one)."""
+    keys = comparison.key_frame(ft)
+    rows = comparison.row_keys(ft, keys)
+    kinds = ft["student"].astype(str)
+    relevant = {kind: set(comparison.row_fields(kind)) for kind in kinds.unique()}
     suffix = pd.Series("", index=ft.index)
-    dist = ft[ft["student"] == "distilled"]
-    fields = [*TeacherConfig().own_fields(), *DistillConfig().own_fields()]  # the teacher's too: another teacher
-    names = [f for f in fields if f not in LABELLED and f in dist]
-    for name in names:
-        values = dist[name].map(_label_value)
+    for name in keys.columns:
+        holds = pd.Series([name in relevant[kind] and name not in LABELLED for kind in kinds], index=ft.index)
+        holds &= ~((kinds == "teacher") & (name == "teacher_model"))  # the teacher's model names it
+        values = keys.loc[holds, name]
         if values.nunique() > 1:
-            common = values.mode().iloc[0]
-            departs = values[values != common]
+            departs = values[values != values.mode().iloc[0]]
             suffix[departs.index] += [f", {name}={v}" for v in departs]
-    return suffix
+    labels = pd.Series([_variant(row) for _, row in ft.iterrows()], index=ft.index)
+    labels = pd.Series([_with_suffix(label, extra) for label, extra in zip(labels, suffix)], index=ft.index)
+    shared = rows.groupby(labels).transform("nunique") > 1  # one label, two rows: the key tells them apart
+    if shared.any():
+        labels[shared] += [f" [{hashlib.sha256(r.encode()).hexdigest()[:6]}]" for r in rows[shared]]
+    return labels
 
 
-def _label_value(value) -> str:
-    """A setting as a label shows it: 1000 (not 1000.0, which a column with gaps makes of every integer)."""
-    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+def _with_suffix(label: str, extra: str) -> str:
+    if not extra:
+        return label
+    return label[:-1] + extra + ")" if label.endswith(")") else f"{label} ({extra[2:]})"
 
 
-def finetune_scores(frame: pd.DataFrame) -> pd.DataFrame:
+def finetune_scores(frame: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """The fine-tuning runs with `score` (the `split` score, x100), `target` (the column) and `variant` (the row:
+    every run-id setting but the seeds, `comparison.row_fields`)."""
     ft = frame[frame["stage"] == "finetune"].copy()
     if ft.empty:
         return ft
-    ft["score"] = _score(ft)
-    suffix = _recipe_suffixes(ft)
-    ft["variant"] = [_variant(row)[:-1] + suffix[i] + ")" if suffix[i] else _variant(row) for i, row in ft.iterrows()]
+    ft = _with_lineage(ft, frame)
+    ft["score"] = _score(ft, split)
+    if "target_task" in ft:
+        ft["target"] = _targets(ft)
+    ft["variant"] = _labels(ft)
     return ft
 
 
@@ -163,67 +203,100 @@ def _mean_std(values: pd.Series) -> pd.Series:
 
 
 def _cell(mean, std, n) -> str:
+    """'64.6 ± 1.3 (n=3)': mean ± sd over seeds; a one-seed cell says so and has no ±; NaN n: not a seeded run."""
     if pd.isna(mean):
         return "n/a"
-    return f"{mean:.1f} ± {std:.1f}" if n > 1 and not pd.isna(std) else f"{mean:.1f}"
+    if pd.isna(n):
+        return f"{mean:.1f}"
+    return f"{mean:.1f} ± {std:.1f} (n={n:.0f})" if n > 1 and not pd.isna(std) else f"{mean:.1f} (1 seed)"
 
 
-def results_tables(ft: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """(long table, matrix of means with Avg, markdown matrix with mean ± std)."""
-    if "m_test_chance" in ft:  # the best constant prediction on the same test rows: what "beats chance" means
-        chance = ft.dropna(subset=["m_test_chance"]).drop_duplicates("target_task").copy()
-        chance["variant"] = "chance (best constant prediction)"
-        chance["score"] = [v * _scale(k) for v, k in zip(chance["m_test_chance"], chance["m_task_kind"])]
-        ft = pd.concat([ft, chance])
-    long = ft.groupby(["variant", "target_task"])["score"].apply(_mean_std).unstack().reset_index()
-    long = long.sort_values(["variant", "target_task"]).reset_index(drop=True)
+MATRIX_NOTE = (
+    "Cells: mean ± sd over fine-tuning seeds (n = runs; the sd is the spread between seeds, not a confidence "
+    "interval); '1 seed': a single run, no spread. A row is every run whose run id is the same but for the seeds "
+    "(`comparison.row_fields`). Avg: the mean of the row's cells."
+)
+
+
+def results_tables(ft: pd.DataFrame, split: str = "test") -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """(long table, matrix of means with Avg, markdown matrix with mean ± sd (n) and a note)."""
+    ft = ft.assign(target=ft["target"] if "target" in ft else ft["target_task"])
+    long = ft.groupby(["variant", "target"])["score"].apply(_mean_std).unstack().reset_index()
+    chance_col = f"m_{split}_chance"
+    if chance_col in ft:  # the best constant prediction on the same rows: what "beats chance" means
+        chance = ft.dropna(subset=[chance_col]).drop_duplicates("target").copy()
+        long = pd.concat([long, pd.DataFrame({
+            "variant": "chance (best constant prediction)", "target": chance["target"],
+            "mean": [v * _scale(k) for v, k in zip(chance[chance_col], chance["m_task_kind"])], "std": np.nan,
+            "n": np.nan})])  # fmt: skip
+    long = long.sort_values(["variant", "target"]).reset_index(drop=True).rename(columns={"target": "target_task"})
     matrix = long.pivot(index="variant", columns="target_task", values="mean")
     matrix["Avg"] = matrix.mean(axis=1, skipna=False)
     md = long.assign(cell=[_cell(m, s, n) for m, s, n in zip(long["mean"], long["std"], long["n"])])
     md = md.pivot(index="variant", columns="target_task", values="cell").fillna("n/a")
     md["Avg"] = [f"{v:.1f}" if not pd.isna(v) else "n/a" for v in matrix["Avg"]]
-    return long, matrix, md.to_markdown()
+    scores = "Test" if split == "test" else f"{split.capitalize()} (the split fine-tuning selects on)"
+    return long, matrix, md.to_markdown() + f"\n\n{scores} score x100. {MATRIX_NOTE}"
+
+
+def _column(frame: pd.DataFrame) -> pd.Series:
+    """The target column of each run (`finetune_scores`' `target`; target_task for frames made without it)."""
+    return frame["target"] if "target" in frame else frame["target_task"]
 
 
 def augmentation_table(ft: pd.DataFrame) -> pd.DataFrame:
     dist = ft[ft["student"] == "distilled"]
     if dist.empty:
         return pd.DataFrame()
-    keys = ["source_task", "student_arch", "augmentation", "variant", "target_task"]  # variant: recipe departures
+    dist = dist.assign(target_task=_column(dist))
+    keys = ["source_task", "student_arch", "augmentation", "variant", "target_task"]  # variant: the whole row key
     table = dist.groupby(keys)["score"].apply(_mean_std).unstack().reset_index()
     return table.sort_values(keys).reset_index(drop=True)
 
 
-def architecture_table(frame: pd.DataFrame, ft: pd.DataFrame) -> pd.DataFrame:
+def architecture_table(frame: pd.DataFrame, ft: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """One row per distillation run and fine-tuning variant of its student (two fine-tuning recipes are never
+    averaged together): sizes, speed, the `split` source score beside the teacher's, retention, and the mean over
+    targets of the fine-tunings."""
     dist = frame[frame["stage"] == "distill"]
     if dist.empty:
         return pd.DataFrame()
+    runs = frame.drop_duplicates("run_id").set_index("run_id")
     rows = []
     for _, run in dist.sort_values("run_id").iterrows():
         mine = ft[(ft["student"] == "distilled")] if not ft.empty else ft
         mine = mine[mine["m_distill_run"] == run["run_id"]] if not mine.empty else mine
         main = run["m_main_metric"]
-        rows.append(
-            {
-                "distill_run": run["run_id"],
-                "source": run["source_task"],
-                "arch": run["student_arch"],
-                "init": run["student_init"] if run["student_embeddings"] != "pca" else "random + PCA embeddings",
-                "augmentation": run["augmentation"],
-                "seed": run["seed"],
-                "parameters_M": run["m_parameters"] / 1e6,
-                "teacher_parameters_M": run["m_teacher_parameters"] / 1e6,
-                "flops_ratio": run["m_flops_ratio"],
-                "speedup_measured": run.get("m_speedup", np.nan),
-                f"source_test_{main}": run[f"m_test_{main}"],
-                "teacher_source_test": run.get("m_teacher_test", np.nan),
-                "retention": run.get("m_retention", np.nan),
-                "targets": mine["target_task"].nunique() if len(mine) else 0,
-                "finetunes": len(mine),
-                # each target weighs the same: the mean over targets of the mean over that target's fine-tunings
-                "mean_over_targets": mine.groupby("target_task")["score"].mean().mean() if len(mine) else np.nan,
-            }
-        )
+        score = run.get(f"m_{split}_{main}", np.nan)
+        if split == "test":
+            teacher, retention = run.get("m_teacher_test", np.nan), run.get("m_retention", np.nan)
+        else:  # the teacher's own run holds its dev score
+            teacher_run = run.get("m_teacher_run")
+            teacher = runs[f"m_{split}_{main}"].get(teacher_run, np.nan) if f"m_{split}_{main}" in runs else np.nan
+            retention = score / teacher if teacher and not pd.isna(teacher) else np.nan
+        for variant, fine in mine.groupby("variant") if len(mine) else [(None, mine)]:
+            rows.append(
+                {
+                    "distill_run": run["run_id"],
+                    "source": run["source_task"],
+                    "arch": run["student_arch"],
+                    "init": run["student_init"] if run["student_embeddings"] != "pca" else "random + PCA embeddings",
+                    "augmentation": run["augmentation"],
+                    "seed": run["seed"],
+                    "parameters_M": run["m_parameters"] / 1e6,
+                    "teacher_parameters_M": run["m_teacher_parameters"] / 1e6,
+                    "flops_ratio": run["m_flops_ratio"],
+                    "speedup_measured": run.get("m_speedup", np.nan),
+                    f"source_{split}_{main}": score,
+                    f"teacher_source_{split}": teacher,
+                    "retention": retention,
+                    "finetune_variant": variant,
+                    "targets": _column(fine).nunique() if len(fine) else 0,
+                    "finetunes": len(fine),
+                    # each target weighs the same: the mean over targets of the mean over that target's fine-tunings
+                    "mean_over_targets": fine.groupby(_column(fine))["score"].mean().mean() if len(fine) else np.nan,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -261,7 +334,7 @@ def headline_table(ft: pd.DataFrame, frame: pd.DataFrame | None = None) -> pd.Da
         paper = PAPER_HEADLINE.get(f"XtremeDistil {arch}") if comparable else None
         cells, ours = {}, []
         for col, task, i in zip(cols, PAPER_COLUMNS, range(len(cols))):
-            scores = mine[mine["target_task"] == task]["score"]
+            scores = mine[_column(mine) == task]["score"]  # one task version: 'task vN' columns match none
             if scores.empty:
                 cells[col] = "n/a"
                 continue
@@ -269,7 +342,7 @@ def headline_table(ft: pd.DataFrame, frame: pd.DataFrame | None = None) -> pd.Da
             delta = f" ({scores.mean() - paper[2 + i]:+.1f})" if paper else ""
             cells[col] = f"{scores.mean():.1f}{delta}"
         avg = f"{np.mean(ours):.1f}" if len(ours) == len(cols) else "n/a"
-        seeds = mine["seed"].nunique() if "seed" in mine else 1
+        seeds = comparison.finetune_seed(mine).nunique()
         label = f"ours: {variant}; mean over {seeds} seed{'s' if seeds > 1 else ''}"
         label += "" if comparable else " (toy size: not comparable)"
         rows.append({"model": label, "params": f"{mine['m_parameters'].iloc[0] / 1e6:.0f}M",
@@ -308,6 +381,7 @@ def figures(matrix: pd.DataFrame, ft: pd.DataFrame, arch: pd.DataFrame, out: Pat
         varied = dist.groupby(["source_task", "student_arch"])["augmentation"].transform("nunique") > 1
         dist = dist[varied]
     if not dist.empty and dist["augmentation"].nunique() > 1:
+        dist = dist.assign(target_task=_column(dist))
         fig, ax = plt.subplots(figsize=(1.5 + 1.3 * dist["target_task"].nunique(), 3.5))
         sns.barplot(data=dist.sort_values(["target_task", "augmentation"]), x="target_task", y="score",
                     hue="augmentation", errorbar="sd", ax=ax)  # fmt: skip
@@ -347,20 +421,24 @@ def build_report(runs_dir: str | Path = "results/runs", out_dir: str | Path = "r
     figs.mkdir(parents=True, exist_ok=True)
     if frame.empty:
         raise ValueError(f"no complete runs under {runs_dir}: nothing to report (run a sweep first)")
-    ft = finetune_scores(frame)
     written = []
-    matrix = pd.DataFrame()
-    if not ft.empty:
-        long, matrix, md = results_tables(ft)
-        written += _write(long, tables, "results_long")
-        written += _write(matrix.reset_index(), tables, "results_matrix", md)
-        written += _write(augmentation_table(ft), tables, "augmentation")
-        transfer = transfer_table(ft)
-        if not transfer.empty:
-            written += _write(transfer, tables, "transfer", transfer_markdown(transfer))
-    arch = architecture_table(frame, ft)
-    written += _write(arch, tables, "architectures")
-    written += _write(headline_table(ft, frame), tables, "headline")
+    for split, where in (("test", tables), ("dev", tables / "dev")):  # dev: for recipe choices, test unread
+        where.mkdir(exist_ok=True)
+        ft = finetune_scores(frame, split)
+        matrix = pd.DataFrame()
+        if not ft.empty:
+            long, matrix, md = results_tables(ft, split)
+            written += _write(long, where, "results_long")
+            written += _write(matrix.reset_index(), where, "results_matrix", md)
+            written += _write(augmentation_table(ft), where, "augmentation")
+            transfer = transfer_table(ft)
+            if not transfer.empty:
+                written += _write(transfer, where, "transfer", transfer_markdown(transfer, split))
+        arch = architecture_table(frame, ft, split)
+        written += _write(arch, where, "architectures")
+        written += _write(headline_table(ft, frame), where, "headline")
+        if split == "test":
+            written += figures(matrix, ft, arch, figs)
     # runs.csv: every config field, metric and provenance field of every run (the run store itself, with its
     # weights, is not committed); runs.md: the columns a reader scans
     keep = ["stage", "run_id", "source_task", "target_task", "student", "student_arch", "augmentation", "seed",
@@ -368,5 +446,4 @@ def build_report(runs_dir: str | Path = "results/runs", out_dir: str | Path = "r
     frame = frame.sort_values(["stage", "run_id"])
     md = frame[[c for c in keep if c in frame]].to_markdown(index=False)
     written += _write(frame, tables, "runs", md, digits=None)  # every value as recorded (learning rates: 5e-05)
-    written += figures(matrix, ft, arch, figs)
     return written

@@ -1,0 +1,183 @@
+"""The report's tables over synthetic run stores (config.yaml, metrics.json, provenance.json, DONE, as runs write
+them): dev-score tables beside the test ones; a row is every run whose run id is the same but for the seeds; a
+control is matched on every field of its run id or named missing; differences are paired by (target, seed) with a
+95% t interval; a one-seed row has no ±."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import yaml
+
+from xdlib import report
+from xdlib.config import FinetuneConfig
+from xdlib.report import build_report
+
+BASE = FinetuneConfig().to_dict() | {"source_task": "src", "max_train_samples": 2000, "target_max_train_samples": 600,
+                                     "augmentation": ["plot-sentences"], "progress": False}  # fmt: skip
+MAIN = "l3-h384 distilled from src (+plot-sentences)"
+TWIN = "l3-h384 undistilled"
+STILTS = "l3-h384 STILTs (undistilled, fine-tuned on src first)"
+T95_5 = 2.570581835636314  # Student t, 0.975 quantile, 5 degrees of freedom
+
+
+def _run(runs, stage, run_id, metrics, device="cpu", **config):
+    path = runs / stage / run_id
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(yaml.safe_dump(BASE | config))
+    common = {"stage": stage, "run_id": run_id, "main_metric": "accuracy", "task_kind": "single", "task_version": 1}
+    (path / "metrics.json").write_text(json.dumps(common | metrics))
+    (path / "provenance.json").write_text(json.dumps({"device": device, "seeds": {"seed": 0}}))
+    (path / "DONE").write_text("")
+
+
+def _source_runs(runs, rows=2000):
+    """A teacher, its distillation and the STILTs model, on `rows` source rows."""
+    score = {"test_accuracy": 0.8, "dev_accuracy": 0.82}
+    _run(runs, "teacher", f"t{rows}", score, max_train_samples=rows)
+    _run(runs, "distill", f"d{rows}", {"teacher_run": f"t{rows}", "test_accuracy": 0.76, "dev_accuracy": 0.79,
+         "parameters": 1e7, "teacher_parameters": 2e7, "flops_ratio": 2.0, "teacher_test": 0.8, "retention": 0.95,
+         "speedup": 2.0}, max_train_samples=rows)  # fmt: skip
+    _run(runs, "stilts", f"s{rows}", score, max_train_samples=rows)
+
+
+def _finetunes(runs, name, student, upstream, scores, seeds=(0,), dev=5.0, version=1, device="cpu", engine=None,
+               **config):  # fmt: skip
+    """One fine-tuning per target and seed; test scores as given (x100), dev scores `dev` points higher."""
+    for target, values in scores.items():
+        for seed, value in zip(seeds, values):
+            metrics = {
+                "student": student,
+                "task": target,
+                "task_version": version,
+                "test_accuracy": value / 100,
+                "dev_accuracy": (value + dev) / 100,
+                "test_chance": 0.25,
+                "parameters": 1e7,
+                "upstream_run": upstream,
+                "distill_run": upstream if student == "distilled" else None,
+            }
+            if engine is not None:
+                metrics["engine_version"] = engine
+            _run(runs, "finetune", f"{name}-{target}-{seed}-v{version}", metrics, device, student=student,
+                 target_task=target, finetune_seed=seed, **config)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("report")
+    runs = tmp_path / "runs"
+    _source_runs(runs, 2000)
+    _source_runs(runs, 600)
+    three = (0, 1, 2)
+    _finetunes(runs, "main", "distilled", "d2000", {"ta": [60, 64, 62], "tb": [70, 71, 75]}, three)
+    _finetunes(runs, "gpu", "distilled", "d2000", {"ta": [90], "tb": [90]}, device="cuda:0")  # bf16: not a seed
+    _finetunes(runs, "lr", "distilled", "d2000", {"ta": [50], "tb": [50]}, finetune_lr=3e-4)
+    _finetunes(runs, "rows600", "distilled", "d600", {"ta": [55], "tb": [65]}, max_train_samples=600)
+    _finetunes(runs, "twin", "undistilled", None, {"ta": [58, 61, 60], "tb": [69, 73, 70]}, three)
+    _finetunes(runs, "twin300", "undistilled", None, {"ta": [40], "tb": [40]}, target_max_train_samples=300)
+    _finetunes(runs, "stilts", "stilts", "s2000", {"ta": [61, 62, 60], "tb": [70, 70, 71]}, three)
+    _finetunes(runs, "teacher300", "teacher", None, {"ta": [80, 81], "tb": [85, 86]}, (0, 1),
+               target_max_train_samples=300)  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:  # the figures are not what is tested here: 3 s saved
+        patch.setattr(report, "figures", lambda *args: [])
+        build_report(runs, tmp_path / "results")
+    return tmp_path / "results" / "tables"
+
+
+def _md_row(md: str, label: str) -> str:
+    (line,) = [line for line in md.splitlines() if line.startswith(f"| {label} ")]
+    return line
+
+
+def test_rows_separate_on_every_run_id_field_but_the_seeds(store):
+    long = pd.read_csv(store / "results_long.csv")
+    assert (
+        set(long["variant"])
+        == {
+            "chance (best constant prediction)",
+            MAIN,
+            MAIN[:-1] + ", precision=bf16)",  # a GPU run of the same config: its own row, never a fourth seed
+            MAIN[:-1] + ", finetune_lr=0.0003)",  # a fine-tuning setting separates distilled rows
+            MAIN[:-1] + ", max_train_samples=600)",
+            TWIN,
+            TWIN + " (target_max_train_samples=300)",  # and baselines
+            STILTS,
+            "teacher offline:all-MiniLM-L6-v2 (target_max_train_samples=300)",
+        }
+    )
+    main = long[long["variant"] == MAIN].set_index("target_task")
+    assert list(main["n"]) == [3, 3] and main.loc["ta", "mean"] == pytest.approx(62.0)
+
+
+def test_a_control_is_matched_on_its_whole_run_id_or_named_missing(store):
+    table = pd.read_csv(store / "transfer.csv").set_index("variant")
+    main = table.loc[MAIN]
+    assert (main["undistilled_control"], main["stilts_control"]) == (TWIN, STILTS)
+    assert main["teacher_control"] == "no matched control"  # the only teacher's model has another target cap
+    rows600 = table.loc[MAIN[:-1] + ", max_train_samples=600)"]
+    assert rows600["stilts_control"] == "no matched control"  # STILTs was trained on 2,000 source rows
+    assert rows600["undistilled_control"] == TWIN  # the twin's run id does not hold the source rows
+    lr = table.loc[MAIN[:-1] + ", finetune_lr=0.0003)"]
+    assert lr["undistilled_control"] == "no matched control" and math.isnan(lr["vs_undistilled"])
+    md = (store / "transfer.md").read_text()
+    assert "no matched control" in _md_row(md, MAIN[:-1] + ", max_train_samples=600)")
+
+
+def test_a_difference_is_paired_by_target_and_seed_with_a_t_interval(store):
+    main = pd.read_csv(store / "transfer.csv").set_index("variant").loc[MAIN]
+    diffs = pd.Series([60 - 58, 64 - 61, 62 - 60, 70 - 69, 71 - 73, 75 - 70], dtype=float)  # (target, seed) pairs
+    half = T95_5 * diffs.std(ddof=1) / math.sqrt(6)
+    assert main["vs_undistilled"] == pytest.approx(diffs.mean(), abs=1e-4) and main["vs_undistilled_pairs"] == 6
+    assert main["vs_undistilled_ci95_low"] == pytest.approx(diffs.mean() - half, abs=1e-4)
+    assert main["vs_undistilled_ci95_high"] == pytest.approx(diffs.mean() + half, abs=1e-4)
+    md = (store / "transfer.md").read_text()
+    assert f"{diffs.mean():+.1f} [{diffs.mean() - half:+.1f}, {diffs.mean() + half:+.1f}] (n=6)" in _md_row(md, MAIN)
+    assert "sd over targets" not in md and "95% t CI" in md
+
+
+def test_a_one_seed_row_is_flagged_and_has_no_plus_minus(store):
+    matrix = (store / "results_matrix.md").read_text()
+    lr = _md_row(matrix, MAIN[:-1] + ", finetune_lr=0.0003)")
+    assert "±" not in lr and lr.count("1 seed") == 2
+    assert "62.0 ± 2.0 (n=3)" in _md_row(matrix, MAIN)
+    transfer = pd.read_csv(store / "transfer.csv").set_index("variant")
+    rows600 = transfer.loc[MAIN[:-1] + ", max_train_samples=600)"]
+    assert rows600["vs_undistilled"] == pytest.approx(((55 - 58) + (65 - 69)) / 2) and rows600["seeds"] == 1
+    assert math.isnan(rows600["vs_undistilled_ci95_low"]) and math.isnan(rows600["sd_over_seeds"])
+    cells = _md_row((store / "transfer.md").read_text(), MAIN[:-1] + ", max_train_samples=600)").split("|")
+    assert cells[3].strip() == "60.0 (1 seed)"  # its own mean; its twin (3 seeds) keeps its spread
+    assert cells[7].strip() == "-3.5 (1 seed, n=2)"  # vs the twin: no interval
+
+
+def test_every_score_table_has_a_dev_version_beside_it(store):
+    for name in ("results_matrix", "results_long", "augmentation", "transfer", "architectures", "headline"):
+        for ext in ("csv", "md"):
+            assert (store / "dev" / f"{name}.{ext}").is_file(), f"dev/{name}.{ext}"
+    assert not (store / "dev" / "runs.csv").exists()  # not a score table
+    test, dev = (pd.read_csv(store / d / "results_matrix.csv").set_index("variant") for d in (".", "dev"))
+    assert test.loc[MAIN, "ta"] == pytest.approx(62.0) and dev.loc[MAIN, "ta"] == pytest.approx(67.0)
+    assert "chance (best constant prediction)" not in dev.index  # no dev chance recorded: none invented
+    arch = pd.read_csv(store / "dev" / "architectures.csv").query("distill_run == 'd2000'")
+    assert len(arch) == 3  # one row per fine-tuning variant of the student: never averaged together
+    assert set(arch["source_dev_accuracy"]) == {0.79} and set(arch["finetunes"]) == {6, 2}
+    assert arch["retention"].tolist() == pytest.approx([0.79 / 0.82] * 3, abs=1e-4)  # vs the teacher's dev score
+    md = (store / "dev" / "results_matrix.md").read_text()
+    assert "Dev (the split fine-tuning selects on)" in md and "the sd is the spread between seeds" in md
+
+
+def test_two_versions_of_a_target_task_or_of_the_engine_never_pool(tmp_path, monkeypatch):
+    """A task version is a column ('ta v2'); config.ENGINE_VERSION, recorded by a run as `engine_version` (1 when
+    absent: made before it), is a row."""
+    runs = tmp_path / "runs"
+    _source_runs(runs)
+    _finetunes(runs, "main", "distilled", "d2000", {"ta": [60], "tb": [70]})
+    _finetunes(runs, "main", "distilled", "d2000", {"ta": [64]}, version=2)
+    _finetunes(runs, "engine2", "distilled", "d2000", {"ta": [62, 66], "tb": [72, 73]}, (0, 1), engine=2)
+    monkeypatch.setattr(report, "figures", lambda *args: [])
+    build_report(runs, tmp_path / "results")
+    long = pd.read_csv(tmp_path / "results" / "tables" / "results_long.csv")
+    main = long[long["variant"] == MAIN[:-1] + ", engine_version=1)"].set_index("target_task")
+    assert sorted(main.index) == ["ta v1", "ta v2", "tb"] and set(main["n"]) == {1}
+    assert list(long[long["variant"] == MAIN]["n"]) == [2, 2]  # engine 2, the most common: no departure named
