@@ -7,10 +7,11 @@ With --params: run the params file's sweep (complete runs are reused; its fine-t
 then measure its teachers on their source task and every fine-tuned model on its target. With run dirs: those runs
 (a teacher or distill run, or a finetune run with its model).
 
-For each run: export ONNX fp32 and int8 (kept in RUN_DIR/onnx and RUN_DIR/onnx-int8; reused when there), predict
-the test rows the run was scored on (its max_eval_samples draw, at its max_length) with PyTorch fp32, ONNX fp32
-and ONNX int8 (`xdlib.serve`), and time each at batch 1 and batch 32 on those test sentences (real lengths, each
-batch padded to its longest). All models are timed in turn in one process; threads are recorded.
+For each run: export ONNX fp32 and int8 (kept in RUN_DIR/onnx and RUN_DIR/onnx-int8; reused while the run's
+weights are those they were exported from), predict the test rows the run was scored on (its max_eval_samples
+draw, at its max_length) with PyTorch fp32, ONNX fp32 and ONNX int8 (`xdlib.serve`), and time each at batch 1 and
+batch 32 on those test sentences (real lengths, each batch padded to its longest). All models are timed in turn in
+one process; threads are recorded.
 Writes `<out>/tables/deploy.csv|md` (the table and the targets) and `<out>/benchmarks/deploy-<date>.json` (every
 raw number).
 """
@@ -59,7 +60,7 @@ def measure(run_dir: Path, rows: int | None = None, threads: int | None = None) 
 
     from . import metrics, serve
     from .data import cap
-    from .export import default_out, export, run_config, run_task
+    from .export import exported, run_config, run_task
 
     run_dir = Path(run_dir)
     config = run_config(run_dir)
@@ -70,9 +71,8 @@ def measure(run_dir: Path, rows: int | None = None, threads: int | None = None) 
     texts = [r["text"] if r.get("text_pair") is None else (r["text"], r["text_pair"]) for r in test]
     labels = [r["label"] for r in test]
     folders = {"pytorch-fp32": run_dir / "model" if (run_dir / "model").is_dir() else run_dir}
-    for name, int8 in (("onnx-fp32", False), ("onnx-int8", True)):
-        folder = default_out(run_dir, int8)
-        folders[name] = folder if (folder / "model.onnx").is_file() else export(run_dir, folder, int8=int8)
+    for name, int8 in (("onnx-fp32", False), ("onnx-int8", True)):  # reused when made from the weights as they are
+        folders[name] = exported(run_dir, int8=int8)
     if threads:
         torch.set_num_threads(threads)
     recorded = {}

@@ -2,9 +2,9 @@
 `quantize_dynamic`): a folder that onnxruntime loads with the model's tokenizer (`xdlib.serve.load`).
 
 `python -m xdlib export RUN_DIR [--int8] [--out DIR] [--force]`. The folder holds `model.onnx` (fp32, or int8
-weights with --int8), the tokenizer files, the model's `config.json` and `export.json` (source run, task, opset,
-quantisation settings, versions). Sequence heads only (single sentence, pair, regression): token and QA heads need
-their own post-processing, and are refused in one line.
+weights with --int8), the tokenizer files, the model's `config.json` and `export.json` (source run, the digest of
+its weights, task, opset, quantisation settings, versions). Sequence heads only (single sentence, pair,
+regression): token and QA heads need their own post-processing, and are refused in one line.
 """
 
 from __future__ import annotations
@@ -89,20 +89,45 @@ def check(run_dir: str | Path, out: str | Path | None, force: bool, int8: bool =
     return model_dir, out, task
 
 
-def _fp32_export_of(run_dir: Path, model_dir: Path) -> Path | None:
-    """RUN_DIR/onnx/model.onnx when it is a complete fp32 export of this model at our opset (int8 quantises it
-    instead of exporting again: the dynamo export is most of an export's time), else None."""
-    folder = default_out(run_dir, False)
+def _current_meta(folder: Path, model_dir: Path) -> dict | None:
+    """export.json of `folder` when it holds a complete export (model.onnx) of `model_dir` as its weights are now
+    (the digest it recorded, `runs.weights_digest`) at our opset, else None: an export of weights since remade
+    is never reused."""
+    from .runs import weights_digest
+
     try:
         meta = json.loads((folder / "export.json").read_text())
     except (OSError, ValueError):
         return None
-    same = meta.get("source_model") == str(model_dir.resolve()) and meta.get("opset") == OPSET
-    return (
-        folder / "model.onnx"
-        if same and meta.get("precision") == "fp32" and (folder / "model.onnx").is_file()
-        else None
+    same = (
+        isinstance(meta, dict)
+        and meta.get("source_model") == str(model_dir.resolve())
+        and meta.get("opset") == OPSET
+        and (folder / "model.onnx").is_file()
+        and meta.get("source_weights") is not None
+        and meta.get("source_weights") == weights_digest(model_dir)
     )
+    return meta if same else None
+
+
+def _fp32_export_of(run_dir: Path, model_dir: Path) -> Path | None:
+    """RUN_DIR/onnx/model.onnx when it is a complete fp32 export of this model's current weights at our opset
+    (int8 quantises it instead of exporting again: the dynamo export is most of an export's time), else None."""
+    folder = default_out(run_dir, False)
+    meta = _current_meta(folder, model_dir)
+    return folder / "model.onnx" if meta and meta.get("precision") == "fp32" else None
+
+
+def exported(run_dir: str | Path, int8: bool = False) -> Path:
+    """RUN_DIR/onnx (or onnx-int8 with `int8`): reused when it is an export of the run's model as it is now, else
+    exported again (replacing an export of weights since remade)."""
+    run_dir = Path(run_dir)
+    folder = default_out(run_dir, int8)
+    model_dir = run_dir / "model" if (run_dir / "model").is_dir() else run_dir
+    meta = _current_meta(folder, model_dir)
+    if meta and meta.get("precision") == ("int8" if int8 else "fp32"):
+        return folder
+    return export(run_dir, folder, int8=int8, force=True)
 
 
 def export(run_dir: str | Path, out: str | Path | None = None, int8: bool = False, force: bool = False) -> Path:
@@ -120,7 +145,9 @@ def export(run_dir: str | Path, out: str | Path | None = None, int8: bool = Fals
 
     from . import __version__
     from .models import pretrained
+    from .runs import weights_digest
 
+    weights = weights_digest(model_dir)  # before reading them: an export never records newer weights than its own
     model = pretrained(AutoModelForSequenceClassification, model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     example = tokenizer(["a short one", "and a longer second example sentence"], padding=True, return_tensors="pt")
@@ -152,6 +179,7 @@ def export(run_dir: str | Path, out: str | Path | None = None, int8: bool = Fals
         model.config.save_pretrained(tmp)
         (tmp / "export.json").write_text(json.dumps({
             "source_run": Path(run_dir).resolve().name, "source_model": str(model_dir.resolve()),
+            "source_weights": weights,
             "task": task.name if task else None,
             "inputs": names, "opset": OPSET, "precision": "int8" if int8 else "fp32",
             "quantization": {"method": "onnxruntime.quantization.quantize_dynamic", **INT8} if int8 else None,

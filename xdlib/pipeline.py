@@ -119,8 +119,10 @@ def run_teacher(cfg: TeacherConfig) -> Path:
 def _teacher_caches(cfg: DistillConfig, run, teacher, t_tok, task, rows: dict, index: list[int], who=None) -> dict:
     """The teacher's outputs over each set of `rows` (transfer, dev), cached on disk under a key of everything they
     depend on (`who`: the teacher, by default its run); the teacher runs once, on the writing process, and the
-    others open what it wrote."""
+    others open what it wrote. A cache of the teacher run records the digest of its weights and is rebuilt when
+    they changed (a teacher remade under the same id)."""
     caches = {}
+    source = None if who else runs.weights_digest(run.upstream["teacher"] / "model")
     who = who or run.upstream["teacher"].name
     for name, part in rows.items():
         key = cache_key(who, part, cfg.max_length, cfg.cache_dtype, index, compute_precision(run.device))
@@ -136,6 +138,7 @@ def _teacher_caches(cfg: DistillConfig, run, teacher, t_tok, task, rows: dict, i
             cfg.cache_dtype,
             layers=sorted(set(index)),
             tokenized_dir=Path(cfg.cache_dir) / "tokenized",
+            source=source,
         )
     return caches
 

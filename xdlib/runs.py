@@ -110,8 +110,57 @@ def usable(path: str | Path, needs_model: bool) -> bool:
 
 
 def reopen(path: str | Path) -> None:
-    """Drop a complete run's DONE so that it runs again (its results are rewritten, its id is kept)."""
-    (Path(path) / "DONE").unlink(missing_ok=True)
+    """Drop a complete run's DONE so that it runs again (its results are rewritten, its id is kept), and what was
+    derived from its weights inside it: its ONNX exports (RUN_DIR/onnx*) and its weights digest. Teacher caches
+    elsewhere record the digest of the weights they came from and are rebuilt when it differs."""
+    import shutil
+
+    path = Path(path)
+    (path / "DONE").unlink(missing_ok=True)
+    (path / WEIGHTS_DIGEST).unlink(missing_ok=True)
+    for folder in path.glob("onnx*"):
+        if folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+WEIGHTS_DIGEST = "weights.json"  # in a run folder: the digest of model/*.safetensors, with each file's size and mtime
+
+
+def weights_digest(model_dir: str | Path) -> str | None:
+    """sha256 over a model folder's weight files (*.safetensors, else *.bin: names and bytes), or None: what an
+    artefact derived from the weights (a teacher cache, an ONNX export) records, to be rebuilt when it differs.
+    For a run's model/ the digest is kept in RUN_DIR/weights.json beside each file's size and mtime, so a run's
+    weights are read once, and again only when a file changed."""
+    import hashlib
+
+    model_dir = Path(model_dir)
+    files = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin"))
+    if not files:
+        return None
+    stats = {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files}
+    record = model_dir.parent / WEIGHTS_DIGEST if model_dir.name == "model" else None
+    if record is not None and (model_dir.parent / "config.yaml").is_file():
+        try:
+            known = json.loads(record.read_text())
+            if known.get("files") == stats:
+                return known["sha256"]
+        except (OSError, ValueError, KeyError, AttributeError):
+            pass
+    else:
+        record = None  # a bare model folder: nothing written beside it
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file.name}\0".encode())
+        with open(file, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                digest.update(chunk)
+    sha = digest.hexdigest()
+    if record is not None:
+        try:
+            write_json(record, {"files": stats, "sha256": sha})
+        except OSError:  # a read-only run store: computed again next time
+            pass
+    return sha
 
 
 @contextmanager

@@ -6,6 +6,10 @@ ids, so each job runs once. Jobs run in waves by stage (all teachers, then all d
 fine-tunings), so parallel workers never race on one run. Complete runs are skipped; a failed job marks the cells
 that need it failed (downstream jobs are not tried) and the sweep goes on with the rest.
 
+A run id holds the precision its stage computes in, and with `device: auto` that depends on the machine (bf16
+where there is CUDA). The planning process (a login node without a GPU) may not be the one that runs the job, so
+each job takes its run id where it executes, and the sweep records the run that was made there.
+
 Executors (no home-made scheduler): `inline` runs the notebooks one by one from this process; `direct` calls the
 stage functions in this process without notebooks (no kernel start-up per run: the embedded CPU study uses it);
 `local` and `slurm` submit
@@ -19,6 +23,7 @@ wall time, error line, log path) goes to results/sweeps/<sweep>/status.csv and .
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -130,19 +135,31 @@ def group_jobs(jobs: list[Job]) -> list[list[Job]]:
     return list(groups.values())
 
 
-def execute_job(group: list[Job], log_dir: str, gpu: int | None = None) -> list[tuple[str, float, str]]:
+def resolved_here(job: Job) -> Job:
+    """The job with the run id this process gives its config: where the job executes, `device: auto` means the
+    device this machine has, and the run id holds its precision."""
+    from .config import config_for_stage
+
+    return dataclasses.replace(job, run_id=config_for_stage(job.stage).from_dict(job.config).run_id())
+
+
+Outcome = tuple[str, float, str, str]  # state, wall seconds, error line, the run id where the job executed
+
+
+def execute_job(group: list[Job], log_dir: str, gpu: int | None = None) -> list[Outcome]:
     """Run a stage notebook through papermill (in a subprocess kernel) for a group of jobs (`group_jobs`: one,
-    or a student's fine-tunings, the notebook's `runs`); returns (state, wall, error line) per job. Each run
-    folder keeps the executed notebook."""
+    or a student's fine-tunings, the notebook's `runs`); returns (state, wall, error line, run id) per job. Each
+    run folder keeps the executed notebook."""
     import papermill
 
-    first = group[0]
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    group = [resolved_here(j) for j in group]  # the runs the notebook's kernel, on this machine, makes
+    first = group[0]
     start = time.time()
     needs_model = first.stage != "finetune"
     if all(runs.usable(j.path, needs_model=needs_model) for j in group):
-        return [("complete", 0.0, "")] * len(group)
+        return [("complete", 0.0, "", j.run_id) for j in group]
     rank = _join_job_tasks()  # the kernel inherits the environment: its ensure() joins the process group
     Path(log_dir).mkdir(parents=True, exist_ok=True)
     suffix = f"-rank{rank}" if rank else ""
@@ -175,11 +192,11 @@ def execute_job(group: list[Job], log_dir: str, gpu: int | None = None) -> list[
         if made and rank == 0 and out.is_file():
             shutil.copyfile(out, j.path / ".notebook.ipynb.tmp")
             os.replace(j.path / ".notebook.ipynb.tmp", j.path / "notebook.ipynb")
-        results.append(("done" if made else "failed", wall, error))  # a run is made, or not, whatever cell failed
+        results.append(("done" if made else "failed", wall, error, j.run_id))  # made or not, whatever cell failed
     return results
 
 
-def execute_group(group: list[Job], log_dir: str) -> list[tuple[str, float, str]]:
+def execute_group(group: list[Job], log_dir: str) -> list[Outcome]:
     """A group of jobs through its stage's notebook, or in this process for a stage without one (STILTs'
     intermediate model, which its fine-tuning notebook would otherwise make)."""
     from .notebook import STAGE_NOTEBOOKS
@@ -189,15 +206,16 @@ def execute_group(group: list[Job], log_dir: str) -> list[tuple[str, float, str]
     return [execute_direct(job, log_dir) for job in group]
 
 
-def execute_direct(job: Job, log_dir: str) -> tuple[str, float, str]:
-    """`ensure` the job's run in this process (no notebook); returns (state, wall, error line)."""
+def execute_direct(job: Job, log_dir: str) -> Outcome:
+    """`ensure` the job's run in this process (no notebook); returns (state, wall, error line, the id of the run
+    `ensure` returned)."""
     from .config import config_for_stage
     from .stages import ensure
 
     start = time.time()
     try:
         _join_job_tasks()
-        ensure(job.stage, config_for_stage(job.stage).from_dict(job.config))
+        path = ensure(job.stage, config_for_stage(job.stage).from_dict(job.config))
     except Exception as err:  # a failed cell: recorded, the sweep goes on
         Path(log_dir).mkdir(parents=True, exist_ok=True)
         Path(job.log_path).write_text(traceback.format_exc())
@@ -205,8 +223,9 @@ def execute_direct(job: Job, log_dir: str) -> tuple[str, float, str]:
             "failed",
             time.time() - start,
             f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}",
+            job.run_id,
         )
-    return "done", time.time() - start, ""
+    return "done", time.time() - start, "", path.name
 
 
 def _gpu_count() -> int:
@@ -218,9 +237,12 @@ def _gpu_count() -> int:
         return 0
 
 
-def _record(group: list[Job], outcomes: list[tuple[str, float, str]], progress) -> None:
-    for job, (state, wall, error) in zip(group, outcomes):
+def _record(group: list[Job], outcomes: list[Outcome], progress) -> None:
+    """Each job's outcome, and the run it made or found where it executed (its id may differ from the planned
+    one: `device: auto` on a machine unlike the planner's)."""
+    for job, (state, wall, error, *where) in zip(group, outcomes):
         job.state, job.wall, job.error = state, wall, error
+        job.run_id = where[0] if where else job.run_id
         progress.update(1)
 
 
@@ -231,8 +253,7 @@ def run_jobs(jobs: list[Job], log_dir: Path, executor: str, workers: int, settin
         job.log_path = str(log_dir / f"{job.stage}-{job.run_id}.log")
     if executor == "direct":
         for job in pending:
-            job.state, job.wall, job.error = execute_direct(job, str(log_dir))
-            progress.update(1)
+            _record([job], [execute_direct(job, str(log_dir))], progress)
         return
     groups = group_jobs(pending)
     for group in groups:
@@ -270,20 +291,23 @@ def run_jobs(jobs: list[Job], log_dir: Path, executor: str, workers: int, settin
             try:
                 outcomes = handle.results()[0]  # rank 0's, in a job of several tasks
             except Exception as err:  # the job process itself died
-                outcomes = [("failed", 0.0, f"{type(err).__name__}: {str(err).splitlines()[0][:300]}")] * len(group)
+                line = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+                outcomes = [("failed", 0.0, line, job.run_id) for job in group]
             _record(group, outcomes, progress)
 
 
-def plan_jobs(configs: list[FinetuneConfig]) -> tuple[dict[tuple[str, str], Job], list[tuple]]:
+def plan_jobs(configs: list[FinetuneConfig]) -> tuple[dict[tuple[str, str, bool], Job], list[tuple]]:
     """Every cell's chain of jobs (cells share jobs with equal run ids), each job marked complete where the run
     store already has it: last stage first, so an upstream run without its model (metrics only) is rerun only
-    when a stage below it still has to run; a damaged run is named and runs again."""
-    jobs: dict[tuple[str, str], Job] = {}
+    when a stage below it still has to run; a damaged run is named and runs again. The ids are this machine's: a
+    job with `device: auto` takes its own where it executes (`resolved_here`), so it shares a job only with jobs
+    that are also `auto`."""
+    jobs: dict[tuple[str, str, bool], Job] = {}
     cells = []
     for cfg in configs:
         chain = []
         for stage, stage_cfg in chain_of(cfg):
-            key = (stage, stage_cfg.run_id())
+            key = (stage, stage_cfg.run_id(), stage_cfg.device == "auto")
             if key not in jobs:
                 jobs[key] = Job(stage, key[1], stage_cfg.to_dict(), cfg.runs_dir)
             chain.append(jobs[key])
