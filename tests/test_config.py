@@ -119,3 +119,26 @@ def test_docs_name_every_parameter():
     text = (Path(__file__).resolve().parent.parent / "docs" / "parameters.md").read_text()
     missing = [f.name for f in dataclasses.fields(FinetuneConfig) if f"`{f.name}`" not in text]
     assert not missing, f"add to docs/parameters.md: {missing}"
+
+
+def test_controls_ids_hold_only_what_their_training_reads(base_params):
+    """The twin and STILTs never read the teacher's extra sources, nor (from a pretrained init) its model; the
+    teacher's-model baseline never reads its extra sources: such arms share their controls."""
+    from xdlib.config import ENGINE_VERSION
+
+    base = FinetuneConfig.from_dict(
+        base_params | {"student_init": "offline:all-MiniLM-L6-v2", "student_arch": "l3-h384"}
+    )
+    other = {"teacher_model": "offline:all-mpnet-base-v2", "teacher_sources": ["toy-pair"]}
+    for student in ("undistilled", "stilts"):
+        a, b = base.replace(student=student), base.replace(student=student, **other)
+        assert a.run_id() == b.run_id(), student
+    teacher = base.replace(student="teacher")
+    assert teacher.run_id() == teacher.replace(teacher_sources=["toy-pair"]).run_id()
+    assert teacher.run_id() != teacher.replace(teacher_model="offline:all-mpnet-base-v2").run_id()
+    # a random student takes the teacher's tokenizer: its twin reads the teacher's model
+    random = base.replace(student="undistilled", student_init="random", student_arch="l2-h32")
+    assert random.run_id() != random.replace(teacher_model="offline:all-mpnet-base-v2").run_id()
+    distilled = base.replace(student="distilled")
+    assert distilled.run_id() != distilled.replace(teacher_sources=["toy-pair"]).run_id()
+    assert ENGINE_VERSION >= 2

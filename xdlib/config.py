@@ -39,6 +39,10 @@ from .fields import (
 )
 
 OFFLINE_MINILM = "offline:all-MiniLM-L6-v2"
+# Enters every run id: raised whenever the same config trains other weights, so an old run is never reused under a
+# new meaning. 2: gradual-unfreezing phases walk their stage's data once (they replayed its first slice); losses
+# are sums divided by counts over every process (token tasks and joint mode under DDP were weighted per rank).
+ENGINE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -139,7 +143,8 @@ class TeacherConfig:
     def run_id(self) -> str:
         up = self.upstream()
         payload = {"stage": self.stage, "fields": self.id_fields(), "upstream": up.run_id() if up else None,
-                   "precision": self.precision(), "task_version": self.task_version()}  # fmt: skip
+                   "precision": self.precision(), "task_version": self.task_version(),
+                   "engine": ENGINE_VERSION}  # fmt: skip
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
         return f"{_slug(self.label())}-{digest}"
 
@@ -264,6 +269,12 @@ class DistillConfig(TeacherConfig):
         """Everything the undistilled student's initialisation depends on."""
         return {k: getattr(self, k) for k in STUDENT_FIELDS}
 
+    def not_read_by_student(self) -> set[str]:
+        """Teacher fields that a student trained without the teacher (the twin, STILTs) never reads: the extra
+        sources (only the teacher trains on them) and the teacher's model, which only a random student reads (its
+        tokenizer and, with `pca`, its embeddings)."""
+        return {"teacher_sources"} | ({"teacher_model"} if self.student_init != "random" else set())
+
 
 STUDENT_FIELDS = ("student_arch", "student_heads", "student_init", "student_layers", "student_embeddings",
                   "freeze_word_embeddings")  # fmt: skip
@@ -282,7 +293,8 @@ class StiltsConfig(DistillConfig):
         return None
 
     def id_fields(self) -> dict[str, Any]:
-        return {"source_training": self.teacher_config().id_fields(), "student": self.student_fields()}
+        training = {k: v for k, v in self.teacher_config().id_fields().items() if k not in self.not_read_by_student()}
+        return {"source_training": training, "student": self.student_fields()}
 
 
 # Teacher fields that only concern the source task: a baseline fine-tuned on a target does not depend on them.
@@ -326,7 +338,12 @@ class FinetuneConfig(DistillConfig):
             return fields  # everything else is in the upstream run's id (distillation or STILTs)
         # Baselines have no upstream run: their id holds the shared settings (seed, lengths, optimiser, teacher
         # model) and, for the undistilled student, everything its initialisation depends on.
-        shared = {k: v for k, v in self.teacher_config().id_fields().items() if k not in SOURCE_ONLY}
+        unread = {"teacher_sources"}  # no baseline trains on the teacher's extra sources
+        if self.student == "undistilled":
+            unread |= self.not_read_by_student()
+        elif self.student != "teacher":  # a model of the user's: the teacher's model is not read
+            unread.add("teacher_model")
+        shared = {k: v for k, v in self.teacher_config().id_fields().items() if k not in SOURCE_ONLY + tuple(unread)}
         fields["baseline"] = shared
         if self.student == "undistilled":
             fields["baseline_student"] = self.student_fields()

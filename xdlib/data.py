@@ -94,18 +94,19 @@ def units_of(encoded) -> np.ndarray:
 
 
 def rows_digest(rows) -> str:
-    """A digest of the inputs of `rows` (a list of dicts or a datasets.Dataset), read in batches."""
+    """A digest of every column of `rows` (a list of dicts or a datasets.Dataset, read in batches): inputs and
+    labels, so two sets with the same text but other labels never share what is derived from them."""
     digest = hashlib.sha256()
     if isinstance(rows, list):
         for row in rows:
-            digest.update(json.dumps([row.get("text"), row.get("text_pair"), row.get("words")]).encode())
+            digest.update(json.dumps(row, sort_keys=True, default=str).encode())
         return digest.hexdigest()
-    present = [k for k in ("text", "text_pair", "words") if k in rows.column_names]
+    columns = sorted(rows.column_names)
     for start in range(0, len(rows), 10_000):
         batch = rows[start : start + 10_000]
-        for values in zip(*(batch[k] for k in present)):
-            row = dict(zip(present, values))
-            digest.update(json.dumps([row.get("text"), row.get("text_pair"), row.get("words")]).encode())
+        for values in zip(*(batch[k] for k in columns)):
+            row = {k: v for k, v in zip(columns, values) if v is not None}  # a list's missing key, as a list's row
+            digest.update(json.dumps(row, sort_keys=True, default=str).encode())
     return digest.hexdigest()
 
 
@@ -144,9 +145,10 @@ def encode_set(tokenizer, rows, task: Task, max_length: int, cache_dir: str | Pa
             "n_units": [len(e["units"]) for e in examples],
         }
 
-    key = hashlib.sha256(
-        json.dumps([tokenizer.name_or_path, len(tokenizer), max_length, task.kind, rows_digest(rows)]).encode()
-    ).hexdigest()[:16]
+    # every column the set holds comes from the rows, the tokenizer and the task (its label names map labels to ids)
+    identity = [tokenizer.name_or_path, len(tokenizer), max_length, task.name, task.kind, list(task.labels)]
+    identity += [task.version, rows_digest(rows)]
+    key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
     cache_file = None
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)

@@ -120,7 +120,18 @@ def cache_key(teacher_id: str, rows: Split, max_length: int, dtype: str, layers:
     return digest.hexdigest()[:16]
 
 
-@torch.inference_mode()
+def _cache_is_current(path: Path, source: str | None) -> bool:
+    """A complete cache at `path`, made from the weights whose digest is `source` (any, when None)."""
+    if not (path / "DONE").is_file():
+        return False
+    if source is None:
+        return True
+    try:
+        return json.loads((path / "source.json").read_text()).get("weights") == source
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def build_teacher_cache(
     teacher,
     tokenizer,
@@ -133,12 +144,31 @@ def build_teacher_cache(
     batch_size: int = 64,
     layers: list[int] | None = None,
     tokenized_dir: Path | None = None,
+    source: str | None = None,
 ) -> TeacherCache:
     """Run the teacher once over `rows` (a list of dicts or a datasets.Dataset) and store its outputs at the loss
     units (atomic: tmp dir + rename): the hidden states of `layers` only (default: every one), and the logits.
-    Tokenised through Arrow (cached in `tokenized_dir`), so the rows never become a Python list here."""
-    if (path / "DONE").is_file():
+    Tokenised through Arrow (cached in `tokenized_dir`), so the rows never become a Python list here.
+
+    `source` is the digest of the teacher's weights (`runs.weights_digest`): recorded with the cache, which is
+    rebuilt when it differs (a teacher remade under the same run id). The build holds a lock, as a run does: two
+    distillations that share a teacher (l6-h256 and l6-h384 of one grid) started at once build it once; the second
+    waits, then opens it. The lock's journal gets a line per build (`runs.made`)."""
+    path = Path(path)
+    if _cache_is_current(path, source):
         return TeacherCache.open(path)
+    with runs.locked(path) as lock:
+        if not _cache_is_current(path, source):  # else made by another process meanwhile
+            _write_teacher_cache(teacher, tokenizer, rows, task, max_length, path, device, dtype, batch_size, layers,
+                                 tokenized_dir, source)  # fmt: skip
+            runs.made(lock)
+    return TeacherCache.open(path)
+
+
+@torch.inference_mode()
+def _write_teacher_cache(
+    teacher, tokenizer, rows, task, max_length, path, device, dtype, batch_size, layers, tokenized_dir, source
+) -> None:
     teacher.eval().to(device)
     encoded = encode_set(tokenizer, rows, task, max_length, tokenized_dir)
     counts = units_of(encoded)
@@ -171,11 +201,11 @@ def build_teacher_cache(
     del hidden, logits
     np.save(tmp / "offsets.npy", offsets, allow_pickle=False)
     (tmp / "layers.json").write_text(json.dumps(layers))
+    (tmp / "source.json").write_text(json.dumps({"weights": source}))
     (tmp / "DONE").write_text("")
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)
-    return TeacherCache.open(path)
 
 
 # ---- the student being distilled ----------------------------------------------------------------------------
@@ -204,7 +234,10 @@ class DistillModule(nn.Module):
         # The live teacher is needed only for attention maps (too big to cache); not a submodule: never trained.
         self._teacher = [teacher] if teacher is not None else []
 
-    def forward(self, batch: dict) -> torch.Tensor:
+    def forward(self, batch: dict) -> dict[str, losses.Part]:
+        """The phase's loss terms, each as a sum and a count (the loop divides by the count over every rank); the
+        loss is the sum of the terms' means. An objective always returns the same terms: a labels term without
+        labelled rows in the batch is 0 over 0, so every rank reduces the same terms."""
         want_hidden = self.objective in ("hidden", "joint")
         out = self.student(
             **model_inputs(batch),
@@ -212,27 +245,31 @@ class DistillModule(nn.Module):
             output_attentions=want_hidden and self.attention_loss,
         )
         mask = batch["unit_mask"]
-        total = torch.zeros((), device=mask.device)
+        terms: dict[str, losses.Part] = {}
         if want_hidden:
             states = [gather_units(h, batch["unit_pos"]) for h in out.hidden_states]  # L+1 x (B, U, H_s)
             projected = self.projection(states)
             teacher_states = batch["teacher_hidden"].unbind(2)  # L+1 x (B, U, H_t)
-            total = total + losses.hidden_mse(projected, teacher_states, mask)
+            terms["hidden"] = losses.hidden_mse(projected, teacher_states, mask, parts=True)
             if self.attention_loss:
                 with torch.no_grad():
                     t_out = self._teacher[0](**model_inputs(batch), output_attentions=True)
                 n = len(out.attentions)
-                total = total + losses.attention_mse(
-                    list(out.attentions), list(t_out.attentions[-n:]), batch["attention_mask"]
+                terms["attention"] = losses.attention_mse(
+                    list(out.attentions), list(t_out.attentions[-n:]), batch["attention_mask"], parts=True
                 )
         if self.objective in ("logits", "joint"):
             logits = unit_logits(out.logits, batch)
-            total = total + self.logit_loss(logits, batch["teacher_logits"], mask, self.temperature)
-        if self.objective in ("labels", "joint") and "labels" in batch:
-            logits = unit_logits(out.logits, batch)
-            labels = batch["labels"]
-            total = total + losses.label_loss(logits if labels.dim() == 2 else logits[:, 0], labels)
-        return total
+            terms["logits"] = self.logit_loss(logits, batch["teacher_logits"], mask, self.temperature, parts=True)
+        if self.objective in ("labels", "joint"):
+            if "labels" in batch:
+                logits = unit_logits(out.logits, batch)
+                labels = batch["labels"]
+                terms["labels"] = losses.label_loss(logits if labels.dim() == 2 else logits[:, 0], labels, parts=True)
+            else:  # zero, but still through the graph: DDP wants every rank's output to reach the same parameters
+                zero = out.logits.sum() * 0.0
+                terms["labels"] = losses.Part(zero, zero.detach())
+        return terms
 
 
 @dataclass(frozen=True)
@@ -240,17 +277,20 @@ class Phase:
     name: str  # checkpoint folder name, e.g. "2-logits-u3"
     objective: str  # hidden | logits | labels | joint
     units: int  # how many unfreezing units (from the top) are trainable; -1 = all
-    epochs: float
+    epochs: float  # the stage's epochs: a stage's phases are the `parts` slices of one run of this many
     teacher: str = (
         "transfer"  # whose outputs: the fine-tuned teacher's ("transfer") or the pretrained one's ("general")
     )
+    part: int = 0  # this phase's slice of its stage (from 0), of `parts`: where in the stage's data it trains
+    parts: int = 1
 
 
 def plan_phases(stages: list[str], mode: str, gradual: bool, n_units: int, epochs: float) -> list[Phase]:
     """The stage machine as a flat list of phases.
 
     stagewise: hidden trains everything at once; logits and labels each run n_units phases when gradual (head
-    only, + top layer, ..., + embeddings), splitting the stage's epochs evenly. joint: one phase, all losses.
+    only, + top layer, ..., + embeddings). A stage's phases split its updates evenly and share one data position:
+    together they walk the stage's epochs once, every row once per epoch. joint: one phase, all losses.
     general (first, when asked for): the hidden stage against the *pretrained* teacher's hidden states.
     """
     if mode == "joint":
@@ -262,7 +302,9 @@ def plan_phases(stages: list[str], mode: str, gradual: bool, n_units: int, epoch
         elif stage == "hidden" or not gradual:
             phases.append(Phase(f"{s}-{stage}", stage, -1, epochs))
         else:
-            phases += [Phase(f"{s}-{stage}-u{k}", stage, k, epochs / n_units) for k in range(1, n_units + 1)]
+            phases += [
+                Phase(f"{s}-{stage}-u{k}", stage, k, epochs, part=k - 1, parts=n_units) for k in range(1, n_units + 1)
+            ]
     return phases
 
 
@@ -352,7 +394,7 @@ def distil(
         saved = module.objective
         module.objective = "hidden"
         for idx in eval_batches(lengths_of(dev_enc), 64):
-            total += float(module(distil_batch(dev_enc, dev_counts, caches["dev"], idx))) * len(idx)
+            total += float(losses.mean_of(module(distil_batch(dev_enc, dev_counts, caches["dev"], idx)))) * len(idx)
             n += len(idx)
         module.objective = saved
         return total / max(n, 1)
@@ -385,6 +427,7 @@ def distil(
             desc=phase.name,
             on_update=on_update,
             select_only=not phase_dev_eval,
+            part=(phase.part, phase.parts),
         )
         summaries.append({"phase": phase.name, **summary})
         log.info("phase %s: dev %s", phase.name, summary["best_dev"])

@@ -28,16 +28,17 @@ class QAOptions:
 
 
 class TaskLoss(nn.Module):
-    """forward(batch) -> label loss of `model` (CE / MSE), so the generic loop can train any head model."""
+    """forward(batch) -> label loss of `model` (CE / MSE) as a sum and a count (a token task's mean is over words,
+    not examples), so the generic loop can train any head model, on one process or several."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, batch: dict) -> torch.Tensor:
+    def forward(self, batch: dict) -> losses.Part:
         logits = unit_logits(self.model(**model_inputs(batch)).logits, batch)
         labels = batch["labels"]
-        return losses.label_loss(logits if labels.dim() == 2 else logits[:, 0], labels)
+        return losses.label_loss(logits if labels.dim() == 2 else logits[:, 0], labels, parts=True)
 
 
 @torch.inference_mode()

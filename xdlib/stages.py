@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import dist, runs
-from .config import DistillConfig, FinetuneConfig, StiltsConfig, TeacherConfig
+from .config import ENGINE_VERSION, DistillConfig, FinetuneConfig, StiltsConfig, TeacherConfig
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,7 @@ def ensure(stage: str, cfg: TeacherConfig, *, on_update=None, _checked: bool = F
             runner(cfg, run, **({"on_update": on_update} if on_update is not None else {}))
             provenance["upstream"] = {k: v.name for k, v in upstream.items()} or None
             provenance["world_size"] = world
+            provenance["engine_version"] = ENGINE_VERSION  # in the run id too; the report groups by it
             dist.barrier()  # every rank is done computing before DONE marks the run complete
         if run.writer:
             shutil.rmtree(path / "checkpoints", ignore_errors=True)

@@ -5,8 +5,14 @@ model selection on dev with early stopping; checkpoints that let a killed run re
 (same weights as an uninterrupted run on CPU: data order comes from (seed, epoch), the dropout RNG is saved).
 
 Under `torchrun` / `accelerate launch` the module is wrapped in DistributedDataParallel and every global batch
-is split across the ranks, each rank's loss weighted by its share of the batch: the averaged gradient is the
-single-process one, so N processes train the same weights as one (dropout aside). Rank 0 alone evaluates on dev
+is split across the ranks. A module returns its loss as sums and counts (`losses.Part`): each rank divides its
+sums by the counts summed over every rank, so the averaged gradient is the global batch's, whatever each rank
+holds (words of a token task, labelled rows in joint mode), and N processes train the same weights as one
+(dropout aside). A module that returns a plain mean over its examples is weighted by the rank's share of them.
+
+A run can be one part of a longer one (`part=(k, n)`: gradual unfreezing's phases): it trains the k-th of n equal
+slices of the updates that `settings.epochs` make, starting at that slice's place in the data, so the n parts
+together walk the epochs once, every row once per epoch, as one run would. Rank 0 alone evaluates on dev
 and writes checkpoints; its decisions (best weights, early stopping) are broadcast, so every rank takes the same.
 """
 
@@ -65,6 +71,22 @@ def make_scheduler(optimizer, settings: LoopSettings, total_updates: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def global_mean(out, share: float, world: int) -> torch.Tensor:
+    """This rank's loss, scaled so that DDP's average of the ranks' gradients is the gradient of the global batch's
+    mean. `out`: a module's loss; a `losses.Part` or a dict of them (sums and counts: each term's sum is divided by
+    its count over all ranks), or a tensor that is a mean over this rank's examples (weighted by `share`, the rank's
+    share of the batch's examples times the world size). A rank without examples (`share` 0) adds zero."""
+    if isinstance(out, torch.Tensor):
+        return out * share
+    terms = out if isinstance(out, dict) else {"loss": out}
+    names = sorted(terms)  # every rank's module returns the same terms: reduced in the same order
+    keep = 1.0 if share > 0 else 0.0
+    counts = torch.stack([terms[n].count.detach().float().reshape(()) * keep for n in names])
+    if world > 1:
+        torch.distributed.all_reduce(counts)
+    return sum(terms[n].total * keep / c.clamp_min(1.0) for n, c in zip(names, counts)) * world
+
+
 class Interrupted(RuntimeError):
     """Raised by test hooks to simulate a killed run."""
 
@@ -91,6 +113,7 @@ def train(
     desc: str = "train",
     on_update: Callable[[int], None] | None = None,
     select_only: bool = False,
+    part: tuple[int, int] = (0, 1),
 ) -> dict:
     """Train `module` (whose forward(batch) returns a scalar loss) on examples 0..len(lengths)-1.
 
@@ -98,6 +121,8 @@ def train(
     ends with its best dev weights; without, with its final ones. With `select_only`, a run that would evaluate
     only once (at its end: no choice to make) does not evaluate at all. Returns a summary dict (also saved).
     A finished phase (`ckpt_dir/DONE`) is not retrained: its final weights are loaded and its summary returned.
+    `part=(k, n)`: train only the k-th (from 0) of n consecutive slices of the run's updates, from its place in the
+    data; its optimizer and learning-rate schedule are its own (a gradual-unfreezing phase).
     """
     ckpt_dir = Path(ckpt_dir)
     rank, world = dist.rank_world()
@@ -118,7 +143,10 @@ def train(
     )
     batches_per_epoch = max(1, math.ceil(len(lengths) / settings.batch_size))  # global batches: as on 1 process
     updates_per_epoch = max(1, batches_per_epoch // settings.grad_accum_steps)
-    total_updates = max(1, math.ceil(settings.epochs * updates_per_epoch)) if settings.epochs > 0 else 0
+    run_updates = max(1, math.ceil(settings.epochs * updates_per_epoch)) if settings.epochs > 0 else 0
+    k, n_parts = part
+    first_update = k * run_updates // n_parts  # this part's slice of the run: updates first_update..(k+1)*T//n - 1
+    total_updates = (k + 1) * run_updates // n_parts - first_update
     scheduler = make_scheduler(optimizer, settings, max(total_updates, 1))
     eval_every = max(1, updates_per_epoch // settings.evals_per_epoch)
     if select_only and math.ceil(total_updates / eval_every) < 2:
@@ -139,7 +167,7 @@ def train(
                 f"allowed: resume with the same number of processes ({state.get('world_size', 1)})"
             )
         rng_file = last / (f"rng-{rank}.safetensors" if world > 1 else "rng.safetensors")
-        torch.set_rng_state(load_file(rng_file)["cpu"])
+        _set_rng_states(load_file(rng_file))
         best_path = last / "best.safetensors"
         log.info("%s: resuming at update %d from %s", desc, state["update"], last)
     else:  # fresh start: dropout RNG seeded per phase, so a phase's result never depends on what ran before
@@ -185,7 +213,7 @@ def train(
 
     module.train()
     bar = tqdm(total=total_updates, initial=state["update"], desc=desc, disable=not settings.progress or rank != 0)
-    micro = state["update"] * settings.grad_accum_steps
+    micro = (first_update + state["update"]) * settings.grad_accum_steps  # the data position: the run's, not the part's
     epoch_batches: dict[int, list[list[int]]] = {}
     running = torch.zeros((), device=device)
     while state["update"] < total_updates and not state["stopped_early"]:
@@ -195,11 +223,10 @@ def train(
         batches = epoch_batches[epoch]
         batch = batches[position % len(batches)]
         indices = batch[rank::world]  # this rank's share of the global batch
-        # each rank's mean loss weighted by its share, so DDP's gradient average is the global batch's mean; a rank
-        # left without examples (a global batch smaller than the world) joins the reduction with weight 0
-        weight = len(indices) * world / len(batch)
+        # a rank left without examples (a global batch smaller than the world) joins the reduction with weight 0
+        share = len(indices) * world / len(batch)
         with autocast(device):
-            loss = runner(make_batch(indices or batch[:1])) * (weight / settings.grad_accum_steps)
+            loss = global_mean(runner(make_batch(indices or batch[:1])), share, world) / settings.grad_accum_steps
         loss.backward()
         running += loss.detach().float()
         micro += 1
@@ -223,7 +250,7 @@ def train(
         if state["update"] % settings.checkpoint_every == 0:
             flush_losses()
             clock = time.perf_counter()
-            rng_states = dist.gather(torch.get_rng_state())  # each rank's dropout RNG, written by rank 0
+            rng_states = dist.gather(_rng_states())  # each rank's dropout RNGs, written by rank 0
             if rank == 0:
                 _save_checkpoint(
                     ckpt_dir, module, optimizer, scheduler, {**state, "world_size": world}, best_state, rng_states
@@ -266,6 +293,21 @@ def train(
     return summary
 
 
+def _rng_states() -> dict[str, torch.Tensor]:
+    """The generators dropout draws from: the CPU one, and every CUDA device's where there is CUDA."""
+    states = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states |= {f"cuda:{i}": state for i, state in enumerate(torch.cuda.get_rng_state_all())}
+    return states
+
+
+def _set_rng_states(states: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(states["cpu"])
+    cuda = [states[f"cuda:{i}"] for i in range(len(states) - 1) if f"cuda:{i}" in states]
+    if cuda:
+        torch.cuda.set_rng_state_all(cuda)
+
+
 def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
     for name in ("last", "last.tmp"):  # last.tmp survives only if killed between delete and rename
         candidate = ckpt_dir / name
@@ -283,9 +325,9 @@ def _save_checkpoint(ckpt_dir: Path, module, optimizer, scheduler, state, best_s
     runs.fault("checkpoint", tmp)
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optim.pt")
     if len(rng_states) == 1:
-        save_file({"cpu": rng_states[0]}, tmp / "rng.safetensors")
+        save_file(rng_states[0], tmp / "rng.safetensors")
     for r, rng in enumerate(rng_states if len(rng_states) > 1 else []):
-        save_file({"cpu": rng}, tmp / f"rng-{r}.safetensors")
+        save_file(rng, tmp / f"rng-{r}.safetensors")
     if best_state is not None:
         save_file({k: v.contiguous() for k, v in best_state.items()}, tmp / "best.safetensors")
     (tmp / "trainer.json").write_text(json.dumps(state))  # written last: marks the checkpoint complete

@@ -1,0 +1,180 @@
+"""The engine trains on all of its data, and the same weights on any number of processes.
+
+- A stage's gradual-unfreezing phases walk its data once: every transfer row once per epoch (they used to replay the
+  stage's first slice in every phase), and a resume inside the third phase continues at the same position.
+- The tokenised-set cache tells apart two tasks with the same words and other labels.
+- Two processes train a token task, and a joint-mode distillation with unlabelled rows, as one process does.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+from xdlib import distill, runs
+from xdlib.config import FinetuneConfig
+from xdlib.data import encode, encode_set, length_grouped_batches
+from xdlib.pipeline import run_distill
+from xdlib.tasks import get_task
+from xdlib.train import Interrupted
+
+
+def _record_batches(monkeypatch) -> dict[str, dict]:
+    """Wrap distill.train: per phase, the number of rows it trains on and every batch it takes, in order."""
+    seen: dict[str, dict] = defaultdict(lambda: {"batches": []})
+    real = distill.train
+
+    def recording(module, trainable, lengths, make_batch, settings, ckpt_dir, **kwargs):
+        phase = seen[Path(ckpt_dir).name]
+        phase["rows"], phase["settings"], phase["lengths"] = len(lengths), settings, list(lengths)
+
+        def make(idx):
+            phase["batches"].append(list(idx))
+            return make_batch(idx)
+
+        return real(module, trainable, lengths, make, settings, ckpt_dir, **kwargs)
+
+    monkeypatch.setattr(distill, "train", recording)
+    return seen
+
+
+def _stage_batches(seen: dict, stage: str) -> tuple[int, list[list[int]]]:
+    names = sorted(name for name in seen if name.split("-")[1] == stage)
+    assert len(names) > 1, names  # gradual unfreezing: several phases
+    return seen[names[0]]["rows"], [batch for name in names for batch in seen[name]["batches"]]
+
+
+def test_each_stage_walks_its_data_once_per_epoch_across_its_phases(tmp_path, base_params, monkeypatch):
+    seen = _record_batches(monkeypatch)
+    cfg = FinetuneConfig.from_dict(base_params | {"distill_epochs": 2.0}).distill_config()
+    run_distill(cfg)
+    for stage in ("logits", "labels"):
+        n_rows, batches = _stage_batches(seen, stage)
+        per_epoch = -(-n_rows // cfg.distill_batch_size)
+        assert len(batches) == 2 * per_epoch, (stage, len(batches), per_epoch)
+        for epoch in range(2):  # every row exactly once in each epoch
+            rows = Counter(i for batch in batches[epoch * per_epoch : (epoch + 1) * per_epoch] for i in batch)
+            assert sorted(rows) == list(range(n_rows)) and set(rows.values()) == {1}, (stage, epoch)
+    # the hidden stage is one phase over the same transfer rows
+    (hidden,) = [seen[name] for name in seen if name.endswith("-hidden")]
+    assert Counter(i for b in hidden["batches"] for i in b) == Counter({i: 2 for i in range(hidden["rows"])})
+    # and each gradual phase draws its slice of the batches that one run of the stage's epochs draws
+    for name in [n for n in seen if n.split("-")[1] in ("logits", "labels")]:
+        assert seen[name]["batches"] == _stage_plan(seen, name), name
+
+
+def _stage_plan(seen: dict, name: str) -> list[list[int]]:
+    """The batches phase `name` must draw: its slice of the batches one run of its stage's epochs draws."""
+    stage = name.split("-")[1]
+    names = sorted(n for n in seen if n.split("-")[1] == stage)
+    k, n = names.index(name), len(names)
+    settings, lengths = seen[name]["settings"], seen[name]["lengths"]
+    per_epoch = -(-len(lengths) // settings.batch_size)
+    total = int(settings.epochs * per_epoch)
+    batches = [
+        b
+        for e in range(int(settings.epochs))
+        for b in length_grouped_batches(lengths, settings.batch_size, settings.seed, e)
+    ]
+    return batches[k * total // n : (k + 1) * total // n]
+
+
+def test_a_resume_inside_the_third_phase_continues_at_its_place(tmp_path, base_params, monkeypatch):
+    seen = _record_batches(monkeypatch)
+    cfg = FinetuneConfig.from_dict(base_params | {"checkpoint_every": 2, "distill_epochs": 1.0}).distill_config()
+    recording = distill.train
+
+    def kill_in_third_logits_phase(module, trainable, lengths, make_batch, settings, ckpt_dir, **kwargs):
+        if Path(ckpt_dir).name.endswith("logits-u3"):
+
+            def on_update(update):
+                if update == 3:  # one update after the checkpoint at update 2
+                    raise Interrupted("simulated kill")
+
+            kwargs["on_update"] = on_update
+        return recording(module, trainable, lengths, make_batch, settings, ckpt_dir, **kwargs)
+
+    monkeypatch.setattr(distill, "train", kill_in_third_logits_phase)
+    with pytest.raises(Interrupted):
+        run_distill(cfg)
+    name = next(n for n in seen if n.endswith("logits-u3"))
+    killed, seen[name]["batches"] = seen[name]["batches"], []
+    monkeypatch.setattr(distill, "train", recording)
+    resumed = run_distill(cfg)
+    plan = _stage_plan(seen, name)  # every phase of the stage is known now
+    assert killed == plan[:3]  # updates 1-3 of the phase, at its place in the stage
+    assert seen[name]["batches"] == plan[2:], "the resume continues at the checkpoint's update, in the stage's data"
+    straight = run_distill(cfg.replace(runs_dir=str(tmp_path / "straight" / "runs")))
+    a, b = (load_file(p / "model" / "model.safetensors") for p in (resumed, straight))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert runs.is_complete(resumed)
+
+
+def test_the_tokenised_cache_keeps_each_tasks_labels(tmp_path, tiny_encoder):
+    """One CoNLL file declared as an NER task and as a POS task (another tag column), and the NER task again with
+    its tag names in another order: three sets, each with its own labels, from one cache folder."""
+    from transformers import AutoTokenizer
+
+    sentences = [
+        [("good", "ADJ", "B-POS"), ("movie", "NOUN", "O")],
+        [("bad", "ADJ", "B-NEG"), ("plot", "NOUN", "O"), ("the", "DET", "O")],
+    ] * 6
+    conll = tmp_path / "tags.conll"
+    conll.write_text("\n\n".join("\n".join(" ".join(t) for t in s) for s in sentences) + "\n")
+    local = {
+        "ner": {"kind": "token", "train": str(conll), "dev": str(conll), "tag_column": 2},
+        "pos": {"kind": "token", "train": str(conll), "dev": str(conll), "tag_column": 1},
+        "ner-reordered": {
+            "kind": "token",
+            "train": str(conll),
+            "dev": str(conll),
+            "tag_column": 2,
+            "labels": ["O", "B-POS", "B-NEG"],
+        },  # fmt: skip
+    }
+    tokenizer = AutoTokenizer.from_pretrained(tiny_encoder)
+    cache = tmp_path / "tokenised"
+    labels = {}
+    for name in local:
+        task = get_task(name, local)
+        rows = task.load()["train"]
+        got = encode_set(tokenizer, rows, task, 16, cache)
+        want = encode(tokenizer, rows, task, 16)
+        labels[name] = [e["label"] for e in got.take(range(len(got)))]
+        assert labels[name] == [e["label"] for e in want], name
+    assert labels["ner"] != labels["pos"] and labels["ner"] != labels["ner-reordered"]
+    assert len(list(cache.glob("*.arrow"))) == 3
+
+
+def _processes(case: str, tiny_encoder: Path, tmp_path: Path) -> tuple[dict, dict]:
+    import ddp_worker
+
+    one, two = tmp_path / f"{case}-1.safetensors", tmp_path / f"{case}-2.safetensors"
+    ddp_worker.run(0, 1, case, str(tiny_encoder), str(one), "")
+    init = tmp_path / f"{case}-init"
+    mp.start_processes(ddp_worker.run, args=(2, case, str(tiny_encoder), str(two), str(init)), nprocs=2,
+                       start_method="spawn")  # fmt: skip
+    return load_file(one), load_file(two)
+
+
+def _assert_same_weights(one: dict, two: dict) -> None:
+    """The tolerance of the sequence-task test (tests/test_distributed.py): float reduction order only."""
+    assert one.keys() == two.keys()
+    bad = [k for k in one if not torch.allclose(one[k], two[k], rtol=1e-3, atol=1e-3)]
+    assert not bad, bad
+    flat = [torch.cat([w[k].flatten() for k in sorted(one)]) for w in (one, two)]
+    assert (flat[0] - flat[1]).norm() / flat[0].norm() < 1e-3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["token", "joint"])
+def test_two_processes_train_a_token_task_and_joint_mode_as_one(case, tiny_encoder, tmp_path):
+    """Ranks hold different numbers of words (token loss: a mean over words) and of labelled rows (joint mode's
+    label loss: a mean over labelled rows only); the losses' counts are summed over the ranks."""
+    one, two = _processes(case, tiny_encoder, tmp_path)
+    _assert_same_weights(one, two)
