@@ -178,3 +178,32 @@ def test_two_processes_train_a_token_task_and_joint_mode_as_one(case, tiny_encod
     label loss: a mean over labelled rows only); the losses' counts are summed over the ranks."""
     one, two = _processes(case, tiny_encoder, tmp_path)
     _assert_same_weights(one, two)
+
+
+class _Recorder(torch.nn.Module):
+    """A one-weight module that records the rows of every batch it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.rows: list[int] = []
+
+    def forward(self, batch):
+        self.rows += batch["rows"]
+        return (self.w - 1.0) ** 2
+
+
+@pytest.mark.parametrize("accum, parts", [(1, 1), (2, 1), (2, 3), (3, 4)])
+def test_parts_with_accumulation_see_every_row_once_per_epoch(tmp_path, accum, parts):
+    """9 rows in batches of 2 (5 batches): with gradient accumulation an epoch's last update takes what is left,
+    and the parts of a run together walk its epochs as one run does."""
+    from xdlib.train import LoopSettings, train
+
+    settings = LoopSettings(epochs=2.0, lr=0.1, batch_size=2, grad_accum_steps=accum, progress=False)
+    module = _Recorder()
+    for k in range(parts):
+        train(module, [module.w], [5] * 9, lambda idx: {"rows": list(idx)}, settings, tmp_path / f"p{k}",
+              part=(k, parts))  # fmt: skip
+    assert len(module.rows) == 18
+    for epoch in range(2):
+        assert sorted(module.rows[epoch * 9 : (epoch + 1) * 9]) == list(range(9)), (accum, parts, epoch)

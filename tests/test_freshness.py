@@ -245,3 +245,20 @@ def test_two_processes_that_want_one_teacher_cache_build_it_once(tmp_path, tiny_
     assert json.loads(outs[0].read_text()) == json.loads(outs[1].read_text())
     (journal,) = (tmp_path / "cache" / ".locks").glob("*.lock")
     assert journal.read_text().count("made ") == 1
+
+
+def test_a_slurm_sweep_leaves_reuse_of_auto_jobs_to_the_node_that_runs_them(base_params, monkeypatch):
+    """A login node without CUDA sees an fp32 run of an `auto` job: it must not skip the job, whose GPU node would
+    make (or find) a bf16 one. Local executors run here, so there the planner's answer stands."""
+    from xdlib import sweep as sweep_module
+    from xdlib.config import FinetuneConfig
+
+    monkeypatch.setattr(sweep_module.runs, "is_complete", lambda path: True)
+    monkeypatch.setattr(sweep_module.runs, "damage", lambda path, needs_model=False: None)
+    auto = FinetuneConfig.from_dict(base_params | {"device": "auto"})
+    cpu = FinetuneConfig.from_dict(base_params | {"device": "cpu"})
+    for remote, want in ((True, "pending"), (False, "complete")):
+        jobs, _ = sweep_module.plan_jobs([auto], remote=remote)
+        assert {j.state for j in jobs.values()} == {want}, remote
+    jobs, _ = sweep_module.plan_jobs([cpu], remote=True)  # a fixed device has one id wherever it is computed
+    assert {j.state for j in jobs.values()} == {"complete"}

@@ -296,12 +296,15 @@ def run_jobs(jobs: list[Job], log_dir: Path, executor: str, workers: int, settin
             _record(group, outcomes, progress)
 
 
-def plan_jobs(configs: list[FinetuneConfig]) -> tuple[dict[tuple[str, str, bool], Job], list[tuple]]:
+def plan_jobs(
+    configs: list[FinetuneConfig], remote: bool = False
+) -> tuple[dict[tuple[str, str, bool], Job], list[tuple]]:
     """Every cell's chain of jobs (cells share jobs with equal run ids), each job marked complete where the run
     store already has it: last stage first, so an upstream run without its model (metrics only) is rerun only
     when a stage below it still has to run; a damaged run is named and runs again. The ids are this machine's: a
     job with `device: auto` takes its own where it executes (`resolved_here`), so it shares a job only with jobs
-    that are also `auto`."""
+    that are also `auto`. With a `remote` executor (Slurm) such a job is never marked complete here: what it
+    reuses is decided where it runs, so a GPU-less login node does not skip a job whose GPU run does not exist."""
     jobs: dict[tuple[str, str, bool], Job] = {}
     cells = []
     for cfg in configs:
@@ -316,7 +319,7 @@ def plan_jobs(configs: list[FinetuneConfig]) -> tuple[dict[tuple[str, str, bool]
         for job in (j for j in jobs.values() if j.stage == stage):
             below = [c[c.index(job) + 1] for _, c in cells if job in c and c[-1] is not job]
             wanted = any(j.state != "complete" for j in below)
-            if not runs.is_complete(job.path):
+            if (remote and job.config.get("device") == "auto") or not runs.is_complete(job.path):
                 continue
             problem = runs.damage(job.path)  # read once: metrics.json and config.yaml
             if problem:
@@ -375,7 +378,7 @@ def sweep(
     settings["gpus_per_cell"] = gpus_per_cell
     for cfg in configs:  # every input checked before any training
         preflight(cfg, network=not dry_run)
-    jobs, cells = plan_jobs(configs)
+    jobs, cells = plan_jobs(configs, remote=executor == "slurm")
     # beside the run store: results/runs -> results/sweeps/<name>
     sweep_dir = Path(out_dir or Path(configs[0].runs_dir).parent / "sweeps") / name
     log_dir = sweep_dir / "logs"

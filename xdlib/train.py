@@ -142,11 +142,13 @@ def train(
         fused=device.type in ("cuda", "cpu"),  # one kernel over all tensors: 3-5x faster than the default on CPU
     )
     batches_per_epoch = max(1, math.ceil(len(lengths) / settings.batch_size))  # global batches: as on 1 process
-    updates_per_epoch = max(1, batches_per_epoch // settings.grad_accum_steps)
+    updates_per_epoch = math.ceil(batches_per_epoch / settings.grad_accum_steps)  # every batch of an epoch, once
     run_updates = max(1, math.ceil(settings.epochs * updates_per_epoch)) if settings.epochs > 0 else 0
     k, n_parts = part
     first_update = k * run_updates // n_parts  # this part's slice of the run: updates first_update..(k+1)*T//n - 1
     total_updates = (k + 1) * run_updates // n_parts - first_update
+    if total_updates == 0 and run_updates > 0:
+        log.warning("%s: its stage has %d updates for %d parts: this part trains none", desc, run_updates, n_parts)
     scheduler = make_scheduler(optimizer, settings, max(total_updates, 1))
     eval_every = max(1, updates_per_epoch // settings.evals_per_epoch)
     if select_only and math.ceil(total_updates / eval_every) < 2:
@@ -213,25 +215,23 @@ def train(
 
     module.train()
     bar = tqdm(total=total_updates, initial=state["update"], desc=desc, disable=not settings.progress or rank != 0)
-    micro = (first_update + state["update"]) * settings.grad_accum_steps  # the data position: the run's, not the part's
     epoch_batches: dict[int, list[list[int]]] = {}
     running = torch.zeros((), device=device)
     while state["update"] < total_updates and not state["stopped_early"]:
-        epoch, position = divmod(micro, batches_per_epoch)
+        # the data position is the run's, not the part's: update u of the run is slot u % updates_per_epoch of its
+        # epoch, whose (up to) grad_accum_steps batches it accumulates; an epoch's last update may take fewer
+        epoch, slot = divmod(first_update + state["update"], updates_per_epoch)
         if epoch not in epoch_batches:
             epoch_batches = {epoch: length_grouped_batches(lengths, settings.batch_size, settings.seed, epoch)}
-        batches = epoch_batches[epoch]
-        batch = batches[position % len(batches)]
-        indices = batch[rank::world]  # this rank's share of the global batch
-        # a rank left without examples (a global batch smaller than the world) joins the reduction with weight 0
-        share = len(indices) * world / len(batch)
-        with autocast(device):
-            loss = global_mean(runner(make_batch(indices or batch[:1])), share, world) / settings.grad_accum_steps
-        loss.backward()
-        running += loss.detach().float()
-        micro += 1
-        if micro % settings.grad_accum_steps:
-            continue
+        group = epoch_batches[epoch][slot * settings.grad_accum_steps : (slot + 1) * settings.grad_accum_steps]
+        for batch in group:
+            indices = batch[rank::world]  # this rank's share of the global batch
+            # a rank left without examples (a global batch smaller than the world) joins the reduction with weight 0
+            share = len(indices) * world / len(batch)
+            with autocast(device):
+                loss = global_mean(runner(make_batch(indices or batch[:1])), share, world) / len(group)
+            loss.backward()
+            running += loss.detach().float()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         scheduler.step()
@@ -294,18 +294,18 @@ def train(
 
 
 def _rng_states() -> dict[str, torch.Tensor]:
-    """The generators dropout draws from: the CPU one, and every CUDA device's where there is CUDA."""
+    """The generators dropout draws from: the CPU one, and this process's CUDA device's where it uses one (its
+    own device only: a resume on a machine with fewer GPUs still finds it)."""
     states = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states |= {f"cuda:{i}": state for i, state in enumerate(torch.cuda.get_rng_state_all())}
+        states["cuda"] = torch.cuda.get_rng_state()
     return states
 
 
 def _set_rng_states(states: dict[str, torch.Tensor]) -> None:
     torch.set_rng_state(states["cpu"])
-    cuda = [states[f"cuda:{i}"] for i in range(len(states) - 1) if f"cuda:{i}" in states]
-    if cuda:
-        torch.cuda.set_rng_state_all(cuda)
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states["cuda"])
 
 
 def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
