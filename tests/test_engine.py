@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -22,6 +23,25 @@ from xdlib.data import encode, encode_set, length_grouped_batches
 from xdlib.pipeline import run_distill
 from xdlib.tasks import get_task
 from xdlib.train import Interrupted
+
+SMALL = {"max_train_samples": 96, "max_eval_samples": 48}  # row coverage needs no more data
+
+
+@pytest.fixture(scope="module")
+def teacher_store(tmp_path_factory, tiny_encoder) -> Path:
+    """One trained teacher, copied into each test's run store: the tests distil, they need not train it again."""
+    from conftest import smoke_params
+
+    from xdlib.stages import ensure
+
+    tmp = tmp_path_factory.mktemp("engine")
+    ensure("teacher", FinetuneConfig.from_dict(smoke_params(tmp, tiny_encoder) | SMALL).teacher_config())
+    return tmp / "runs"
+
+
+def _params(base_params: dict, teacher_store: Path, runs_dir: Path, **changes) -> dict:
+    shutil.copytree(teacher_store / "teacher", runs_dir / "teacher")
+    return base_params | SMALL | {"runs_dir": str(runs_dir)} | changes
 
 
 def _record_batches(monkeypatch) -> dict[str, dict]:
@@ -49,9 +69,10 @@ def _stage_batches(seen: dict, stage: str) -> tuple[int, list[list[int]]]:
     return seen[names[0]]["rows"], [batch for name in names for batch in seen[name]["batches"]]
 
 
-def test_each_stage_walks_its_data_once_per_epoch_across_its_phases(tmp_path, base_params, monkeypatch):
+def test_each_stage_walks_its_data_once_per_epoch_across_its_phases(tmp_path, base_params, teacher_store, monkeypatch):
     seen = _record_batches(monkeypatch)
-    cfg = FinetuneConfig.from_dict(base_params | {"distill_epochs": 2.0}).distill_config()
+    params = _params(base_params, teacher_store, tmp_path / "runs", distill_epochs=2.0)
+    cfg = FinetuneConfig.from_dict(params).distill_config()
     run_distill(cfg)
     for stage in ("logits", "labels"):
         n_rows, batches = _stage_batches(seen, stage)
@@ -84,9 +105,10 @@ def _stage_plan(seen: dict, name: str) -> list[list[int]]:
     return batches[k * total // n : (k + 1) * total // n]
 
 
-def test_a_resume_inside_the_third_phase_continues_at_its_place(tmp_path, base_params, monkeypatch):
+def test_a_resume_inside_the_third_phase_continues_at_its_place(tmp_path, base_params, teacher_store, monkeypatch):
     seen = _record_batches(monkeypatch)
-    cfg = FinetuneConfig.from_dict(base_params | {"checkpoint_every": 2, "distill_epochs": 1.0}).distill_config()
+    params = _params(base_params, teacher_store, tmp_path / "runs", checkpoint_every=2, distill_epochs=2.0)
+    cfg = FinetuneConfig.from_dict(params).distill_config()
     recording = distill.train
 
     def kill_in_third_logits_phase(module, trainable, lengths, make_batch, settings, ckpt_dir, **kwargs):
@@ -109,7 +131,9 @@ def test_a_resume_inside_the_third_phase_continues_at_its_place(tmp_path, base_p
     plan = _stage_plan(seen, name)  # every phase of the stage is known now
     assert killed == plan[:3]  # updates 1-3 of the phase, at its place in the stage
     assert seen[name]["batches"] == plan[2:], "the resume continues at the checkpoint's update, in the stage's data"
-    straight = run_distill(cfg.replace(runs_dir=str(tmp_path / "straight" / "runs")))
+    straight = run_distill(
+        FinetuneConfig.from_dict(_params(params, teacher_store, tmp_path / "straight")).distill_config()
+    )
     a, b = (load_file(p / "model" / "model.safetensors") for p in (resumed, straight))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert runs.is_complete(resumed)
