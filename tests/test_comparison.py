@@ -30,9 +30,11 @@ def test_transfer_table_by_hand():
     assert d["mean"] == pytest.approx((62 + 72) / 2)  # target means 62 and 72
     assert d["sd_over_seeds"] == pytest.approx(pd.Series([65.0, 69.0]).std())  # per-seed means 65, 69
     assert d["undistilled_mean"] == pytest.approx((58 + 70) / 2) and d["undistilled_seeds"] == 2
-    diffs = pd.Series([60 - 58, 64 - 58, 70 - 69, 74 - 71], dtype=float)  # paired by (target, seed)
-    assert d["vs_undistilled"] == pytest.approx(diffs.mean()) and d["vs_undistilled_pairs"] == 4
-    half = 3.182446305284263 * diffs.std() / 2  # t(0.975, 3) * sd / sqrt(4)
+    # paired by (target, seed), each seed's difference averaged over the targets: seed 0 (2 + 1) / 2, seed 1 (6 + 3) / 2
+    by_seed = pd.Series([1.5, 4.5])
+    assert d["vs_undistilled"] == pytest.approx(3.0)
+    assert (d["vs_undistilled_seeds"], d["vs_undistilled_targets"]) == (2, 2)
+    half = 12.706204736174698 * by_seed.std() / math.sqrt(2)  # t(0.975, 1) * sd / sqrt(2): over seeds, S - 1 df
     assert (d["vs_undistilled_ci95_low"], d["vs_undistilled_ci95_high"]) == pytest.approx((3 - half, 3 + half))
     assert d["vs_undistilled_spread_between_targets"] == pytest.approx(pd.Series([4.0, 2.0]).std())
     assert d["vs_undistilled_per_target"] == "a +4.0, b +2.0"
@@ -42,8 +44,8 @@ def test_transfer_table_by_hand():
     s = table.loc["stilts"]
     assert math.isnan(s["vs_stilts"]) and s["vs_undistilled"] == pytest.approx(((61 - 58) + (66 - 69)) / 2)
     md = transfer_markdown(transfer_table(ft))
-    assert "67.0 ± 2.8 (2 seeds)" in md and f"+3.0 [{3 - half:+.1f}, {3 + half:+.1f}] (n=4)" in md
-    assert "+1.5 (1 seed, n=2)" in md and "63.5 (1 seed)" in md  # vs STILTs; STILTs' own mean
+    assert "67.0 ± 2.8 (2 seeds)" in md and f"+3.0 [{3 - half:+.1f}, {3 + half:+.1f}] (n=2 seeds, 2 targets)" in md
+    assert "+1.5 (1 seed, 2 targets)" in md and "63.5 (1 seed)" in md  # vs STILTs; STILTs' own mean
     assert md.count("no matched control") >= 2  # no teacher's model in this store
 
 
@@ -73,7 +75,8 @@ def test_a_distilled_student_of_another_teacher_is_its_own_variant():
     base = {"stage": "finetune", "student": "distilled", "source_task": "src", "student_arch": "l3-h384",
             "augmentation": "-", "teacher_sources": "-", "distill_lr": 5e-5, "m_main_metric": "accuracy",
             "m_task_kind": "single", "m_test_accuracy": 0.5, "teacher_model": "m"}  # fmt: skip
-    frame = pd.DataFrame([base, base, base | {"teacher_model": "other"}, base | {"teacher_sources": "a"}])
+    frame = pd.DataFrame([base | {"finetune_seed": 0}, base | {"finetune_seed": 1}, base | {"teacher_model": "other"},
+                          base | {"teacher_sources": "a"}])  # fmt: skip
     labels = list(finetune_scores(frame)["variant"])
     assert labels[0] == labels[1] == "l3-h384 distilled from src (source only)"
     assert labels[2] == "l3-h384 distilled from src (source only, teacher_model=other)"

@@ -1,10 +1,12 @@
 """The report's tables over synthetic run stores (config.yaml, metrics.json, provenance.json, DONE, as runs write
 them): dev-score tables beside the test ones; a row is every run whose run id is the same but for the seeds; a
-control is matched on every field of its run id or named missing; differences are paired by (target, seed) with a
-95% t interval; a one-seed row has no ±."""
+control is matched on every field of its own run id or named missing; differences are paired by (target, seed), each
+seed's averaged over the targets, with a 95% t interval over the seeds; a one-seed row has no ±; a training is
+counted once."""
 
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -19,7 +21,10 @@ BASE = FinetuneConfig().to_dict() | {"source_task": "src", "max_train_samples": 
 MAIN = "l3-h384 distilled from src (+plot-sentences)"
 TWIN = "l3-h384 undistilled"
 STILTS = "l3-h384 STILTs (undistilled, fine-tuned on src first)"
-T95_5 = 2.570581835636314  # Student t, 0.975 quantile, 5 degrees of freedom
+T95_2 = 4.302652729911275  # Student t, 0.975 quantile, 2 degrees of freedom
+INTERVAL = (
+    "95% t interval over fine-tuning seeds (each seed's difference averaged over the targets; S−1 degrees of freedom)"
+)
 
 
 def _run(runs, stage, run_id, metrics, device="cpu", **config):
@@ -125,16 +130,22 @@ def test_a_control_is_matched_on_its_whole_run_id_or_named_missing(store):
     assert "no matched control" in _md_row(md, MAIN[:-1] + ", max_train_samples=600)")
 
 
-def test_a_difference_is_paired_by_target_and_seed_with_a_t_interval(store):
+def test_a_difference_has_a_t_interval_over_seeds_not_over_target_seed_pairs(store):
+    """The targets of one seed share its draw: each seed's difference is averaged over the targets (each weighs the
+    same), and the interval is over the S seeds, S - 1 degrees of freedom (not over the T x S pairs)."""
     main = pd.read_csv(store / "transfer.csv").set_index("variant").loc[MAIN]
-    diffs = pd.Series([60 - 58, 64 - 61, 62 - 60, 70 - 69, 71 - 73, 75 - 70], dtype=float)  # (target, seed) pairs
-    half = T95_5 * diffs.std(ddof=1) / math.sqrt(6)
-    assert main["vs_undistilled"] == pytest.approx(diffs.mean(), abs=1e-4) and main["vs_undistilled_pairs"] == 6
-    assert main["vs_undistilled_ci95_low"] == pytest.approx(diffs.mean() - half, abs=1e-4)
-    assert main["vs_undistilled_ci95_high"] == pytest.approx(diffs.mean() + half, abs=1e-4)
+    by_seed = pd.Series([(60 - 58 + 70 - 69) / 2, (64 - 61 + 71 - 73) / 2, (62 - 60 + 75 - 70) / 2])
+    mean, half = by_seed.mean(), T95_2 * by_seed.std(ddof=1) / math.sqrt(3)
+    assert main["vs_undistilled"] == pytest.approx(mean, abs=1e-4)
+    assert main["vs_undistilled_ci95_low"] == pytest.approx(mean - half, abs=1e-4)
+    assert main["vs_undistilled_ci95_high"] == pytest.approx(mean + half, abs=1e-4)
+    assert (main["vs_undistilled_seeds"], main["vs_undistilled_targets"]) == (3, 2)
+    assert main["vs_undistilled_per_target"] == "ta +2.3, tb +1.3"  # descriptive, beside the interval
     md = (store / "transfer.md").read_text()
-    assert f"{diffs.mean():+.1f} [{diffs.mean() - half:+.1f}, {diffs.mean() + half:+.1f}] (n=6)" in _md_row(md, MAIN)
-    assert "sd over targets" not in md and "95% t CI" in md
+    assert f"{mean:+.1f} [{mean - half:+.1f}, {mean + half:+.1f}] (n=3 seeds, 2 targets)" in _md_row(md, MAIN)
+    assert "sd over targets" not in md and "95% t CI" in md and INTERVAL in md
+    docs = (Path(__file__).parents[1] / "docs" / "parameters.md").read_text()
+    assert INTERVAL in " ".join(docs.split())  # the report bullets say the same
 
 
 def test_a_one_seed_row_is_flagged_and_has_no_plus_minus(store):
@@ -148,7 +159,7 @@ def test_a_one_seed_row_is_flagged_and_has_no_plus_minus(store):
     assert math.isnan(rows600["vs_undistilled_ci95_low"]) and math.isnan(rows600["sd_over_seeds"])
     cells = _md_row((store / "transfer.md").read_text(), MAIN[:-1] + ", max_train_samples=600)").split("|")
     assert cells[3].strip() == "60.0 (1 seed)"  # its own mean; its twin (3 seeds) keeps its spread
-    assert cells[7].strip() == "-3.5 (1 seed, n=2)"  # vs the twin: no interval
+    assert cells[7].strip() == "-3.5 (1 seed, 2 targets)"  # vs the twin: no interval
 
 
 def test_every_score_table_has_a_dev_version_beside_it(store):
@@ -181,3 +192,87 @@ def test_two_versions_of_a_target_task_or_of_the_engine_never_pool(tmp_path, mon
     main = long[long["variant"] == MAIN[:-1] + ", engine_version=1)"].set_index("target_task")
     assert sorted(main.index) == ["ta v1", "ta v2", "tb"] and set(main["n"]) == {1}
     assert list(long[long["variant"] == MAIN]["n"]) == [2, 2]  # engine 2, the most common: no departure named
+
+
+def _tables(runs):
+    """The report's fine-tuning scores and transfer table of a run store (what build_report writes, unwritten)."""
+    from xdlib.comparison import transfer_table
+
+    ft = report.finetune_scores(report.without_copies(report.collect(runs)))
+    return ft, transfer_table(ft).set_index("variant")
+
+
+def test_a_random_init_twin_is_its_own_row_per_teacher_and_matched_on_it(tmp_path):
+    """A random-init twin reads teacher_model (its tokenizer): its run id holds it, so twins of two teachers are two
+    rows, and a random-init student's twin is the one of its own teacher (none: no matched control)."""
+    runs = tmp_path / "runs"
+    _source_runs(runs)
+    two = (0, 1)
+    _finetunes(runs, "main", "distilled", "d2000", {"ta": [60, 62], "tb": [70, 72]}, two, student_init="random")
+    _finetunes(runs, "third", "distilled", "d2000", {"ta": [60, 62], "tb": [70, 72]}, two, student_init="random",
+               teacher_model="third/teacher")  # fmt: skip
+    _finetunes(runs, "twin", "undistilled", None, {"ta": [50, 52], "tb": [60, 62]}, two, student_init="random")
+    _finetunes(runs, "twinb", "undistilled", None, {"ta": [40, 40], "tb": [40, 40]}, two, student_init="random",
+               teacher_model="other/teacher")  # fmt: skip
+    ft, table = _tables(runs)
+    n = ft.groupby(["variant", "target"]).size()
+    assert set(n.index.get_level_values(0)) == {
+        MAIN, MAIN[:-1] + ", teacher_model=third/teacher)", TWIN, TWIN + " (teacher_model=other/teacher)"
+    }  # fmt: skip
+    assert set(n) == {2}  # never the two twins pooled as four seeds
+    assert table.loc[MAIN, "undistilled_control"] == TWIN and table.loc[MAIN, "vs_undistilled"] == pytest.approx(10)
+    third = table.loc[MAIN[:-1] + ", teacher_model=third/teacher)"]
+    assert third["undistilled_control"] == "no matched control" and math.isnan(third["vs_undistilled"])
+
+
+def test_a_difference_uses_only_the_seeds_paired_on_every_target(tmp_path):
+    """Targets with different numbers of seeds: the difference is over the seeds with a pair on every target, each
+    target weighing the same (as the mean cells count seeds), and one such seed gets no interval."""
+    runs = tmp_path / "runs"
+    _source_runs(runs)
+    _finetunes(runs, "main", "distilled", "d2000", {"ta": [60, 64, 62]}, (0, 1, 2))
+    _finetunes(runs, "main", "distilled", "d2000", {"tb": [70]})
+    _finetunes(runs, "twin", "undistilled", None, {"ta": [58, 61, 60]}, (0, 1, 2))
+    _finetunes(runs, "twin", "undistilled", None, {"tb": [69]})
+    main = _tables(runs)[1].loc[MAIN]
+    assert main["seeds"] == 1 and main["vs_undistilled_seeds"] == 1
+    assert main["vs_undistilled"] == pytest.approx(((60 - 58) + (70 - 69)) / 2)  # seed 0, the one on both targets
+    assert math.isnan(main["vs_undistilled_ci95_low"]) and math.isnan(main["vs_undistilled_ci95_high"])
+
+
+def test_a_copy_is_one_of_the_same_upstream_run(tmp_path):
+    """save_model: true beside a run without it counts as a copy only where the upstream run is the same too: a
+    student distilled in bf16 is another model than the fp32 one, whatever the fine-tuning's own config."""
+    runs = tmp_path / "runs"
+    _source_runs(runs)
+    _run(runs, "distill", "dgpu", {"teacher_run": "t2000", "test_accuracy": 0.77}, device="cuda:0")
+    _finetunes(runs, "plain", "distilled", "d2000", {"ta": [60]})
+    _finetunes(runs, "kept", "distilled", "dgpu", {"ta": [70]}, save_model=True)
+    _finetunes(runs, "copy", "distilled", "d2000", {"ta": [60]}, save_model=True)  # a copy: left out
+    kept = report.without_copies(report.collect(runs)).query("stage == 'finetune'")
+    assert sorted(kept["run_id"]) == ["kept-ta-0-v1", "plain-ta-0-v1"]
+    ft, _ = _tables(runs)
+    assert ft["variant"].nunique() == 2 and sorted(ft["upstream_precision"]) == ["bf16", "fp32"]  # two rows
+
+
+def test_a_training_is_counted_once_whatever_its_run_ids(tmp_path):
+    """finetune_seed unset and finetune_seed equal to seed are one training under two run ids: one seed (the first
+    run by run id), never 'n=2' with a spread of 0; runs of another seed are other trainings and all count."""
+    runs = tmp_path / "runs"
+    _source_runs(runs)
+    _finetunes(runs, "main", "distilled", "d2000", {"ta": [60, 64, 62], "tb": [70, 71, 75]}, (0, 1, 2))
+    _finetunes(runs, "main-unset", "distilled", "d2000", {"ta": [99], "tb": [99]}, (None,))  # = finetune_seed 0
+    _finetunes(runs, "twin", "undistilled", None, {"ta": [58], "tb": [69]})
+    _finetunes(runs, "twin-unset", "undistilled", None, {"ta": [58], "tb": [69]}, (None,))
+    _finetunes(runs, "twin-seed1", "undistilled", None, {"ta": [61], "tb": [73]}, (None,), seed=1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(report, "figures", lambda *args: [])
+        build_report(runs, tmp_path / "results")
+    tables = tmp_path / "results" / "tables"
+    long = pd.read_csv(tables / "results_long.csv").set_index(["variant", "target_task"])
+    assert long.loc[(MAIN, "ta"), "n"] == 3 and long.loc[(MAIN, "ta"), "mean"] == pytest.approx(62.0)
+    assert long.loc[(TWIN, "ta"), "n"] == 2 and long.loc[(TWIN, "ta"), "mean"] == pytest.approx(59.5)
+    assert "± 0.0" not in (tables / "results_matrix.md").read_text()
+    main = pd.read_csv(tables / "transfer.csv").set_index("variant").loc[MAIN]
+    assert main["seeds"] == 3 and main["undistilled_seeds"] == 2 and main["vs_undistilled_seeds"] == 2
+    assert main["vs_undistilled"] == pytest.approx(((60 - 58 + 70 - 69) / 2 + (64 - 61 + 71 - 73) / 2) / 2)

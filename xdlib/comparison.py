@@ -1,13 +1,16 @@
 """What a table row is, what it is compared with, and how: like with like, with statistics that say what they mean.
 
 - A row (a model variant) is every fine-tuning run whose run id is the same but for the seeds: every config field
-  that enters the run id of a fine-tuning of that kind (`row_fields`, read off the configs' own run ids), the
-  precision each stage computed in and the source task's version. The target task is the column; a target with
-  runs of two task versions is two columns (`target`, e.g. "trec6 v2").
+  that enters the run id of that run (`run_fields`: `row_fields` of its kind and student_init, read off the
+  configs' own run ids, so a field one run's id reads and another's does not, as the twin's teacher_model, follows
+  config.py), the precision each stage computed in and the source task's version. The target task is the column;
+  a target with runs of two task versions is two columns (`target`, e.g. "trec6 v2").
 - A control (the undistilled twin, STILTs, the teacher's pretrained model) is matched to a row on every field its
   own run id depends on; where no run matches, the table says "no matched control".
-- A difference against a control is paired by (target, fine-tuning seed): the mean over those pairs, with a 95%
-  Student-t confidence interval over them and their count n. A row with one fine-tuning seed gets no interval.
+- A difference against a control is paired by (target, fine-tuning seed), over the seeds with a pair on every
+  target: each seed's difference averaged over the targets (each weighs the same), their mean over the S seeds and
+  a 95% Student-t interval over them (S - 1 degrees of freedom: the targets of one seed are not independent
+  draws). Fewer than two such seeds: no interval.
 
 `transfer_table` is the study's question in one table: what each model transfers to the targets that are not its
 source task, and what distillation adds over its controls. Pure functions of the fine-tuning scores
@@ -56,17 +59,20 @@ def _probe(value):
 
 
 @functools.cache
-def row_fields(student: str) -> tuple[str, ...]:
-    """What a fine-tuning run of this kind (distilled, undistilled, stilts, teacher, or a named model) is grouped
-    and matched on: `student`, every config field that changes its run id when changed alone (found by asking
-    `FinetuneConfig.run_id` itself, so this follows config.py), except the seeds, `save_model` and `target_task`
-    (the column); then what the run ids hold beside the fields: config.ENGINE_VERSION as the run recorded it
-    (`engine_version` in metrics.json or provenance.json; 1 where absent), the precision of the run
-    (`precision`), of its upstream distillation or STILTs model (`upstream_precision`) and of the teacher above
-    that (`teacher_precision`), and the source task's version (`source_version`)."""
+def row_fields(student: str, student_init: str | None = None) -> tuple[str, ...]:
+    """What a fine-tuning run of this kind (distilled, undistilled, stilts, teacher, or a named model) and this
+    student_init (None: the default) is grouped and matched on: `student`, every config field that changes its run
+    id when changed alone (found by asking `FinetuneConfig.run_id` itself, on a config of that kind and init, so
+    this follows config.py, also where a field is read only for some inits: the twin's and STILTs' teacher_model),
+    except the seeds, `save_model` and `target_task` (the column); then what the run ids hold beside the fields:
+    config.ENGINE_VERSION as the run recorded it (`engine_version` in metrics.json or provenance.json; 1 where
+    absent), the precision of the run (`precision`), of its upstream distillation or STILTs model
+    (`upstream_precision`) and of the teacher above that (`teacher_precision`), and the source task's version
+    (`source_version`)."""
     from .config import FinetuneConfig
 
-    base = FinetuneConfig(device="cpu", student=student if student in KINDS else "probe/model")
+    init = {} if student_init is None else {"student_init": student_init}
+    base = FinetuneConfig(device="cpu", student=student if student in KINDS else "probe/model", **init)
     ref = base.run_id()
     skip = {*SEEDS, *NOT_A_RESULT, "target_task", "student"}
     names = [
@@ -81,6 +87,23 @@ def row_fields(student: str) -> tuple[str, ...]:
         if upstream.upstream() is not None:
             lineage.append("teacher_precision")
     return ("student", *names, *lineage)
+
+
+def _kinds(ft: pd.DataFrame) -> pd.Series:
+    return ft["student"].astype(str) if "student" in ft else pd.Series("distilled", index=ft.index)
+
+
+def _init(value) -> str | None:
+    """A run's student_init as `row_fields` takes it (None where its config lacks it: the default)."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def run_fields(ft: pd.DataFrame) -> pd.Series:
+    """Each run's `row_fields`, asked with its own kind and student_init."""
+    inits = ft["student_init"] if "student_init" in ft else pd.Series(None, index=ft.index, dtype=object)
+    return pd.Series(
+        [row_fields(kind, _init(init)) for kind, init in zip(_kinds(ft), inits)], index=ft.index, dtype=object
+    )
 
 
 def _changes_id(base, name: str, ref: str) -> bool:
@@ -101,7 +124,7 @@ def setting_text(value) -> str:
 
 
 def key_frame(ft: pd.DataFrame) -> pd.DataFrame:
-    """Every field a row can be keyed on (the union of `row_fields` over the kinds in `ft`), as strings; a field
+    """Every field a row can be keyed on (the union of `run_fields` over the runs in `ft`), as strings; a field
     a run's config lacks (a run made before the field) reads as its default, as its run id does."""
     from .config import FinetuneConfig
 
@@ -109,8 +132,7 @@ def key_frame(ft: pd.DataFrame) -> pd.DataFrame:
         f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
         for f in dataclasses.fields(FinetuneConfig)
     }
-    kinds = ft["student"].astype(str).unique() if "student" in ft else ["distilled"]
-    names = list(dict.fromkeys(n for kind in kinds for n in row_fields(kind)))
+    names = list(dict.fromkeys(n for fields in dict.fromkeys(run_fields(ft)) for n in fields))
     out = {}
     for name in names:
         column = ft[name] if name in ft else pd.Series(None, index=ft.index, dtype=object)
@@ -121,11 +143,10 @@ def key_frame(ft: pd.DataFrame) -> pd.DataFrame:
 
 
 def row_keys(ft: pd.DataFrame, keys: pd.DataFrame | None = None) -> pd.Series:
-    """Each run's row: 'field=value|...' over its kind's `row_fields`."""
+    """Each run's row: 'field=value|...' over its own `run_fields`."""
     keys = key_frame(ft) if keys is None else keys
-    kinds = ft["student"].astype(str) if "student" in ft else pd.Series("distilled", index=ft.index)
     return pd.Series(
-        ["|".join(f"{n}={keys.at[i, n]}" for n in row_fields(kind)) for i, kind in kinds.items()], index=ft.index
+        ["|".join(f"{n}={keys.at[i, n]}" for n in fields) for i, fields in run_fields(ft).items()], index=ft.index
     )
 
 
@@ -161,25 +182,30 @@ def _pairs(runs: pd.DataFrame, targets: list[str]) -> pd.Series:
 
 
 def paired_difference(mine: pd.DataFrame, other: pd.DataFrame, targets: list[str]) -> dict:
-    """`mine` - `other`, paired by (target, fine-tuning seed): the mean over the n pairs, a 95% Student-t
-    confidence interval over them (n - 1 degrees of freedom; only with at least two seeds), the seeds, the
-    per-target means of the differences and their sd (the spread between targets, not an uncertainty), and the
-    targets without a pair (then no difference is given: it would not cover the same targets)."""
+    """`mine` - `other`, paired by (target, fine-tuning seed) over the seeds with a pair on every target (the seeds
+    `_over_targets` counts): each seed's difference averaged over the targets (each weighs the same); their mean
+    over the S seeds and a 95% Student-t interval over them (S - 1 degrees of freedom: the differences of one seed
+    share its draw, so its targets are not independent pairs; only with S >= 2); S (`seeds`), the targets, the
+    per-target mean differences over those seeds and their sd (the spread between targets, not an uncertainty),
+    and the targets without a pair (then no difference is given: it would not cover the same targets)."""
     diff = (_pairs(mine, targets) - _pairs(other, targets)).dropna()
     covered = set(diff.index.get_level_values(0)) if len(diff) else set()
-    out = {"mean": np.nan, "low": np.nan, "high": np.nan, "pairs": len(diff), "seeds": 0, "spread": np.nan,
+    out = {"mean": np.nan, "low": np.nan, "high": np.nan, "seeds": 0, "targets": len(targets), "spread": np.nan,
            "per_target": "", "missing": [t for t in targets if t not in covered]}  # fmt: skip
     if out["missing"] or diff.empty:
         return out
-    per_target = diff.groupby(level=0).mean()
-    out.update(mean=diff.mean(), seeds=diff.index.get_level_values(1).nunique())
+    per_seed = diff.unstack(level=0).dropna()  # fine-tuning seed x target: the seeds paired on every target
+    if per_seed.empty:
+        return out
+    by_seed, per_target = per_seed.mean(axis=1), per_seed.mean()
+    out.update(mean=by_seed.mean(), seeds=len(by_seed))
     out["per_target"] = ", ".join(f"{t} {d:+.1f}" for t, d in per_target.items())
     if len(per_target) > 1:
         out["spread"] = per_target.std(ddof=1)
     if out["seeds"] > 1:
         from scipy import stats
 
-        half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / math.sqrt(len(diff))
+        half = stats.t.ppf(0.975, out["seeds"] - 1) * by_seed.std(ddof=1) / math.sqrt(out["seeds"])
         out.update(low=out["mean"] - half, high=out["mean"] + half)
     return out
 
@@ -194,17 +220,25 @@ def _teacher_sources(runs: pd.DataFrame) -> set[str]:
     return set() if pd.isna(value) or value in ("", "-") else set(str(value).split("+"))
 
 
-def matched(ft: pd.DataFrame, keys: pd.DataFrame, mine: pd.DataFrame, student: str) -> pd.DataFrame:
-    """The runs of kind `student` whose every `row_fields(student)` value equals the row's (one row at most: those
-    fields are its key)."""
-    fields = [n for n in row_fields(student) if n != "student"]
-    ref = keys.loc[mine.index[0]]
-    same = (ft["student"] == student) if "student" in ft else pd.Series(False, index=ft.index)
+def matched(
+    ft: pd.DataFrame, keys: pd.DataFrame, mine: pd.DataFrame, student: str, fields: pd.Series | None = None
+) -> pd.DataFrame:
+    """The runs of kind `student` whose every field of their own run id (`run_fields`, `fields` where given) equals
+    the row's (one row at most: those fields are its key)."""
+    same = _kinds(ft) == student
     if not same.any():
         return ft[same]
-    for name in fields:
-        same &= keys[name] == ref[name]
-    return ft[same]
+    fields = run_fields(ft) if fields is None else fields
+    ref = keys.loc[mine.index[0]]
+    groups: dict[tuple[str, ...], list] = {}
+    for i in ft.index[same]:
+        groups.setdefault(fields[i], []).append(i)
+    hits = set()
+    for own, index in groups.items():
+        names = [n for n in own if n != "student"]
+        candidates = keys.loc[index, names]
+        hits.update(candidates.index[(candidates == ref[names]).all(axis=1)])
+    return ft[ft.index.isin(hits)]
 
 
 def transfer_table(ft: pd.DataFrame) -> pd.DataFrame:
@@ -213,7 +247,7 @@ def transfer_table(ft: pd.DataFrame) -> pd.DataFrame:
     the teacher's pretrained model) and the paired difference against it with its 95% t interval."""
     if ft.empty:
         return pd.DataFrame()
-    keys = key_frame(ft)
+    keys, fields = key_frame(ft), run_fields(ft)
     rows = []
     sourced = ft[ft["student"].isin(["distilled", "stilts"])]
     for variant, mine in sourced.groupby("variant"):
@@ -225,7 +259,7 @@ def transfer_table(ft: pd.DataFrame) -> pd.DataFrame:
                "mean": mean, "sd_over_seeds": spread, "seeds": seeds}  # fmt: skip
         for name, _ in CONTROLS:
             itself = mine["student"].iloc[0] == name
-            other = mine if itself else matched(ft, keys, mine, name)
+            other = mine if itself else matched(ft, keys, mine, name, fields)
             label = NO_CONTROL if other.empty else other["variant"].iloc[0]
             mean, spread, seeds = _over_targets(other, targets)
             row.update({f"{name}_control": label, f"{name}_mean": mean, f"{name}_sd_over_seeds": spread,
@@ -233,8 +267,8 @@ def transfer_table(ft: pd.DataFrame) -> pd.DataFrame:
             diff = paired_difference(mine, other, targets) if not (itself or other.empty) else {}
             row.update({
                 f"vs_{name}": diff.get("mean", np.nan), f"vs_{name}_ci95_low": diff.get("low", np.nan),
-                f"vs_{name}_ci95_high": diff.get("high", np.nan), f"vs_{name}_pairs": diff.get("pairs", 0),
-                f"vs_{name}_seeds": diff.get("seeds", 0),
+                f"vs_{name}_ci95_high": diff.get("high", np.nan), f"vs_{name}_seeds": diff.get("seeds", 0),
+                f"vs_{name}_targets": diff.get("targets", 0),
                 f"vs_{name}_spread_between_targets": diff.get("spread", np.nan),
                 f"vs_{name}_per_target": diff.get("per_target", ""),
                 f"vs_{name}_unpaired_targets": "+".join(diff.get("missing", [])),
@@ -257,23 +291,32 @@ def _difference_cell(row: pd.Series, name: str, itself: bool) -> str:
         return "—"
     if row[f"{name}_control"] == NO_CONTROL:
         return NO_CONTROL
-    mean, pairs = row[f"vs_{name}"], row[f"vs_{name}_pairs"]
+    mean, seeds, targets = row[f"vs_{name}"], row[f"vs_{name}_seeds"], row[f"vs_{name}_targets"]
     if pd.isna(mean):
         missing = str(row[f"vs_{name}_unpaired_targets"]).replace("+", ", ")
-        return f"n/a (no pair on {missing})" if missing else "n/a"
+        return f"n/a (no pair on {missing})" if missing else "n/a (no seed paired on every target)"
     if pd.isna(row[f"vs_{name}_ci95_low"]):
-        return f"{mean:+.1f} (1 seed, n={pairs})"
-    return f"{mean:+.1f} [{row[f'vs_{name}_ci95_low']:+.1f}, {row[f'vs_{name}_ci95_high']:+.1f}] (n={pairs})"
+        return f"{mean:+.1f} (1 seed, {_count(targets, 'target')})"
+    low, high = row[f"vs_{name}_ci95_low"], row[f"vs_{name}_ci95_high"]
+    return f"{mean:+.1f} [{low:+.1f}, {high:+.1f}] (n={seeds} seeds, {_count(targets, 'target')})"
 
 
+def _count(n, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
+INTERVAL = (
+    "95% t interval over fine-tuning seeds (each seed's difference averaged over the targets; S−1 degrees of freedom)"
+)
 TRANSFER_NOTE = (
     "Mean: over the non-source targets (each weighs the same) of each target's mean over fine-tuning seeds; ± is "
     "the sd over seeds of the per-seed mean, a spread between seeds, not an interval; '1 seed': one run per target, "
-    "no spread. vs a control: the difference paired by (target, fine-tuning seed), mean over the n pairs, with its "
-    "95% confidence interval [Student t over the n pairs, n - 1 degrees of freedom]; a row with one seed gets no "
-    "interval. A control is matched on every setting its run id depends on (`comparison.row_fields`): '"
+    "no spread. vs a control: the difference paired by (target, fine-tuning seed) over the S seeds with a pair on "
+    "every target (n), its mean and " + INTERVAL + "; with one such seed, no interval. A control is matched on "
+    "every setting its run id depends on (`comparison.row_fields`): '"
     + NO_CONTROL
-    + "' where no such run exists. The spread of the per-target differences (not an uncertainty) is in the csv."
+    + "' where no such run exists. The per-target differences (descriptive) and their spread (not an uncertainty) "
+    "are in the csv."
 )
 
 
@@ -290,7 +333,7 @@ def transfer_markdown(table: pd.DataFrame, split: str = "test") -> str:
         columns = [table[f"{name}_{c}"] for c in ("control", "mean", "sd_over_seeds", "seeds")]
         out[label] = [NO_CONTROL if c == NO_CONTROL else mean_cell(m, s, n) for c, m, s, n in zip(*columns)]
     for name, label in CONTROLS:
-        out[f"vs {label}: mean [95% t CI] (n pairs)"] = [
+        out[f"vs {label}: mean [95% t CI] (n seeds)"] = [
             _difference_cell(row, name, itself=row["student"] == name) for _, row in table.iterrows()
         ]
     out["per target vs twin"] = table["vs_undistilled_per_target"]

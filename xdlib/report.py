@@ -6,7 +6,8 @@ tables from dev scores under results/tables/dev/ (the split fine-tuning selects 
 without reading test). A row is every run whose run id is the same but for the seeds (`comparison.row_fields`):
 
 - results_matrix: every model variant (distilled students, the undistilled baselines, the teacher) x every
-  target task, the main metric x100, mean ± sd over seeds (n; a one-seed cell says "1 seed" and has no ±);
+  target task, the main metric x100, mean ± sd over seeds (n: distinct trainings, `one_per_training`; a one-seed
+  cell says "1 seed" and has no ±);
 - augmentation: the same student and source with different transfer sets (bars with seed spread);
 - architectures: per distillation run and fine-tuning variant, parameters, transformer FLOPs and measured
   inference speedup vs the teacher, source-task retention, mean target score;
@@ -14,8 +15,8 @@ without reading test). A row is every run whose run id is the same but for the s
   (shared/paper.md), ours beside them where we have the same architecture and target, and the delta; "n/a"
   where a cell cannot be compared;
 - transfer: per trained variant, the mean over the targets that are not its source beside its matched controls
-  (undistilled twin, STILTs, the teacher's model), with the paired differences and their 95% t intervals
-  (`comparison.py`);
+  (undistilled twin, STILTs, the teacher's model), with the paired differences and their 95% t intervals over
+  fine-tuning seeds (`comparison.py`);
 - runs: every run used, with its git sha, so each number traces back to its config.
 """
 
@@ -84,8 +85,9 @@ def _precision(device: str | None) -> str | None:
 
 
 def without_copies(frame: pd.DataFrame) -> pd.DataFrame:
-    """The runs with save_model: true that repeat a run without it (every other id field equal: the same training,
-    only the weights kept, as params/deploy.yaml makes them) left out, so each result is counted once."""
+    """The runs with save_model: true that repeat a run without it (every other id field equal, the upstream run
+    included: the same training, only the weights kept, as params/deploy.yaml makes them) left out, so each result
+    is counted once."""
     if frame.empty or "save_model" not in frame:
         return frame
     from .config import FinetuneConfig
@@ -93,6 +95,7 @@ def without_copies(frame: pd.DataFrame) -> pd.DataFrame:
     kept = frame["save_model"].eq(True)  # NaN (a run made before the field): False
     fields = [f.name for f in dataclasses.fields(FinetuneConfig) if f.metadata["id"] and f.name != "save_model"]
     fields += ["precision", "engine_version", "m_task_version"]  # in the run id too
+    fields += ["m_upstream_run", "m_distill_run"]  # so is the upstream run's id (its precision, say): never a copy
     key = frame[["stage", *[f for f in fields if f in frame]]].map(str).agg("|".join, axis=1)  # NaN as "nan"
     twin = (~kept).groupby(key).transform("any")  # a run of the same key without the model
     frame = frame[~(kept & twin)]
@@ -154,15 +157,15 @@ def _targets(ft: pd.DataFrame) -> pd.Series:
 
 def _labels(ft: pd.DataFrame) -> pd.Series:
     """One label per row (`comparison.row_keys`): the kind's name, then ', key=value' for every setting of its run
-    id where it departs from the most common value among the runs whose id holds that setting (so only
-    departures lengthen a label, and two rows never share one)."""
+    id (`comparison.run_fields`) where it departs from the most common value among the runs whose id holds that
+    setting (so only departures lengthen a label, and two rows never share one)."""
     keys = comparison.key_frame(ft)
     rows = comparison.row_keys(ft, keys)
     kinds = ft["student"].astype(str)
-    relevant = {kind: set(comparison.row_fields(kind)) for kind in kinds.unique()}
+    relevant = comparison.run_fields(ft)  # each run's own: the twin's teacher_model only where its init reads it
     suffix = pd.Series("", index=ft.index)
     for name in keys.columns:
-        holds = pd.Series([name in relevant[kind] and name not in LABELLED for kind in kinds], index=ft.index)
+        holds = pd.Series([name in own and name not in LABELLED for own in relevant], index=ft.index)
         holds &= ~((kinds == "teacher") & (name == "teacher_model"))  # the teacher's model names it
         values = keys.loc[holds, name]
         if values.nunique() > 1:
@@ -192,8 +195,25 @@ def finetune_scores(frame: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     ft["score"] = _score(ft, split)
     if "target_task" in ft:
         ft["target"] = _targets(ft)
+    ft = one_per_training(ft)
     ft["variant"] = _labels(ft)
     return ft
+
+
+def one_per_training(ft: pd.DataFrame) -> pd.DataFrame:
+    """One run per (row, target, seed, effective fine-tuning seed: finetune_seed, or seed where it is unset), the
+    first by run id: finetune_seed unset and finetune_seed equal to seed are the same training under two run ids,
+    one seed (never a second seed with a spread of 0). Runs whose seeds differ are different trainings (the seed
+    draws the distillation, the undistilled initialisation and the capped training rows) and are all kept."""
+    if ft.empty:
+        return ft
+    seed = ft["seed"] if "seed" in ft else pd.Series(0, index=ft.index)
+    target = _column(ft) if "target" in ft or "target_task" in ft else pd.Series("", index=ft.index)
+    same = pd.DataFrame({"row": comparison.row_keys(ft), "target": target.astype(str),
+                         "seed": seed.map(comparison.setting_text), "fseed": comparison.finetune_seed(ft)})  # fmt: skip
+    order = ft["run_id"].astype(str).sort_values(kind="stable").index if "run_id" in ft else ft.index
+    first = ~same.loc[order].duplicated()
+    return ft[first.reindex(ft.index).to_numpy()]
 
 
 def _mean_std(values: pd.Series) -> pd.Series:
@@ -212,8 +232,9 @@ def _cell(mean, std, n) -> str:
 
 
 MATRIX_NOTE = (
-    "Cells: mean ± sd over fine-tuning seeds (n = runs; the sd is the spread between seeds, not a confidence "
-    "interval); '1 seed': a single run, no spread. A row is every run whose run id is the same but for the seeds "
+    "Cells: mean ± sd over fine-tuning seeds (n = distinct seeds: finetune_seed unset and finetune_seed equal to "
+    "seed are one training, counted once; the sd is the spread between seeds, not a confidence interval); "
+    "'1 seed': a single run, no spread. A row is every run whose run id is the same but for the seeds "
     "(`comparison.row_fields`). Avg: the mean of the row's cells."
 )
 
