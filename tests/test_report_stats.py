@@ -276,3 +276,14 @@ def test_a_training_is_counted_once_whatever_its_run_ids(tmp_path):
     main = pd.read_csv(tables / "transfer.csv").set_index("variant").loc[MAIN]
     assert main["seeds"] == 3 and main["undistilled_seeds"] == 2 and main["vs_undistilled_seeds"] == 2
     assert main["vs_undistilled"] == pytest.approx(((60 - 58 + 70 - 69) / 2 + (64 - 61 + 71 - 73) / 2) / 2)
+
+
+def test_a_search_grid_names_every_value_it_searched(tmp_path):
+    """Two rates with the same number of runs: neither is the common one, so each row names its rate (the tie used
+    to leave one rate unnamed, as if it were the default)."""
+    runs = tmp_path / "runs"
+    _source_runs(runs, 2000)
+    for lr in (1e-4, 5e-5):
+        _finetunes(runs, f"lr{lr}", "distilled", "d2000", {"ta": [60, 62]}, (0, 1), distill_lr=lr)
+    labels = set(report.finetune_scores(report.collect(runs))["variant"])
+    assert labels == {f"{MAIN[:-1]}, distill_lr={lr})" for lr in ("0.0001", "5e-05")}, labels

@@ -158,7 +158,8 @@ def _targets(ft: pd.DataFrame) -> pd.Series:
 def _labels(ft: pd.DataFrame) -> pd.Series:
     """One label per row (`comparison.row_keys`): the kind's name, then ', key=value' for every setting of its run
     id (`comparison.run_fields`) where it departs from the most common value among the runs whose id holds that
-    setting (so only departures lengthen a label, and two rows never share one)."""
+    setting, or every row's value where no value is the most common (so only departures lengthen a label, and two
+    rows never share one)."""
     keys = comparison.key_frame(ft)
     rows = comparison.row_keys(ft, keys)
     kinds = ft["student"].astype(str)
@@ -169,7 +170,9 @@ def _labels(ft: pd.DataFrame) -> pd.Series:
         holds &= ~((kinds == "teacher") & (name == "teacher_model"))  # the teacher's model names it
         values = keys.loc[holds, name]
         if values.nunique() > 1:
-            departs = values[values != values.mode().iloc[0]]
+            counts = values.value_counts()
+            # no value is the most common one (a search grid): every row names its own
+            departs = values[values != counts.index[0]] if counts.iloc[0] > counts.iloc[1] else values
             suffix[departs.index] += [f", {name}={v}" for v in departs]
     labels = pd.Series([_variant(row) for _, row in ft.iterrows()], index=ft.index)
     labels = pd.Series([_with_suffix(label, extra) for label, extra in zip(labels, suffix)], index=ft.index)
