@@ -47,8 +47,8 @@ def test_a_sweep_planned_without_cuda_and_run_with_it_records_the_runs_it_made(t
     monkeypatch.setattr(TeacherConfig, "precision", machine_precision)
     plan_jobs = sweep_module.plan_jobs
 
-    def planned_on_the_login_node(configs):
-        planned = plan_jobs(configs)
+    def planned_on_the_login_node(configs, **kwargs):
+        planned = plan_jobs(configs, **kwargs)
         gpu["present"] = True  # the jobs run on a GPU node
         return planned
 
