@@ -10,7 +10,7 @@
 params = None  # a params file (YAML) for every field not set here; -p sets any field of this stage
 source_task = 'rt-polarity'  # source task name (python -m xdlib tasks lists them)
 teacher_model = 'offline:all-MiniLM-L6-v2'  # HF id, local folder, or offline:<name> packaged model
-student_arch = 'l3-h384'  # l<layers>-h<hidden>; registered: l6-h256, l6-h384, l12-h384
+student_arch = 'l3-h384'  # l<layers>-h<hidden>; registered: l3-h384, l6-h256, l6-h384, l12-h384
 student_init = 'offline:all-MiniLM-L6-v2'  # random, or a model (HF id, folder, offline:<name>) to copy layers from
 augmentation = []  # augmentation resources added to the source inputs
 augment_max_examples = None  # cap on examples taken from each augmentation resource
@@ -26,10 +26,11 @@ runs_dir = 'results/runs'  # where run folders are written
 
 # %%
 from xdlib.notebook import setup, stage_config
+from xdlib.stages import run_id
 
 cfg = stage_config("distill", globals())  # a wrong name or value stops here, in one line
 setup(cfg.device)  # versions, device, commit
-print(cfg.run_id())
+print(run_id("distill", cfg))
 
 # %%
 from xdlib.stages import ensure

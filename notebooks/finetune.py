@@ -12,7 +12,7 @@ runs = []  # several fine-tunings in one kernel: a list of {field: value} change
 target_task = 'rt-polarity'  # target task name
 student = 'distilled'  # distilled (this configs distillation run), undistilled (same arch and init, no distillation: baseline), stilts (the undistilled student fine-tuned on the source task first: baseline), teacher (the teachers pretrained model: baseline), or an HF id / folder
 source_task = 'rt-polarity'  # source task name (python -m xdlib tasks lists them)
-student_arch = 'l3-h384'  # l<layers>-h<hidden>; registered: l6-h256, l6-h384, l12-h384
+student_arch = 'l3-h384'  # l<layers>-h<hidden>; registered: l3-h384, l6-h256, l6-h384, l12-h384
 student_init = 'offline:all-MiniLM-L6-v2'  # random, or a model (HF id, folder, offline:<name>) to copy layers from
 augmentation = []  # augmentation resources added to the source inputs
 finetune_epochs = 2.0  # epochs on the target task
@@ -27,10 +27,11 @@ runs_dir = 'results/runs'  # where run folders are written
 
 # %%
 from xdlib.notebook import setup, stage_configs
+from xdlib.stages import run_id
 
 configs = stage_configs("finetune", globals())  # one per entry of `runs`; a wrong name or value stops here
 setup(configs[0].device)  # versions, device, commit
-[c.run_id() for c in configs]
+[run_id("finetune", c) for c in configs]
 
 # %%
 from xdlib.stages import ensure

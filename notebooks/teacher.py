@@ -20,10 +20,11 @@ runs_dir = 'results/runs'  # where run folders are written
 
 # %%
 from xdlib.notebook import setup, stage_config
+from xdlib.stages import run_id
 
 cfg = stage_config("teacher", globals())  # a wrong name or value stops here, in one line
 setup(cfg.device)  # versions, device, commit
-print(cfg.run_id())
+print(run_id("teacher", cfg))
 
 # %%
 from xdlib.stages import ensure

@@ -11,8 +11,8 @@ from safetensors.torch import save_file
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from xdlib.data import collate, encode, lengths_of
-from xdlib.distill import DistillModule
-from xdlib.finetune import TaskLoss
+from xdlib.heads import TaskLoss
+from xdlib.kd import DistillModule
 from xdlib.models import HiddenProjection
 from xdlib.tasks import TOY_VOCAB, get_task
 from xdlib.train import LoopSettings, train

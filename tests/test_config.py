@@ -2,9 +2,9 @@
 
 import pytest
 
-from xdlib.config import ConfigError, DistillConfig, FinetuneConfig, TeacherConfig
-from xdlib.params import load_params
+from xdlib.config import Config, ConfigError, load_config, load_params
 from xdlib.preflight import preflight
+from xdlib.stages import run_id
 
 BAD = [
     ({"learning_rate": 1e-4}, r"unknown parameter\(s\) 'learning_rate'.*known: .*distill_lr"),
@@ -29,7 +29,7 @@ BAD = [
 @pytest.mark.parametrize(("values", "message"), BAD)
 def test_bad_values_name_key_value_and_allowed(values, message):
     with pytest.raises(ConfigError, match=message):
-        FinetuneConfig.from_dict(values)
+        Config.from_dict(values)
 
 
 @pytest.mark.parametrize(
@@ -45,7 +45,7 @@ def test_bad_values_name_key_value_and_allowed(values, message):
 )
 def test_preflight_rejects_unknown_names_before_heavy_work(values, message):
     with pytest.raises(ConfigError, match=message):
-        preflight(FinetuneConfig.from_dict(values))
+        preflight(Config.from_dict(values))
 
 
 def test_hub_id_without_network_is_one_clear_message(monkeypatch):
@@ -54,30 +54,30 @@ def test_hub_id_without_network_is_one_clear_message(monkeypatch):
         ConfigError,
         match=r"teacher_model='google/electra-base-discriminator' could not be loaded.*offline:all-MiniLM-L6-v2",
     ):
-        preflight(TeacherConfig.from_dict({"teacher_model": "google/electra-base-discriminator"}))
+        preflight(Config.from_dict({"teacher_model": "google/electra-base-discriminator"}), "teacher")
 
 
 def test_run_id_ignores_paths_and_progress_but_not_hyperparameters():
-    base = DistillConfig()
-    assert base.run_id() == DistillConfig(runs_dir="/elsewhere", progress=False, device="cpu").run_id()
-    assert base.run_id() != base.replace(distill_lr=3e-5).run_id()
+    base = Config()
+    assert run_id("distill", base) == run_id("distill", Config(runs_dir="/elsewhere", progress=False, device="cpu"))
+    assert run_id("distill", base) != run_id("distill", base.replace(distill_lr=3e-5))
     # an upstream change (teacher) changes the downstream id; a downstream change leaves the teacher id alone
-    assert base.run_id() != base.replace(teacher_lr=1e-5).run_id()
-    assert base.teacher_config().run_id() == base.replace(distill_lr=3e-5).teacher_config().run_id()
-    assert base.run_id() == DistillConfig.from_dict(base.to_dict()).run_id()
+    assert run_id("distill", base) != run_id("distill", base.replace(teacher_lr=1e-5))
+    assert run_id("teacher", base) == run_id("teacher", base.replace(distill_lr=3e-5))
+    assert run_id("distill", base) == run_id("distill", Config.from_dict(base.to_dict()))
 
 
 def test_baseline_finetune_ids_do_not_depend_on_distillation_settings():
-    a = FinetuneConfig(student="undistilled")
-    assert a.run_id() == a.replace(distill_lr=3e-5).run_id()
-    assert a.run_id() != a.replace(student_arch="l2-h384").run_id()
-    assert FinetuneConfig().run_id() != FinetuneConfig().replace(distill_lr=3e-5).run_id()
+    a = Config(student="undistilled")
+    assert run_id("finetune", a) == run_id("finetune", a.replace(distill_lr=3e-5))
+    assert run_id("finetune", a) != run_id("finetune", a.replace(student_arch="l2-h384"))
+    assert run_id("finetune", Config()) != run_id("finetune", Config().replace(distill_lr=3e-5))
 
 
 def test_yaml_include_and_override(tmp_path):
     (tmp_path / "base.yaml").write_text("name: base\nversion: 1\nmax_length: 32\nseed: 1\n")
     (tmp_path / "child.yaml").write_text("include: base.yaml\nseed: 2  # why: a second seed\n")
-    cfg = TeacherConfig.from_yaml(tmp_path / "child.yaml", {"teacher_epochs": 2})
+    cfg = load_config("teacher", tmp_path / "child.yaml", {"teacher_epochs": 2})
     assert (cfg.max_length, cfg.seed, cfg.teacher_epochs) == (32, 2, 2.0)
 
 
@@ -102,11 +102,12 @@ def test_missing_params_file():
 
 
 def test_the_params_files_version_is_recorded_not_in_the_run_id():
-    from xdlib.config import FinetuneConfig
 
-    cfg = FinetuneConfig.from_yaml("params/default.yaml")
-    assert cfg.study == "default version 5" and cfg.distill_config().study == "default version 5"
-    assert cfg.run_id() == cfg.replace(study="").run_id()  # which file made a run does not change what it is
+    cfg = load_config("finetune", "params/default.yaml")
+    assert cfg.study == "default version 5" and load_config("distill", "params/default.yaml").study == cfg.study
+    assert run_id("finetune", cfg) == run_id(
+        "finetune", cfg.replace(study="")
+    )  # which file made a run does not change what it is
 
 
 def test_docs_name_every_parameter():
@@ -114,10 +115,10 @@ def test_docs_name_every_parameter():
     import dataclasses
     from pathlib import Path
 
-    from xdlib.config import FinetuneConfig
+    from xdlib.config import Config
 
     text = (Path(__file__).resolve().parent.parent / "docs" / "parameters.md").read_text()
-    missing = [f.name for f in dataclasses.fields(FinetuneConfig) if f"`{f.name}`" not in text]
+    missing = [f.name for f in dataclasses.fields(Config) if f"`{f.name}`" not in text]
     assert not missing, f"add to docs/parameters.md: {missing}"
 
 
@@ -126,19 +127,17 @@ def test_controls_ids_hold_only_what_their_training_reads(base_params):
     teacher's-model baseline never reads its extra sources: such arms share their controls."""
     from xdlib.config import ENGINE_VERSION
 
-    base = FinetuneConfig.from_dict(
-        base_params | {"student_init": "offline:all-MiniLM-L6-v2", "student_arch": "l3-h384"}
-    )
+    base = Config.from_dict(base_params | {"student_init": "offline:all-MiniLM-L6-v2", "student_arch": "l3-h384"})
     other = {"teacher_model": "offline:all-mpnet-base-v2", "teacher_sources": ["toy-pair"]}
     for student in ("undistilled", "stilts"):
         a, b = base.replace(student=student), base.replace(student=student, **other)
-        assert a.run_id() == b.run_id(), student
+        assert run_id("finetune", a) == run_id("finetune", b), student
     teacher = base.replace(student="teacher")
-    assert teacher.run_id() == teacher.replace(teacher_sources=["toy-pair"]).run_id()
-    assert teacher.run_id() != teacher.replace(teacher_model="offline:all-mpnet-base-v2").run_id()
+    assert run_id("finetune", teacher) == run_id("finetune", teacher.replace(teacher_sources=["toy-pair"]))
+    assert run_id("finetune", teacher) != run_id("finetune", teacher.replace(teacher_model="offline:all-mpnet-base-v2"))
     # a random student takes the teacher's tokenizer: its twin reads the teacher's model
     random = base.replace(student="undistilled", student_init="random", student_arch="l2-h32")
-    assert random.run_id() != random.replace(teacher_model="offline:all-mpnet-base-v2").run_id()
+    assert run_id("finetune", random) != run_id("finetune", random.replace(teacher_model="offline:all-mpnet-base-v2"))
     distilled = base.replace(student="distilled")
-    assert distilled.run_id() != distilled.replace(teacher_sources=["toy-pair"]).run_id()
+    assert run_id("finetune", distilled) != run_id("finetune", distilled.replace(teacher_sources=["toy-pair"]))
     assert ENGINE_VERSION >= 2

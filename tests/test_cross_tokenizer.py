@@ -9,7 +9,7 @@ import torch
 from transformers import BertConfig, BertForTokenClassification, BertTokenizerFast
 
 from xdlib.data import collate, encode, gather_units
-from xdlib.distill import build_teacher_cache, student_counts
+from xdlib.kd import build_teacher_cache, student_counts
 from xdlib.tasks import Task
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]

@@ -10,10 +10,10 @@ from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from xdlib import runs
-from xdlib.config import ConfigError, FinetuneConfig
+from xdlib.config import Config, ConfigError
 from xdlib.data import encode
-from xdlib.finetune import predict
-from xdlib.pipeline import run_distill, run_finetune
+from xdlib.heads import predict
+from xdlib.stages import ensure, id_payload, run_id
 from xdlib.tasks import get_task
 from xdlib.train import Interrupted, loss_curve
 
@@ -24,7 +24,7 @@ def distilled(tmp_path_factory, tiny_encoder):
     from conftest import smoke_params
 
     params = smoke_params(tmp, tiny_encoder)
-    path = run_distill(FinetuneConfig.from_dict(params).distill_config())
+    path = ensure("distill", Config.from_dict(params))
     return params, path
 
 
@@ -80,7 +80,7 @@ def test_checkpoint_is_an_ordinary_hf_folder(distilled):
 def test_finetune_reuses_the_distilled_student(distilled):
     params, path = distilled
     before = path.stat().st_mtime
-    out = run_finetune(FinetuneConfig.from_dict(params))
+    out = ensure("finetune", Config.from_dict(params))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["distill_run"] == path.name and path.stat().st_mtime == before
     assert metrics["test_accuracy"] > 0.6
@@ -90,7 +90,7 @@ def test_resume_after_interruption_gives_identical_weights(tmp_path, tiny_encode
     from conftest import smoke_params
 
     params = smoke_params(tmp_path / "a", tiny_encoder) | {"checkpoint_every": 3, "distill_epochs": 1.0}
-    cfg = FinetuneConfig.from_dict(params).distill_config()
+    cfg = Config.from_dict(params)
     calls = {"n": 0}
 
     def kill_midway(update):
@@ -99,11 +99,11 @@ def test_resume_after_interruption_gives_identical_weights(tmp_path, tiny_encode
             raise Interrupted("simulated kill")
 
     with pytest.raises(Interrupted):
-        run_distill(cfg, on_update=kill_midway)
-    run_dir = runs.run_dir(cfg.runs_dir, "distill", cfg.run_id())
+        ensure("distill", cfg, on_update=kill_midway)
+    run_dir = runs.run_dir(cfg.runs_dir, "distill", run_id("distill", cfg))
     assert not runs.is_complete(run_dir) and runs.read_metrics(run_dir) is None
-    resumed = run_distill(cfg)
-    straight = run_distill(cfg.replace(runs_dir=str(tmp_path / "b" / "runs")))
+    resumed = ensure("distill", cfg)
+    straight = ensure("distill", cfg.replace(runs_dir=str(tmp_path / "b" / "runs")))
     a, b = load_file(resumed / "model" / "model.safetensors"), load_file(straight / "model" / "model.safetensors")
     assert a.keys() == b.keys()
     for key in a:
@@ -114,7 +114,7 @@ def test_token_task_distils_on_word_units(tmp_path, tiny_encoder):
     from conftest import smoke_params
 
     params = smoke_params(tmp_path, tiny_encoder) | {"source_task": "toy-ner", "target_task": "toy-ner"}
-    path = run_distill(FinetuneConfig.from_dict(params).distill_config())
+    path = ensure("distill", Config.from_dict(params))
     metrics = json.loads((path / "metrics.json").read_text())
     assert metrics["main_metric"] == "f1" and metrics["test_f1"] > 0.5  # entity F1; predicting all O scores 0
     assert metrics["teacher_test"] > 0.5
@@ -132,7 +132,7 @@ def test_joint_mode_with_kl_and_attention_loss(tmp_path, tiny_encoder):
         "student_arch": "l2-h64",
         "student_heads": None,
     }
-    path = run_distill(FinetuneConfig.from_dict(params).distill_config())
+    path = ensure("distill", Config.from_dict(params))
     metrics = json.loads((path / "metrics.json").read_text())
     (phase,) = metrics["phases"]
     assert phase["phase"] == "joint"
@@ -142,7 +142,7 @@ def test_joint_mode_with_kl_and_attention_loss(tmp_path, tiny_encoder):
 
 def test_cache_batch_gathers_ragged_units_from_map_and_resident_copy(tmp_path):
     """Rows offsets[i]:offsets[i]+counts[b] of example i, zero-padded; the same from a resident tensor copy."""
-    from xdlib.distill import TeacherCache
+    from xdlib.kd import TeacherCache
 
     offsets = np.array([0, 2, 3, 6])  # examples own 2, 1 and 3 unit rows
     hidden = np.arange(6 * 4 * 2, dtype=np.float16).reshape(6, 4, 2)  # (rows, states, width)
@@ -180,8 +180,8 @@ def test_distillation_scores_a_phase_only_where_it_selects(tmp_path, tiny_encode
     from conftest import smoke_params
 
     params = smoke_params(tmp_path, tiny_encoder) | {"evals_per_epoch": 1, "distill_epochs": 1.0}
-    cfg = FinetuneConfig.from_dict(params | {"phase_dev_eval": phase_dev_eval}).distill_config()
-    metrics = json.loads((run_distill(cfg) / "metrics.json").read_text())
+    cfg = Config.from_dict(params | {"phase_dev_eval": phase_dev_eval})
+    metrics = json.loads((ensure("distill", cfg) / "metrics.json").read_text())
     assert len(metrics["phases"]) == 9  # every phase evaluates once: no choice to make
     assert all((p["best_dev"] is not None) == phase_dev_eval for p in metrics["phases"])
     assert all((p["seconds"]["eval"] > 0) == phase_dev_eval for p in metrics["phases"])
@@ -230,10 +230,10 @@ def test_stilts_trains_the_twin_on_the_source_then_the_target(tmp_path, tiny_enc
     from conftest import smoke_params
 
     params = smoke_params(tmp_path, tiny_encoder) | {"student": "stilts", "target_task": "toy-regression"}
-    cfg = FinetuneConfig.from_dict(params)
-    assert cfg.stilts_config().run_id() == cfg.replace(distill_lr=1.0).stilts_config().run_id()
-    assert cfg.stilts_config().run_id() != cfg.replace(teacher_lr=1e-2).stilts_config().run_id()
-    path = run_finetune(cfg)
+    cfg = Config.from_dict(params)
+    assert run_id("finetune", cfg) == run_id("finetune", cfg.replace(distill_lr=1.0))
+    assert run_id("finetune", cfg) != run_id("finetune", cfg.replace(teacher_lr=1e-2))
+    path = ensure("finetune", cfg)
     (stilts,) = (tmp_path / "runs" / "stilts").iterdir()
     source = json.loads((stilts / "metrics.json").read_text())
     assert source["stage"] == "stilts" and source["test_accuracy"] > 0.7  # toy-sentiment, chance 0.5
@@ -250,8 +250,8 @@ def test_general_stage_matches_the_pretrained_teacher_first(tmp_path, tiny_encod
 
     params = smoke_params(tmp_path, tiny_encoder) | {"distill_stages": ["general", "hidden", "logits"]}
     with pytest.raises(ConfigError, match="general first if present"):
-        FinetuneConfig.from_dict(params | {"distill_stages": ["hidden", "general"]})
-    path = run_distill(FinetuneConfig.from_dict(params).distill_config())
+        Config.from_dict(params | {"distill_stages": ["hidden", "general"]})
+    path = ensure("distill", Config.from_dict(params))
     metrics = json.loads((path / "metrics.json").read_text())
     general, hidden = metrics["phases"][0], metrics["phases"][1]
     assert general["phase"] == "1-general" and hidden["phase"] == "2-hidden"
@@ -269,18 +269,16 @@ def test_multi_source_teacher_is_trained_on_each_source_in_turn(tmp_path, tiny_e
     without them keeps the run id it had before the field existed."""
     from conftest import smoke_params
 
-    from xdlib.pipeline import run_teacher
-
     params = smoke_params(tmp_path, tiny_encoder) | {"teacher_epochs": 3.0}
-    single = FinetuneConfig.from_dict(params).teacher_config()
-    assert "teacher_sources" not in single.id_fields()
-    cfg = FinetuneConfig.from_dict(params | {"teacher_sources": ["toy-regression"]}).teacher_config()
-    assert cfg.run_id() != single.run_id()
-    metrics = json.loads((run_teacher(cfg) / "metrics.json").read_text())
+    single = Config.from_dict(params)
+    assert "teacher_sources" not in id_payload("teacher", single)["fields"]
+    cfg = Config.from_dict(params | {"teacher_sources": ["toy-regression"]})
+    assert run_id("teacher", cfg) != run_id("teacher", single)
+    metrics = json.loads((ensure("teacher", cfg) / "metrics.json").read_text())
     (first,) = metrics["teacher_sources"]
     assert first["task"] == "toy-regression" and first["updates"] > 0 and first["best_dev"] > 0.5  # dev pearson
     assert metrics["test_accuracy"] > 0.7  # then toy-sentiment, chance 0.5
     with pytest.raises(ConfigError, match="teacher_sources entry 'toy-sentiment' is not allowed"):
         from xdlib.preflight import preflight
 
-        preflight(FinetuneConfig.from_dict(params | {"teacher_sources": ["toy-sentiment"]}), network=False)
+        preflight(Config.from_dict(params | {"teacher_sources": ["toy-sentiment"]}), network=False)

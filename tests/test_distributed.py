@@ -14,7 +14,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from xdlib.config import FinetuneConfig
+from xdlib.config import Config
 from xdlib.stages import ensure
 
 
@@ -81,7 +81,7 @@ def single(params, tmp_path_factory) -> Path:
     """The whole chain in this one process: what the launched processes must reproduce."""
     store = tmp_path_factory.mktemp("single")
     values = params[1] | {"runs_dir": str(store / "runs"), "cache_dir": str(store / "cache")}
-    ensure("finetune", FinetuneConfig.from_dict(values))
+    ensure("finetune", Config.from_dict(values))
     return store
 
 

@@ -17,10 +17,10 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
-from xdlib import distill, runs
-from xdlib.config import FinetuneConfig
+from xdlib import kd, runs
+from xdlib.config import Config
 from xdlib.data import encode, encode_set, length_grouped_batches
-from xdlib.pipeline import run_distill
+from xdlib.stages import ensure
 from xdlib.tasks import get_task
 from xdlib.train import Interrupted
 
@@ -32,10 +32,8 @@ def teacher_store(tmp_path_factory, tiny_encoder) -> Path:
     """One trained teacher, copied into each test's run store: the tests distil, they need not train it again."""
     from conftest import smoke_params
 
-    from xdlib.stages import ensure
-
     tmp = tmp_path_factory.mktemp("engine")
-    ensure("teacher", FinetuneConfig.from_dict(smoke_params(tmp, tiny_encoder) | SMALL).teacher_config())
+    ensure("teacher", Config.from_dict(smoke_params(tmp, tiny_encoder) | SMALL))
     return tmp / "runs"
 
 
@@ -45,9 +43,9 @@ def _params(base_params: dict, teacher_store: Path, runs_dir: Path, **changes) -
 
 
 def _record_batches(monkeypatch) -> dict[str, dict]:
-    """Wrap distill.train: per phase, the number of rows it trains on and every batch it takes, in order."""
+    """Wrap kd.train: per phase, the number of rows it trains on and every batch it takes, in order."""
     seen: dict[str, dict] = defaultdict(lambda: {"batches": []})
-    real = distill.train
+    real = kd.train
 
     def recording(module, trainable, lengths, make_batch, settings, ckpt_dir, **kwargs):
         phase = seen[Path(ckpt_dir).name]
@@ -59,7 +57,7 @@ def _record_batches(monkeypatch) -> dict[str, dict]:
 
         return real(module, trainable, lengths, make, settings, ckpt_dir, **kwargs)
 
-    monkeypatch.setattr(distill, "train", recording)
+    monkeypatch.setattr(kd, "train", recording)
     return seen
 
 
@@ -72,8 +70,8 @@ def _stage_batches(seen: dict, stage: str) -> tuple[int, list[list[int]]]:
 def test_each_stage_walks_its_data_once_per_epoch_across_its_phases(tmp_path, base_params, teacher_store, monkeypatch):
     seen = _record_batches(monkeypatch)
     params = _params(base_params, teacher_store, tmp_path / "runs", distill_epochs=2.0)
-    cfg = FinetuneConfig.from_dict(params).distill_config()
-    run_distill(cfg)
+    cfg = Config.from_dict(params)
+    ensure("distill", cfg)
     for stage in ("logits", "labels"):
         n_rows, batches = _stage_batches(seen, stage)
         per_epoch = -(-n_rows // cfg.distill_batch_size)
@@ -108,8 +106,8 @@ def _stage_plan(seen: dict, name: str) -> list[list[int]]:
 def test_a_resume_inside_the_third_phase_continues_at_its_place(tmp_path, base_params, teacher_store, monkeypatch):
     seen = _record_batches(monkeypatch)
     params = _params(base_params, teacher_store, tmp_path / "runs", checkpoint_every=2, distill_epochs=2.0)
-    cfg = FinetuneConfig.from_dict(params).distill_config()
-    recording = distill.train
+    cfg = Config.from_dict(params)
+    recording = kd.train
 
     def kill_in_third_logits_phase(module, trainable, lengths, make_batch, settings, ckpt_dir, **kwargs):
         if Path(ckpt_dir).name.endswith("logits-u3"):
@@ -121,19 +119,17 @@ def test_a_resume_inside_the_third_phase_continues_at_its_place(tmp_path, base_p
             kwargs["on_update"] = on_update
         return recording(module, trainable, lengths, make_batch, settings, ckpt_dir, **kwargs)
 
-    monkeypatch.setattr(distill, "train", kill_in_third_logits_phase)
+    monkeypatch.setattr(kd, "train", kill_in_third_logits_phase)
     with pytest.raises(Interrupted):
-        run_distill(cfg)
+        ensure("distill", cfg)
     name = next(n for n in seen if n.endswith("logits-u3"))
     killed, seen[name]["batches"] = seen[name]["batches"], []
-    monkeypatch.setattr(distill, "train", recording)
-    resumed = run_distill(cfg)
+    monkeypatch.setattr(kd, "train", recording)
+    resumed = ensure("distill", cfg)
     plan = _stage_plan(seen, name)  # every phase of the stage is known now
     assert killed == plan[:3]  # updates 1-3 of the phase, at its place in the stage
     assert seen[name]["batches"] == plan[2:], "the resume continues at the checkpoint's update, in the stage's data"
-    straight = run_distill(
-        FinetuneConfig.from_dict(_params(params, teacher_store, tmp_path / "straight")).distill_config()
-    )
+    straight = ensure("distill", Config.from_dict(_params(params, teacher_store, tmp_path / "straight")))
     a, b = (load_file(p / "model" / "model.safetensors") for p in (resumed, straight))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert runs.is_complete(resumed)

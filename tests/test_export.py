@@ -90,7 +90,7 @@ def test_int8_agrees_with_fp32_on_a_real_task(tmp_path):
     from transformers import AutoTokenizer
 
     from xdlib.data import cap
-    from xdlib.finetune import fit_task
+    from xdlib.heads import fit_task
     from xdlib.models import load_with_head
     from xdlib.references import resolve_model
     from xdlib.tasks import get_task
@@ -118,13 +118,13 @@ def test_int8_agrees_with_fp32_on_a_real_task(tmp_path):
 def test_a_finetune_run_with_save_model_exports(base_params, tmp_path):
     """save_model: true keeps the fine-tuned HF folder in the run (a run id of its own); its export predicts what the
     fine-tuned model predicts, and scores what the run's metrics say."""
-    from xdlib.config import FinetuneConfig
-    from xdlib.pipeline import run_finetune
+    from xdlib.config import Config
+    from xdlib.stages import ensure, run_id
     from xdlib.tasks import get_task
 
-    cfg = FinetuneConfig.from_dict(base_params | {"student": "teacher", "save_model": True})
-    assert cfg.run_id() != cfg.replace(save_model=False).run_id()
-    path = run_finetune(cfg)
+    cfg = Config.from_dict(base_params | {"student": "teacher", "save_model": True})
+    assert run_id("finetune", cfg) != run_id("finetune", cfg.replace(save_model=False))
+    path = ensure("finetune", cfg)
     test = get_task("toy-sentiment").load()["test"]
     texts = [r["text"] for r in test]
     onnx = serve.load(export(path), max_length=32).predict(texts)

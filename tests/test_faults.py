@@ -32,7 +32,7 @@ TIMED = re.compile(r"(^|_)(start|end|seconds|wall_seconds|inference_s|speedup(_m
 
 def _context():
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["xdlib.pipeline", "xdlib.sweep", "xdlib.report", "xdlib.__main__"])
+    ctx.set_forkserver_preload(["xdlib.stages", "xdlib.sweep", "xdlib.report", "xdlib.__main__"])
     return ctx
 
 
@@ -112,11 +112,11 @@ def test_study_killed_at_random_moments_ends_with_the_uninterrupted_tables(tmp_p
 def test_a_run_marked_done_but_damaged_is_named_never_counted_and_made_again(tmp_path, base_params, caplog):
     from safetensors.torch import load_file
 
-    from xdlib.config import FinetuneConfig
+    from xdlib.config import Config
     from xdlib.report import build_report, collect
     from xdlib.stages import ensure
 
-    cfg = FinetuneConfig.from_dict(base_params | {"distill_epochs": 1.0, "finetune_epochs": 1.0})
+    cfg = Config.from_dict(base_params | {"distill_epochs": 1.0, "finetune_epochs": 1.0})
     finetune = ensure("finetune", cfg)
     distill, teacher = finetune.parent.parent / "distill", finetune.parent.parent / "teacher"
     (distill,), (teacher,) = distill.iterdir(), teacher.iterdir()

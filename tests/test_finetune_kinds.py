@@ -1,12 +1,12 @@
-"""Every task kind fine-tunes a tiny model end to end (pipeline.run_finetune) and beats chance on its test split."""
+"""Every task kind fine-tunes a tiny model end to end (stages.ensure) and beats chance on its test split."""
 
 import json
 from collections import Counter
 
 import pytest
 
-from xdlib.config import FinetuneConfig
-from xdlib.pipeline import run_finetune
+from xdlib.config import Config
+from xdlib.stages import ensure, id_payload, run_id
 from xdlib.tasks import get_task
 
 
@@ -32,8 +32,8 @@ def chance(name: str) -> float:
     ],
 )
 def test_each_kind_beats_chance(base_params, name, margin, overrides):
-    cfg = FinetuneConfig.from_dict(base_params | {"target_task": name, "student": "teacher"} | overrides)
-    path = run_finetune(cfg)
+    cfg = Config.from_dict(base_params | {"target_task": name, "student": "teacher"} | overrides)
+    path = ensure("finetune", cfg)
     metrics = json.loads((path / "metrics.json").read_text())
     main = metrics["main_metric"]
     assert metrics["task_version"] == "1" and metrics["test_" + main] > chance(name) + margin, metrics
@@ -46,7 +46,7 @@ def test_each_kind_beats_chance(base_params, name, margin, overrides):
 def test_dev_metrics_of_the_selected_weights(tiny_encoder, tmp_path, name):
     """fit_task hands back the dev metrics of the weights it selected (so they are not computed twice): they equal
     a fresh evaluation of the model it leaves behind; a run resumed from a finished phase has none to hand back."""
-    from xdlib.finetune import evaluate, fit_task
+    from xdlib.heads import evaluate, fit_task
     from xdlib.models import load_with_head
     from xdlib.train import LoopSettings
 
@@ -70,13 +70,15 @@ def test_frozen_word_embeddings_stay_as_loaded(base_params, tiny_encoder, tmp_pa
     made before the field keeps its id)."""
     import torch
 
-    from xdlib.finetune import evaluate, fit_task
+    from xdlib.heads import evaluate, fit_task
     from xdlib.models import load_with_head
     from xdlib.train import LoopSettings
 
-    cfg = FinetuneConfig.from_dict(base_params | {"finetune_word_embeddings": False})
-    assert "finetune_word_embeddings" not in cfg.replace(finetune_word_embeddings=True).id_fields()
-    assert cfg.run_id() != cfg.replace(finetune_word_embeddings=True).run_id()
+    cfg = Config.from_dict(base_params | {"finetune_word_embeddings": False})
+    assert (
+        "finetune_word_embeddings" not in id_payload("finetune", cfg.replace(finetune_word_embeddings=True))["fields"]
+    )
+    assert run_id("finetune", cfg) != run_id("finetune", cfg.replace(finetune_word_embeddings=True))
     task = get_task("toy-sentiment")
     data = task.load()
     model, tok = load_with_head(str(tiny_encoder), task.head, task.num_labels)

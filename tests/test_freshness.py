@@ -31,20 +31,19 @@ def test_a_sweep_planned_without_cuda_and_run_with_it_records_the_runs_it_made(t
     import papermill
 
     from xdlib import sweep as sweep_module
-    from xdlib.config import FinetuneConfig, TeacherConfig
+    from xdlib.config import Config, with_target_settings
     from xdlib.notebook import stage_configs
-    from xdlib.params import with_target_settings
-    from xdlib.stages import chain, ensure
+    from xdlib.stages import chain, ensure, run_id
 
     gpu = {"present": False}
-    precision = TeacherConfig.precision
+    precision = Config.precision
 
     def machine_precision(self):
         with pytest.MonkeyPatch.context() as m:
             m.setattr(torch.cuda, "is_available", lambda: gpu["present"])
             return precision(self)
 
-    monkeypatch.setattr(TeacherConfig, "precision", machine_precision)
+    monkeypatch.setattr(Config, "precision", machine_precision)
     plan_jobs = sweep_module.plan_jobs
 
     def planned_on_the_login_node(configs, **kwargs):
@@ -77,10 +76,10 @@ def test_a_sweep_planned_without_cuda_and_run_with_it_records_the_runs_it_made(t
     assert list(status["state"]) == ["done", "done"], status[["state", "error"]]
     store = Path(base_params["runs_dir"])
     for target, row in zip(("toy-sentiment", "toy-regression"), status.to_dict("records")):
-        cfg = FinetuneConfig.from_dict(with_target_settings({**values, "target_task": target}))
+        cfg = Config.from_dict(with_target_settings({**values, "target_task": target}))
         assert cfg.precision() == "bf16"  # the GPU node's
-        for stage, stage_cfg in chain("finetune", cfg):
-            assert row[f"{stage}_run"] == stage_cfg.run_id()
+        for stage in chain("finetune", cfg):
+            assert row[f"{stage}_run"] == run_id(stage, cfg)
             assert runs.is_complete(store / stage / row[f"{stage}_run"])
     made = {p.parent.name for p in store.glob("*/*/DONE")}
     assert made == {r for col in ("teacher_run", "distill_run", "finetune_run") for r in status[col]}
@@ -118,12 +117,12 @@ def _teacher_run(root: Path, encoder: Path, seed: int) -> Path:
 def test_a_teacher_remade_under_its_id_gets_a_new_cache(tmp_path, base_params, tiny_encoder):
     """The teacher-output cache of a teacher run remade under the same id (other weights) is built again, from the
     new weights; while the weights stay, it is reused."""
-    from xdlib.config import FinetuneConfig
-    from xdlib.pipeline import _teacher_caches
+    from xdlib.config import Config
     from xdlib.stages import Run
+    from xdlib.stages.distill import teacher_caches
     from xdlib.tasks import get_task
 
-    cfg = FinetuneConfig.from_dict(base_params).distill_config()
+    cfg = Config.from_dict(base_params)
     task = get_task("toy-sentiment")
     rows = {"transfer": task.load()["train"][:ROWS]}
     teacher_dir = _teacher_run(tmp_path, tiny_encoder, seed=0)
@@ -133,7 +132,7 @@ def test_a_teacher_remade_under_its_id_gets_a_new_cache(tmp_path, base_params, t
         from xdlib.models import load_with_head
 
         teacher, tok = load_with_head(str(teacher_dir / "model"), task.head, task.num_labels)
-        return np.array(_teacher_caches(cfg, run, teacher, tok, task, rows, [0, 2, 4])["transfer"].logits)
+        return np.array(teacher_caches(cfg, run, teacher, tok, task, rows, [0, 2, 4])["transfer"].logits)
 
     first = logits()
     assert np.array_equal(logits(), first)  # the same weights: reused
@@ -143,7 +142,7 @@ def test_a_teacher_remade_under_its_id_gets_a_new_cache(tmp_path, base_params, t
     second = logits()
     assert not np.allclose(second, first), "the cache of the old weights was reused"
     fresh = tmp_path / "fresh"
-    from xdlib.distill import build_teacher_cache
+    from xdlib.kd import build_teacher_cache
     from xdlib.models import load_with_head
 
     teacher, tok = load_with_head(str(teacher_dir / "model"), task.head, task.num_labels)
@@ -197,7 +196,7 @@ def test_an_export_of_weights_since_remade_is_redone(tmp_path, tiny_encoder):
 def _build_in_child(encoder: str, cache: str, rows: list, marker: str, barrier, out: str) -> None:
     """A child: build (or open) the teacher cache at `cache` once `barrier` lets both children go. Each build
     writes this process's id to `marker` and takes a second (so the two would overlap without a lock)."""
-    from xdlib import distill
+    from xdlib import kd
     from xdlib import runs as child_runs
     from xdlib.models import load_with_head
     from xdlib.tasks import get_task
@@ -215,7 +214,7 @@ def _build_in_child(encoder: str, cache: str, rows: list, marker: str, barrier, 
     task = get_task("toy-sentiment")
     teacher, tok = load_with_head(encoder, task.head, task.num_labels)
     barrier.wait(60)
-    built = distill.build_teacher_cache(teacher, tok, rows, task, 32, Path(cache), "cpu", layers=[0, 4])
+    built = kd.build_teacher_cache(teacher, tok, rows, task, 32, Path(cache), "cpu", layers=[0, 4])
     Path(out).write_text(json.dumps(np.array(built.logits).tolist()))
 
 
@@ -223,7 +222,7 @@ def test_two_processes_that_want_one_teacher_cache_build_it_once(tmp_path, tiny_
     from xdlib.tasks import get_task
 
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["xdlib.distill", "xdlib.models"])
+    ctx.set_forkserver_preload(["xdlib.kd", "xdlib.models"])
     teacher = tmp_path / "teacher"
     model, tok = _classifier(tiny_encoder, seed=0)
     model.save_pretrained(teacher)
@@ -251,12 +250,12 @@ def test_a_slurm_sweep_leaves_reuse_of_auto_jobs_to_the_node_that_runs_them(base
     """A login node without CUDA sees an fp32 run of an `auto` job: it must not skip the job, whose GPU node would
     make (or find) a bf16 one. Local executors run here, so there the planner's answer stands."""
     from xdlib import sweep as sweep_module
-    from xdlib.config import FinetuneConfig
+    from xdlib.config import Config
 
     monkeypatch.setattr(sweep_module.runs, "is_complete", lambda path: True)
     monkeypatch.setattr(sweep_module.runs, "damage", lambda path, needs_model=False: None)
-    auto = FinetuneConfig.from_dict(base_params | {"device": "auto"})
-    cpu = FinetuneConfig.from_dict(base_params | {"device": "cpu"})
+    auto = Config.from_dict(base_params | {"device": "auto"})
+    cpu = Config.from_dict(base_params | {"device": "cpu"})
     for remote, want in ((True, "pending"), (False, "complete")):
         jobs, _ = sweep_module.plan_jobs([auto], remote=remote)
         assert {j.state for j in jobs.values()} == {want}, remote

@@ -1,4 +1,4 @@
-"""Every metric against values worked out by hand."""
+"""Every metric against values worked out by hand; the metric registry and what it tells tasks."""
 
 import math
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from xdlib import metrics
-from xdlib.tasks import get_task
+from xdlib.registry import UnknownNameError
+from xdlib.tasks import KINDS, DataError, Task, check_local_tasks, get_task
 
 
 def test_classification_binary_by_hand():
@@ -80,3 +81,41 @@ def test_compute_dispatches_on_task_kind():
     assert metrics.compute(get_task("toy-ner"), [[0, 1]], [[0, 1]])["f1"] == 1.0
     assert metrics.compute(get_task("toy-qa"), ["good"], [["good"]])["exact"] == 100.0
     assert metrics.compute(get_task("toy-regression"), [1.0, 2.0, 3.0], [1.0, 2.0, 3.0])["pearson"] == pytest.approx(1)
+
+
+def test_registered_metrics_are_what_compute_gives_for_their_kinds():
+    given = {
+        "single": metrics.compute(get_task("toy-sentiment"), [0, 1], [0, 1]),
+        "pair": metrics.compute(get_task("toy-pair"), [0, 1], [0, 1]),
+        "regression": metrics.compute(get_task("toy-regression"), [1.0, 2.0], [1.0, 3.0]),
+        "token": metrics.compute(get_task("toy-ner"), [[0, 1]], [[0, 1]]),
+        "qa": metrics.compute(get_task("toy-qa"), ["good", ""], [["good"], []]),
+    }
+    assert set(given) == set(KINDS)
+    for kind, scores in given.items():
+        assert metrics.metric_names(kind) and set(metrics.metric_names(kind)) <= set(scores), kind
+    assert not metrics.METRICS.get("mse").higher_is_better
+    assert all(metrics.METRICS.get(name).higher_is_better for name in metrics.METRICS if name != "mse")
+
+
+def test_a_metrics_direction_reaches_its_task():
+    def task(**kw):
+        return Task("t", "regression", "generated", dict, **kw)
+
+    assert task(metric="pearson").higher_is_better is True
+    assert task(metric="mse").higher_is_better is False
+    assert task(metric="mse", higher_is_better=True).higher_is_better is True  # explicit wins
+    assert all(get_task(name).higher_is_better is True for name in ("toy-sentiment", "toy-regression", "toy-qa"))
+    mine = get_task("mine", {"mine": {"kind": "regression", "train": "x.csv", "metric": "mse"}})  # a local task
+    assert mine.metric == "mse" and mine.higher_is_better is False
+
+
+def test_unknown_metrics_name_the_known_ones():
+    with pytest.raises(UnknownNameError, match=r"unknown metric 'bleu'; known: .*accuracy.*mse"):
+        metrics.METRICS.get("bleu")
+    with pytest.raises(DataError, match=r"metric 'mse' is not allowed; allowed: a metric of single tasks: accuracy"):
+        Task("t", "single", "generated", dict, ("a", "b"), "mse")
+    problem = check_local_tasks({"mine": {"kind": "single", "train": "x.csv", "metric": "pearson"}})
+    assert problem == (
+        "local_tasks.mine: metric 'pearson' is not allowed; allowed: a metric of single tasks: accuracy, f1, mcc"
+    )

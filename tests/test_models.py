@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
+from xdlib.architectures import ARCHITECTURES, Architecture, arch_problem, parse_arch
 from xdlib.config import ConfigError
 from xdlib.models import (
     HiddenProjection,
@@ -39,6 +40,27 @@ def test_custom_architectures():
     assert architecture("l2-h32", heads=2).heads == 2
     with pytest.raises(ConfigError, match="does not divide"):
         architecture("l2-h30", heads=4)
+
+
+def test_the_default_architecture_is_in_the_table():
+    assert "l3-h384" in ARCHITECTURES
+    arch = ARCHITECTURES.get("l3-h384")
+    assert (arch.layers, arch.hidden, arch.heads, arch.intermediate) == (3, 384, 12, 1536)
+    assert "offline:all-MiniLM-L6-v2" in arch.inits
+    assert architecture("l3-h384") is arch and parse_arch("l3-h384") == (3, 384)
+    assert architecture("l3-h384", heads=6).heads == 6
+    assert all(ARCHITECTURES.get(name).inits for name in ARCHITECTURES)
+
+
+def test_one_parser_for_architecture_names(monkeypatch):
+    known = "l3-h384, l6-h256, l6-h384, l12-h384"
+    for bad in ("tiny", "l0-h384", "l6-h0", "L6-H384", "l6-h384 "):
+        assert known in arch_problem(bad) and "at least 1" in arch_problem(bad)
+        with pytest.raises(ConfigError, match=f"student_arch={bad!r} is not allowed; allowed: .*{known}"):
+            parse_arch(bad)
+    assert arch_problem("l7-h96") is None and parse_arch("l7-h96") == (7, 96)
+    monkeypatch.setitem(ARCHITECTURES._items, "tiny", Architecture(2, 64, 2, 128))  # a registered name is accepted
+    assert arch_problem("tiny") is None and parse_arch("tiny") == (2, 64) and architecture("tiny").heads == 2
 
 
 def test_layer_subset_init_copies_the_chosen_layers(tiny_encoder):

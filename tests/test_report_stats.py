@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from xdlib import report
-from xdlib.config import FinetuneConfig
+from xdlib.config import Config
 from xdlib.report import build_report
 
-BASE = FinetuneConfig().to_dict() | {"source_task": "src", "max_train_samples": 2000, "target_max_train_samples": 600,
+BASE = Config().to_dict() | {"source_task": "src", "max_train_samples": 2000, "target_max_train_samples": 600,
                                      "augmentation": ["plot-sentences"], "progress": False}  # fmt: skip
 MAIN = "l3-h384 distilled from src (+plot-sentences)"
 TWIN = "l3-h384 undistilled"

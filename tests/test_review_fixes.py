@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from xdlib import losses
-from xdlib.config import ConfigError, DistillConfig, FinetuneConfig
+from xdlib.config import Config, ConfigError
 from xdlib.data import collate
+from xdlib.stages import run_id
 
 
 def test_a_batch_mixing_labelled_and_unlabelled_rows_keeps_its_labels():
@@ -35,23 +36,23 @@ def test_a_batch_without_any_label_costs_nothing():
 
 
 def test_run_ids_see_compute_precision_and_task_version(monkeypatch):
-    cpu, cuda = DistillConfig(device="cpu"), DistillConfig(device="cuda")
+    cpu, cuda = Config(device="cpu"), Config(device="cuda")
     assert cpu.precision() == "fp32" and cuda.precision() == "bf16"
-    assert cpu.run_id() != cuda.run_id() and cpu.teacher_config().run_id() != cuda.teacher_config().run_id()
+    assert run_id("distill", cpu) != run_id("distill", cuda) and run_id("teacher", cpu) != run_id("teacher", cuda)
     import dataclasses
 
     from xdlib import tasks
 
-    before = cpu.run_id()
+    before = run_id("distill", cpu)
     task = tasks.TASKS.get("rt-polarity")
     monkeypatch.setitem(tasks.TASKS._items, "rt-polarity", dataclasses.replace(task, version=task.version + ".1"))
-    assert cpu.run_id() != before
+    assert run_id("distill", cpu) != before
 
 
 def test_evaluation_rows_do_not_depend_on_the_seed():
-    from xdlib.inputs import load_source
+    from xdlib.transfer import load_source
 
-    data = [load_source(FinetuneConfig(seed=s, max_eval_samples=20), "toy-sentiment", 50) for s in (0, 1)]
+    data = [load_source(Config(seed=s, max_eval_samples=20), "toy-sentiment", 50) for s in (0, 1)]
     assert data[0]["dev"] == data[1]["dev"] and data[0]["test"] == data[1]["test"]
     assert data[0]["train"] != data[1]["train"]  # the training sample still follows the seed
 
@@ -60,11 +61,14 @@ def test_kl_on_a_regression_source_is_refused():
     from xdlib.preflight import preflight
 
     with pytest.raises(ConfigError, match="logit_loss='kl' is not allowed with source_task='toy-regression'"):
-        preflight(DistillConfig(source_task="toy-regression", logit_loss="kl", student_init="random"), network=False)
+        preflight(
+            Config(source_task="toy-regression", logit_loss="kl", student_init="random"), "distill", network=False
+        )
 
 
 def test_the_undistilled_baseline_head_comes_from_finetune_seed(monkeypatch, base_params, tmp_path):
-    from xdlib import models, pipeline
+    from xdlib import models
+    from xdlib.stages import finetune
 
     heads = []
 
@@ -75,17 +79,17 @@ def test_the_undistilled_baseline_head_comes_from_finetune_seed(monkeypatch, bas
         heads.append({k: v.clone() for k, v in models.head_module(model).state_dict().items()})
         raise Stop
 
-    monkeypatch.setattr(pipeline, "fit_task", capture)
+    monkeypatch.setattr(finetune, "fit_task", capture)
     for seed in (0, 1):
-        cfg = FinetuneConfig.from_dict(base_params | {"student": "undistilled", "seed": seed, "finetune_seed": 5})
+        cfg = Config.from_dict(base_params | {"student": "undistilled", "seed": seed, "finetune_seed": 5})
         run = type("Run", (), {"device": torch.device("cpu"), "upstream": {}, "seeds": {}, "path": tmp_path})()
         with pytest.raises(Stop):
-            pipeline.finetune_student(cfg, run)
+            finetune.finetune_student(cfg, run)
     assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])  # the same head for either seed
 
 
 def test_an_encoder_that_does_not_fit_the_head_model_is_refused(monkeypatch, tiny_encoder):
-    from xdlib import models, pipeline
+    from xdlib import heads, models
 
     real = models.pretrained
 
@@ -96,7 +100,7 @@ def test_an_encoder_that_does_not_fit_the_head_model_is_refused(monkeypatch, tin
 
     monkeypatch.setattr(models, "pretrained", with_an_extra_key)
     with pytest.raises(ConfigError, match="does not fit a sequence model: .*unexpected \\['adapter_scale'\\]"):
-        pipeline._fresh_head_from(str(tiny_encoder), "sequence", 2, 0)
+        heads.fresh_head_from(str(tiny_encoder), "sequence", 2, 0)
 
 
 def test_headline_and_architectures_never_average_different_students():

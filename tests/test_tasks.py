@@ -7,12 +7,11 @@ import zipfile
 import pytest
 
 from xdlib import assets, tasks
-from xdlib.config import ConfigError, FinetuneConfig
-from xdlib.inputs import held_out_text
+from xdlib.config import Config, ConfigError, load_config
 from xdlib.preflight import preflight
 from xdlib.qa import encode_qa
 from xdlib.tasks import DataError, get_task, normalise, row_texts
-from xdlib.transfer import AugmentOptions, augmentation_rows, transfer_set
+from xdlib.transfer import AugmentOptions, augmentation_rows, held_out_text, transfer_set
 
 # split sizes after dedupe and leakage removal (pinned wheels, deterministic hash splits)
 OFFLINE_SIZES = {
@@ -83,21 +82,21 @@ def test_across_pools_only_short_stock_phrases_are_shared():
 
 
 def test_a_run_loads_only_the_pools_its_transfer_set_draws_on(monkeypatch):
-    from xdlib.config import DistillConfig
-    from xdlib.inputs import offline_pools
-    from xdlib.tasks import leakage
+    from xdlib.config import Config
+    from xdlib.tasks import base
+    from xdlib.transfer import offline_pools
 
-    cfg = DistillConfig(source_task="trec6", augmentation=["guardian-headlines", "perturb"])
+    cfg = Config(source_task="trec6", augmentation=["guardian-headlines", "perturb"])
     assert offline_pools(cfg) == {"trec6", "guardian-headlines"}
-    assert offline_pools(DistillConfig(source_task="toy-sentiment", augmentation=["perturb"])) == frozenset()
+    assert offline_pools(Config(source_task="toy-sentiment", augmentation=["perturb"])) == frozenset()
     loaded = []
-    monkeypatch.setattr(leakage, "load_raw", lambda task: loaded.append(task.name) or {"dev": [], "test": []})
-    leakage.held_out_keys.cache_clear()
+    monkeypatch.setattr(base, "load_raw", lambda task: loaded.append(task.name) or {"dev": [], "test": []})
+    base.held_out_keys.cache_clear()
     try:
         held_out_text({"dev": []}, offline_pools(cfg))
         assert loaded == ["trec6"]  # not the five other offline tasks
     finally:
-        leakage.held_out_keys.cache_clear()
+        base.held_out_keys.cache_clear()
 
 
 def test_corpora_are_real_and_shaped_like_the_source():
@@ -156,7 +155,7 @@ def test_local_tasks_from_fixture_files(fixtures):
     first = next(s for s in sentences if s["words"][0] == "U.N.")
     assert [conll.labels[t] for t in first["label"]] == ["I-ORG", "O", "I-PER", "O", "O", "I-LOC", "O"]
     assert len(get_task("squad", local).load()["dev"]) == 5
-    preflight(FinetuneConfig.from_dict({"local_tasks": local, "target_task": "conll", "augmentation": ["task:snli"]}))
+    preflight(Config.from_dict({"local_tasks": local, "target_task": "conll", "augmentation": ["task:snli"]}))
 
 
 def test_local_csv_and_parquet(tmp_path):
@@ -193,14 +192,12 @@ def test_malformed_files_name_file_line_and_expectation(tmp_path, filename, cont
 
 def test_bad_local_task_specs_fail_in_config():
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['path'\]"):
-        FinetuneConfig.from_dict({"local_tasks": {"x": {"kind": "single", "train": "a.csv", "path": "b"}}})
+        Config.from_dict({"local_tasks": {"x": {"kind": "single", "train": "a.csv", "path": "b"}}})
     with pytest.raises(ConfigError, match=r"needs kind"):
-        FinetuneConfig.from_dict({"local_tasks": {"x": {"kind": "nli", "train": "a.csv"}}})
+        Config.from_dict({"local_tasks": {"x": {"kind": "nli", "train": "a.csv"}}})
     with pytest.raises(ConfigError, match=r"local_tasks.x: format None unknown \(from 'a.xlsx'\); allowed: \['conll'"):
-        FinetuneConfig.from_dict({"local_tasks": {"x": {"kind": "single", "train": "a.xlsx"}}})
-    cfg = FinetuneConfig.from_dict(
-        {"local_tasks": {"x": {"kind": "single", "train": "nowhere.csv"}}, "target_task": "x"}
-    )
+        Config.from_dict({"local_tasks": {"x": {"kind": "single", "train": "a.xlsx"}}})
+    cfg = Config.from_dict({"local_tasks": {"x": {"kind": "single", "train": "nowhere.csv"}}, "target_task": "x"})
     with pytest.raises(DataError, match=r"nowhere.csv: no such file"):
         get_task("x", cfg.local_tasks).load()
 
@@ -267,13 +264,13 @@ def test_mlm_augmentation_replaces_words_with_a_real_masked_lm(tmp_path, tiny_en
     assert "[MASK]" not in out[0]["text"]
     assert augmentation_rows("mlm", source, opts) == out  # seeded
     with pytest.raises(ConfigError, match="augment_mlm_model='/nowhere/mlm'"):
-        preflight(FinetuneConfig.from_dict({"augmentation": ["mlm"], "augment_mlm_model": "/nowhere/mlm"}))
+        preflight(Config.from_dict({"augmentation": ["mlm"], "augment_mlm_model": "/nowhere/mlm"}))
 
 
 def test_params_file_with_local_task_round_trips(tmp_path):
     (tmp_path / "t.jsonl").write_text("\n".join(json.dumps({"text": f"w{i}", "label": i % 2}) for i in range(40)))
     (tmp_path / "p.yaml").write_text(f"local_tasks:\n  mine:\n    kind: single\n    train: {tmp_path / 't.jsonl'}\n")
-    cfg = FinetuneConfig.from_yaml(tmp_path / "p.yaml", {"target_task": "mine"})
+    cfg = load_config("finetune", tmp_path / "p.yaml", {"target_task": "mine"})
     assert get_task("mine", cfg.local_tasks).labels == ("0", "1")
 
 
@@ -281,7 +278,7 @@ def test_a_new_task_is_one_decorated_loader(monkeypatch, tmp_path, tiny_encoder)
     """The README's recipe: one decorated function registers a task, which then runs like any other."""
     from conftest import smoke_params
 
-    from xdlib.config import FinetuneConfig
+    from xdlib.config import Config
     from xdlib.stages import ensure
     from xdlib.tasks import TASKS, register_task, task_names
 
@@ -297,6 +294,6 @@ def test_a_new_task_is_one_decorated_loader(monkeypatch, tmp_path, tiny_encoder)
 
     assert "toy-verdict" in task_names() and get_task("toy-verdict").source.endswith("load_toy_verdict)")
     params = smoke_params(tmp_path, tiny_encoder) | {"target_task": "toy-verdict", "student": "teacher"}
-    run = ensure("finetune", FinetuneConfig.from_dict(params | {"finetune_epochs": 4.0}))
+    run = ensure("finetune", Config.from_dict(params | {"finetune_epochs": 4.0}))
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["task"] == "toy-verdict" and metrics["test_accuracy"] > 0.5 + 0.1  # half the rows are "for"

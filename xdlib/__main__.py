@@ -2,7 +2,8 @@
 
 tasks [--params F]                 every task: kind, metric, origin, split sizes, source
 params [stage]                     every parameter of a stage with its default and meaning
-run <stage> [--params F] [-p k=v]  one stage (teacher | distill | finetune); upstream stages run if missing
+run <stage> [--params F] [-p k=v]  one stage (teacher | distill | stilts | finetune); upstream stages run if missing
+explain RUN_DIR | <stage> [-p k=v]  the run id, what was hashed, and whether the run is reused, made or remade
 sweep <params.yaml> [--dry-run] [--executor inline|direct|local|slurm] [--workers N] [--gpus-per-cell N]
                                    every cell of the grid through the notebooks (papermill); status table
 report [--runs D] [--out D]        tables and figures from the complete runs only
@@ -21,9 +22,8 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError, FinetuneConfig, config_for_stage, describe
+from .config import Config, ConfigError, describe, load_config, load_params
 from .errors import UserError, one_line
-from .params import load_config, load_params
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -105,6 +105,10 @@ def build_parser() -> Parser:
     p_run.add_argument("stage")
     p_run.add_argument("--params")
     p_run.add_argument("-p", dest="overrides", action="append", default=[])
+    p_explain = sub.add_parser("explain", help="a run's id, what was hashed, and whether it is reused, made or remade")
+    p_explain.add_argument("target", help="a run folder, or a stage (teacher, distill, stilts, finetune) with -p")
+    p_explain.add_argument("--params")
+    p_explain.add_argument("-p", dest="overrides", action="append", default=[])
     for command in ("sweep", "study"):
         p_sweep = sub.add_parser(command)
         p_sweep.add_argument("params")
@@ -141,7 +145,7 @@ def build_parser() -> Parser:
 
 
 def cmd_params(args) -> int:
-    for name, default, help_text in describe(config_for_stage(args.stage)):
+    for name, default, help_text in describe(args.stage):
         print(f"{name:26s} {default!r:32s} {help_text}")
     return 0
 
@@ -158,10 +162,47 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    """`explain RUN_DIR` reads the run's config.yaml (its stage from the folder above); `explain STAGE -p …`
+    builds the config as `run` does. Prints the run id, the payload it hashes, and each run of the chain with what
+    `ensure` would do and why; for a run folder, whether its recorded run_id.json is the payload computed now."""
+    import json
+
+    import yaml
+
+    from .stages import STAGES, explain
+
+    folder = Path(args.target)
+    if folder.is_dir():
+        stage = folder.parent.name
+        if stage not in STAGES or not (folder / "config.yaml").is_file():
+            raise ConfigError(f"{str(folder)!r} is not a run folder; allowed: results/runs/<stage>/<run_id>")
+        values = yaml.safe_load((folder / "config.yaml").read_text()) | parse_overrides(args.overrides)
+        cfg = Config.from_dict(values | {"runs_dir": str(folder.parent.parent)}, stage)
+    elif args.target in STAGES:
+        stage, cfg = args.target, load_config(args.target, args.params, parse_overrides(args.overrides))
+    else:
+        raise ConfigError(f"{args.target!r} is neither a run folder nor a stage; allowed: a run folder, or one of "
+                          f"{', '.join(STAGES)} with --params / -p")  # fmt: skip
+    report = explain(stage, cfg)
+    print(f"{stage} run {report['run_id']}")
+    print("hashed: " + json.dumps(report["payload"], sort_keys=True, default=str))
+    if folder.is_dir():
+        recorded = folder / "run_id.json"
+        same = recorded.is_file() and json.loads(recorded.read_text()) == json.loads(json.dumps(report["payload"]))
+        status = "the payload computed now" if same else "missing" if not recorded.is_file() else "another payload"
+        print(f"{folder.name}: run_id.json is {status}" + ("" if folder.name == report["run_id"] else
+              f"; this config's id today is {report['run_id']}"))  # fmt: skip
+    for link in report["chain"]:
+        action, why = link["action"]
+        print(f"  {link['stage']:9s} {link['run_id']}: {action} ({why})")
+    return 0
+
+
 def cmd_sweep(args) -> int:
     code = run_sweep(args, parse_overrides(args.overrides))
     if args.command == "study" and not args.dry_run:
-        runs_dir = Path(FinetuneConfig.from_yaml(args.params, parse_overrides(args.overrides)).runs_dir)
+        runs_dir = Path(load_config("finetune", args.params, parse_overrides(args.overrides)).runs_dir)
         code = run_report(str(runs_dir), str(runs_dir.parent)) or code  # tables beside the run store
     return code
 
@@ -218,6 +259,7 @@ COMMANDS = {
     "tasks": lambda args: list_tasks(args.params) or 0,
     "params": cmd_params,
     "run": cmd_run,
+    "explain": cmd_explain,
     "sweep": cmd_sweep,
     "study": cmd_sweep,
     "report": lambda args: run_report(args.runs, args.out),

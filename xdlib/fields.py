@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-
-STUDENT_ARCH_PATTERN = re.compile(r"^l(\d+)-h(\d+)$")
+from .tasks import check_local_tasks
 
 
 def opt(
@@ -24,21 +23,16 @@ def opt(
     choices: tuple | None = None,
     low: float | None = None,
     high: float | None = None,
-    id: bool = True,
+    section: str,
     check: typing.Callable[[Any], str | None] | None = None,
 ):
-    """A config field: default, one-line help, allowed values, and whether it enters the run id."""
-    meta = {"help": help, "choices": choices, "low": low, "high": high, "id": id, "check": check}
+    """A config field: default, one-line help, allowed values, and its section (data, train, teacher, student,
+    distill, finetune or system). A stage's run id hashes the sections it declares; `system` (paths, device, progress
+    bars) never changes a result and never enters one."""
+    meta = {"help": help, "choices": choices, "low": low, "high": high, "section": section, "check": check}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
-
-
-def arch_problem(value: str) -> str | None:
-    match = STUDENT_ARCH_PATTERN.match(value)
-    if match and int(match.group(1)) >= 1 and int(match.group(2)) >= 1:
-        return None
-    return "an architecture name like l6-h256, l6-h384, l12-h384 (any l<layers>-h<hidden>, both at least 1)"
 
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -68,8 +62,6 @@ def layer_map_problem(value: Any) -> str | None:
 
 
 def local_tasks_problem(value: Any) -> str | None:
-    from .tasks import check_local_tasks  # tasks imports heavy modules only lazily
-
     return check_local_tasks(value)
 
 

@@ -1,8 +1,11 @@
 """Task metrics. `compute(task, predictions, references)` returns every metric of the task's kind; the task's
-`metric` names the main one.
+`metric` names the main one, which must be registered here (`METRICS`) for the task's kind.
 
 GLUE metrics as in the GLUE paper (accuracy, F1 of the positive class, Matthews correlation, Pearson/Spearman);
 entity-level span F1 for token tasks via seqeval (CoNLL-style, the standard for NER).
+
+Adding a metric: compute it in the function of its kinds below, and declare it with `register_metric` (its name,
+whether higher is better, the kinds whose output holds it). A task's `higher_is_better` comes from here.
 """
 
 from __future__ import annotations
@@ -11,13 +14,59 @@ import math
 import re
 import string
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import pearsonr, spearmanr
-from sklearn.metrics import f1_score, matthews_corrcoef
+
+from .registry import Registry
+
+# scipy, sklearn and seqeval (about 1.5 s together) are imported in the functions that use them: the task registry
+# reads `METRICS`, and the config checks, which look tasks up, must stay fast.
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    higher_is_better: bool
+    kinds: tuple[str, ...]  # the task kinds whose `compute` output holds it
+    help: str = ""
+
+
+METRICS: Registry[Metric] = Registry("metric")
+
+
+def register_metric(name: str, *, higher_is_better: bool, kinds: tuple[str, ...], help: str = "") -> Metric:
+    return METRICS.add(name, Metric(name, higher_is_better, tuple(kinds), help))
+
+
+CLASSES, SPANS = ("single", "pair"), ("token",)
+register_metric("accuracy", higher_is_better=True, kinds=(*CLASSES, *SPANS), help="share right (tokens: tags)")
+register_metric("f1", higher_is_better=True, kinds=(*CLASSES, *SPANS, "qa"), help="positive-class/macro, entity, SQuAD")
+register_metric("mcc", higher_is_better=True, kinds=CLASSES, help="Matthews correlation")
+register_metric("precision", higher_is_better=True, kinds=SPANS, help="entity-level precision")
+register_metric("recall", higher_is_better=True, kinds=SPANS, help="entity-level recall")
+register_metric("pearson", higher_is_better=True, kinds=("regression",), help="Pearson correlation")
+register_metric("spearman", higher_is_better=True, kinds=("regression",), help="Spearman rank correlation")
+register_metric("mse", higher_is_better=False, kinds=("regression",), help="mean squared error")
+register_metric("exact", higher_is_better=True, kinds=("qa",), help="SQuAD exact match, %")
+for _part in ("HasAns", "NoAns"):  # the questions with / without an answer
+    register_metric(f"{_part}_exact", higher_is_better=True, kinds=("qa",), help=f"exact match on {_part}, %")
+    register_metric(f"{_part}_f1", higher_is_better=True, kinds=("qa",), help=f"SQuAD F1 on {_part}, %")
+
+
+def metric_names(kind: str) -> list[str]:
+    """The registered metrics `compute` gives for tasks of `kind`."""
+    return [name for name in METRICS if kind in METRICS.get(name).kinds]
+
+
+def metric_problem(name: str, kind: str) -> str | None:
+    """None if `name` is a registered metric of `kind` tasks, else what is allowed."""
+    return None if name in metric_names(kind) else f"a metric of {kind} tasks: {', '.join(metric_names(kind))}"
 
 
 def classification(preds: np.ndarray, labels: np.ndarray, num_labels: int) -> dict[str, float]:
+    from sklearn.metrics import f1_score, matthews_corrcoef  # heavy: see the note at the top
+
     out = {"accuracy": float((preds == labels).mean())}
     average = "binary" if num_labels == 2 else "macro"
     out["f1"] = float(
@@ -34,6 +83,8 @@ def classification(preds: np.ndarray, labels: np.ndarray, num_labels: int) -> di
 
 
 def regression(preds: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    from scipy.stats import pearsonr, spearmanr  # heavy: see the note at the top
+
     if np.std(preds) == 0 or np.std(labels) == 0:
         return {"pearson": 0.0, "spearman": 0.0, "mse": float(np.mean((preds - labels) ** 2))}
     return {
@@ -45,7 +96,7 @@ def regression(preds: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 def span_f1(pred_tags: list[list[str]], gold_tags: list[list[str]]) -> dict[str, float]:
     """Entity-level precision/recall/F1 (seqeval, default CoNLL mode) plus token accuracy."""
-    from seqeval.metrics import f1_score as seq_f1
+    from seqeval.metrics import f1_score as seq_f1  # heavy: see the note at the top
     from seqeval.metrics import precision_score, recall_score
 
     flat_p = [t for s in pred_tags for t in s]

@@ -1,16 +1,13 @@
-"""Architectures, teacher/student builders, student initialisations and the hidden-state projection.
+"""Teacher/student builders, student initialisations and the hidden-state projection.
 
 Students are plain `Bert*` models, so a distilled student saves as an ordinary HF folder that `AutoModel` and
-`AutoModelFor*` load. The architecture table follows the released checkpoints' config.json
-(microsoft/xtremedistil-l6-h256-uncased etc.): BERT-uncased vocabulary, intermediate = 4 x hidden, 8 heads for
-h256 (256 is not divisible by 12) and 12 for h384.
+`AutoModelFor*` load. The architecture table and the parser of `student_arch` names are in `architectures`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -27,45 +24,14 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.utils import logging as hf_logging
 
-from .config import ConfigError, parse_arch
+from .architectures import Architecture, architecture
 from .data import gather_units
+from .errors import ConfigError
 from .references import resolve_model
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Architecture:
-    layers: int
-    hidden: int
-    heads: int
-    intermediate: int
-
-
-# The paper's three students, exactly as their released configs (vocab 30522, max positions 512).
-ARCHITECTURES = {
-    "l6-h256": Architecture(6, 256, 8, 1024),
-    "l6-h384": Architecture(6, 384, 12, 1536),
-    "l12-h384": Architecture(12, 384, 12, 1536),
-}
-HEADS_BY_HIDDEN = {256: 8, 384: 12, 512: 8, 768: 12, 1024: 16}
-
-
-def architecture(name: str, heads: int | None = None) -> Architecture:
-    """Look up a registered student or parse any `l<N>-h<M>`; head count explicit, from the table, or chosen."""
-    layers, hidden = parse_arch(name)
-    if name in ARCHITECTURES and heads is None:
-        return ARCHITECTURES[name]
-    # otherwise the most heads that keep head dimension >= 32 (BERT-family heads are 32-64 wide)
-    heads = (
-        heads
-        or HEADS_BY_HIDDEN.get(hidden)
-        or next((h for h in (16, 12, 8, 6, 4, 3, 2) if hidden % h == 0 and hidden // h >= 32), 1)
-    )
-    if hidden % heads:
-        raise ConfigError(f"student_heads={heads} does not divide hidden size {hidden} of {name}; pick a divisor")
-    return Architecture(layers, hidden, heads, 4 * hidden)
 
 
 # ---- students' initialisation checks ---------------------------------------------------------------------------
@@ -129,8 +95,6 @@ def _quiet_loading():
     """transformers' load report, its num_labels-vs-id2label warning and its weight-loading bar silenced: a head is
     replaced on purpose here, run after run; `pretrained` warns about what is not expected. (A filter, not a
     level: transformers runs extra checks when its logger's level is WARNING or above.)"""
-    from transformers.utils import logging as hf_logging
-
     loggers = [logging.getLogger(name) for name in _LOAD_LOGGERS]
     bars = hf_logging.is_progress_bar_enabled()
     for logger in loggers:

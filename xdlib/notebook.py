@@ -18,8 +18,7 @@ import types
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, TeacherConfig, config_for_stage, describe
-from .params import load_config
+from .config import Config, ConfigError, describe, load_config
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 STAGE_NOTEBOOKS = {"teacher": "teacher", "distill": "distill", "finetune": "finetune"}
@@ -46,7 +45,7 @@ EXTRAS = {"teacher": ("params",), "distill": ("params",), "finetune": ("params",
 
 def parameters_source(stage: str) -> str:
     """The body of a stage notebook's parameters cell: `params` and the stage's user fields with default and help."""
-    fields = {name: (default, note) for name, default, note in describe(config_for_stage(stage))}
+    fields = {name: (default, note) for name, default, note in describe(stage)}
     lines = [PARAMS_LINE] + ([RUNS_LINE] if "runs" in EXTRAS[stage] else [])
     for name in NOTEBOOK_FIELDS[stage]:
         default, note = fields[name]
@@ -55,17 +54,17 @@ def parameters_source(stage: str) -> str:
     return "\n".join(lines)
 
 
-def stage_config(stage: str, namespace: dict[str, Any]) -> TeacherConfig:
+def stage_config(stage: str, namespace: dict[str, Any]) -> Config:
     """The validated config of `stage` from a notebook's globals: defaults, then the `params` file, then the
     notebook's values (a listed field left at its default does not override the file). Unknown names are an
     error."""
     return stage_configs(stage, {k: v for k, v in namespace.items() if k != "runs"})[0]
 
 
-def stage_configs(stage: str, namespace: dict[str, Any]) -> list[TeacherConfig]:
+def stage_configs(stage: str, namespace: dict[str, Any]) -> list[Config]:
     """`stage_config`, once per entry of the notebook's `runs` (field changes on top of its values; one config
     when `runs` is empty or absent)."""
-    defaults = {name: default for name, default, _ in describe(config_for_stage(stage))}
+    defaults = {name: default for name, default, _ in describe(stage)}
     names = {
         k
         for k, v in namespace.items()

@@ -13,19 +13,21 @@ import functools
 import torch
 
 from . import models, references
-from .config import ConfigError, DistillConfig, FinetuneConfig, TeacherConfig
+from .config import Config, ConfigError
 from .models import layer_map
 from .tasks import check_hub_mirror, get_task, hub_mirror, mirror_files, task_names
 from .transfer import check_augmentation_name
 
 
-def preflight(cfg: TeacherConfig, network: bool = True) -> None:
-    """Every check that needs no training: task names, augmentation names, model references (a Hub id is
-    looked up now, so 'no network' is reported before any heavy work) and the device. network=False (dry runs)
-    skips the Hub lookup and the device's presence."""
+def preflight(cfg: Config, stage: str = "finetune", network: bool = True) -> None:
+    """Every check of what `stage` (and its upstream stages) will read that needs no training: task names,
+    augmentation names, model references (a Hub id is looked up now, so 'no network' is reported before any heavy
+    work) and the device. network=False (dry runs) skips the Hub lookup and the device's presence."""
+    distils = stage != "teacher"  # the distillation, STILTs and fine-tuning stages read the student's sections
+    finetunes = stage == "finetune"
     known = task_names(cfg.local_tasks)
-    for key in ("source_task", "target_task"):
-        name = getattr(cfg, key, None)
+    for key in ("source_task", "target_task") if finetunes else ("source_task",):
+        name = getattr(cfg, key)
         if name is not None and name not in known:
             raise ConfigError(f"{key}={name!r} is not a registered task; known: {', '.join(known)}")
         if name is not None:
@@ -38,19 +40,19 @@ def preflight(cfg: TeacherConfig, network: bool = True) -> None:
                 f"teacher_sources entry {name!r} is not allowed; allowed: registered tasks other than source_task "
                 f"{cfg.source_task!r}, not extractive QA (known: {', '.join(known)})"
             )
-    for name in getattr(cfg, "augmentation", []):
+    for name in cfg.augmentation if distils else []:
         problem = check_augmentation_name(name, cfg.local_tasks)
         if problem:
             raise ConfigError(f"augmentation entry {name!r} is not allowed; allowed: {problem}")
         if name.startswith("hub:") and hub_mirror() is not None:
             dataset_id, _, config = name[4:].partition(":")
             mirror_files(dataset_id, config or None, ("train",))
-    for name in {getattr(cfg, k, None) for k in ("source_task", "target_task")} | {
-        a[5:] for a in getattr(cfg, "augmentation", []) if a.startswith("task:")
+    for name in {cfg.source_task, cfg.target_task if finetunes else None} | {
+        a[5:] for a in (cfg.augmentation if distils else []) if a.startswith("task:")
     }:  # every local file read and checked: readable, UTF-8, its columns there, labels of the right type and set
         if name and cfg.local_tasks and name in cfg.local_tasks:
             _check_local_files(get_task(name, cfg.local_tasks))
-    if isinstance(cfg, DistillConfig):
+    if distils:
         source = get_task(cfg.source_task, cfg.local_tasks)
         if cfg.logit_loss == "kl" and source.kind == "regression":
             raise ConfigError(
@@ -65,9 +67,9 @@ def preflight(cfg: TeacherConfig, network: bool = True) -> None:
         if "mlm" in cfg.augmentation:
             references.check_model_reachable(cfg.augment_mlm_model, "augment_mlm_model", network)
     references.check_model_reachable(cfg.teacher_model, "teacher_model", network)
-    if isinstance(cfg, DistillConfig) and cfg.student_init != "random":
+    if distils and cfg.student_init != "random":
         references.check_model_reachable(cfg.student_init, "student_init", network)
-    if isinstance(cfg, FinetuneConfig) and cfg.student not in STUDENT_KEYWORDS:
+    if finetunes and cfg.student not in STUDENT_KEYWORDS:
         import difflib
 
         close = difflib.get_close_matches(cfg.student, STUDENT_KEYWORDS, n=1, cutoff=0.75)
@@ -79,7 +81,7 @@ def preflight(cfg: TeacherConfig, network: bool = True) -> None:
         references.check_model_reachable(cfg.student, "student", network)
     if network:  # a dry run may plan for another machine (params/gpu.yaml on a laptop)
         check_device(cfg.device)
-    if isinstance(cfg, DistillConfig):
+    if distils:
         arch = models.architecture(cfg.student_arch, cfg.student_heads)
         teacher_layers = getattr(references.model_config(cfg.teacher_model, network), "num_hidden_layers", None)
         if teacher_layers is not None:

@@ -7,12 +7,15 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
+from huggingface_hub import constants
 from transformers import AutoConfig
 
 from . import assets
-from .config import ConfigError
+from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +40,6 @@ def hub_offline() -> str | None:
     """Why this process works offline (cached Hub files only), or None when the Hub answers. Without
     HF_HUB_OFFLINE set, one TCP connect (3 s timeout) decides, once: an unreachable Hub then switches
     huggingface_hub to offline mode, so that each lookup fails at once instead of retrying for 25 s."""
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
     if constants.HF_HUB_OFFLINE:
         return "HF_HUB_OFFLINE is set"
     url = urlparse(constants.ENDPOINT)

@@ -12,7 +12,7 @@ without reading test). A row is every run whose run id is the same but for the s
 - architectures: per distillation run and fine-tuning variant, parameters, transformer FLOPs and measured
   inference speedup vs the teacher, source-task retention, mean target score;
 - headline: the paper's table layout (GLUE dev accuracy, SQuAD v2 F1) with the paper's numbers
-  (shared/paper.md), ours beside them where we have the same architecture and target, and the delta; "n/a"
+  (docs/paper.md), ours beside them where we have the same architecture and target, and the delta; "n/a"
   where a cell cannot be compared;
 - transfer: per trained variant, the mean over the targets that are not its source beside its matched controls
   (undistilled twin, STILTs, the teacher's model), with the paired differences and their 95% t intervals over
@@ -35,8 +35,9 @@ import yaml
 from . import comparison
 from .comparison import flat as _flat
 from .comparison import transfer_markdown, transfer_table
+from .config import Config
 
-# shared/paper.md, "Headline results": GLUE dev accuracy, SQuAD v2 F1 (the MiniLM paper's baselines included)
+# docs/paper.md, "Headline results": GLUE dev accuracy, SQuAD v2 F1 (the MiniLM paper's baselines included)
 PAPER_COLUMNS = ("mnli", "qnli", "qqp", "rte", "sst2", "mrpc", "squad_v2")
 PAPER_HEADLINE = {
     # model: (params, speedup, MNLI, QNLI, QQP, RTE, SST-2, MRPC, SQuAD2)
@@ -90,10 +91,10 @@ def without_copies(frame: pd.DataFrame) -> pd.DataFrame:
     is counted once."""
     if frame.empty or "save_model" not in frame:
         return frame
-    from .config import FinetuneConfig
-
     kept = frame["save_model"].eq(True)  # NaN (a run made before the field): False
-    fields = [f.name for f in dataclasses.fields(FinetuneConfig) if f.metadata["id"] and f.name != "save_model"]
+    fields = [
+        f.name for f in dataclasses.fields(Config) if f.metadata["section"] != "system" and f.name != "save_model"
+    ]
     fields += ["precision", "engine_version", "m_task_version"]  # in the run id too
     fields += ["m_upstream_run", "m_distill_run"]  # so is the upstream run's id (its precision, say): never a copy
     key = frame[["stage", *[f for f in fields if f in frame]]].map(str).agg("|".join, axis=1)  # NaN as "nan"

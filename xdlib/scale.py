@@ -68,7 +68,7 @@ def measure(rows: int, work: Path, updates: int = 300, batch_size: int = 32) -> 
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
     from .data import encode_set
-    from .distill import DistillModule, Phase, build_teacher_cache, distil
+    from .kd import DistillModule, Phase, build_teacher_cache, distil
     from .models import HiddenProjection, layer_map, seeded
     from .tasks import Task
     from .train import LoopSettings

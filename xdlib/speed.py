@@ -89,7 +89,7 @@ def naive(texts, tokenizer, teacher, student, batch_size: int, max_length: int, 
 
 def ours(dataset, tokenizer, teacher, student, batch_size: int, max_length: int, device, work: Path) -> dict:
     """The library's path: Arrow tokenisation, the teacher cache (only the layers used), then `distil`."""
-    from .distill import DistillModule, build_teacher_cache, distil, plan_phases
+    from .kd import DistillModule, build_teacher_cache, distil, plan_phases
     from .models import HiddenProjection, encoder_units, layer_map
     from .tasks import Task
     from .train import LoopSettings

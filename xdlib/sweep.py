@@ -33,11 +33,8 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import runs
-from .config import ConfigError, FinetuneConfig
-from .params import load_params, with_target_settings
-from .stages import STAGES as _STAGE_REGISTRY
-from .stages import chain as _chain
+from . import runs, stages
+from .config import Config, ConfigError, fields_of, load_params, with_target_settings
 
 log = logging.getLogger(__name__)
 # A job passes its whole config; fields outside a notebook's parameters cell are expected (stage_config checks
@@ -46,7 +43,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("papermill").addFilter(lambda record: not record.getMessage().startswith("Passed unknown parameter"))
 logging.getLogger("papermill").setLevel(logging.WARNING)
 
-STAGES = tuple(_STAGE_REGISTRY)  # upstream first: the stage registry's order
+STAGES = tuple(stages.STAGES)  # upstream first: the stage registry's order
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 EXECUTORS = ("inline", "direct", "local", "slurm")
 
@@ -87,18 +84,18 @@ class Job:
         return runs.run_dir(self.runs_dir, self.stage, self.run_id)
 
 
-def chain_of(cfg: FinetuneConfig) -> list[tuple[str, object]]:
-    """(stage, config) of every run a fine-tuning cell needs, upstream first (the stage registry's chain)."""
-    return _chain("finetune", cfg)
+def chain_of(cfg: Config) -> list[str]:
+    """Every stage whose run a fine-tuning cell needs, upstream first (the stage registry's chain)."""
+    return stages.chain("finetune", cfg)
 
 
-def plan(path: str | Path, overrides: dict | None = None) -> tuple[str, list[FinetuneConfig], dict]:
+def plan(path: str | Path, overrides: dict | None = None) -> tuple[str, list[Config], dict]:
     """(sweep name, one validated config per cell, executor settings) of a params file."""
     values = load_params(path)
     values.update(overrides or {})
     name = str(values.get("name") or Path(path).stem)
     settings = {"slurm": values.pop("slurm", None) or {}}
-    configs = [FinetuneConfig.from_dict(with_target_settings(cell)) for cell in expand_grid(values)]
+    configs = [Config.from_dict(with_target_settings(cell)) for cell in expand_grid(values)]
     from .tasks import task_names
 
     known = task_names(values.get("local_tasks"))
@@ -125,9 +122,7 @@ def _join_job_tasks() -> int:
 def group_jobs(jobs: list[Job]) -> list[list[Job]]:
     """Jobs that one notebook kernel runs in turn: the fine-tunings of one student (its targets and seeds) share a
     kernel, which saves a start-up (torch and transformers imported) per run; every other job runs alone."""
-    from .config import DistillConfig
-
-    student_fields = [*DistillConfig.__dataclass_fields__, "student"]
+    student_fields = [f.name for f in fields_of("distill")] + ["student"]
     groups: dict[str, list[Job]] = {}
     for job in jobs:
         key = job.run_id if job.stage != "finetune" else repr([job.config.get(k) for k in student_fields])
@@ -138,9 +133,7 @@ def group_jobs(jobs: list[Job]) -> list[list[Job]]:
 def resolved_here(job: Job) -> Job:
     """The job with the run id this process gives its config: where the job executes, `device: auto` means the
     device this machine has, and the run id holds its precision."""
-    from .config import config_for_stage
-
-    return dataclasses.replace(job, run_id=config_for_stage(job.stage).from_dict(job.config).run_id())
+    return dataclasses.replace(job, run_id=stages.run_id(job.stage, Config.from_dict(job.config, job.stage)))
 
 
 Outcome = tuple[str, float, str, str]  # state, wall seconds, error line, the run id where the job executed
@@ -209,13 +202,10 @@ def execute_group(group: list[Job], log_dir: str) -> list[Outcome]:
 def execute_direct(job: Job, log_dir: str) -> Outcome:
     """`ensure` the job's run in this process (no notebook); returns (state, wall, error line, the id of the run
     `ensure` returned)."""
-    from .config import config_for_stage
-    from .stages import ensure
-
     start = time.time()
     try:
         _join_job_tasks()
-        path = ensure(job.stage, config_for_stage(job.stage).from_dict(job.config))
+        path = stages.ensure(job.stage, Config.from_dict(job.config, job.stage))
     except Exception as err:  # a failed cell: recorded, the sweep goes on
         Path(log_dir).mkdir(parents=True, exist_ok=True)
         Path(job.log_path).write_text(traceback.format_exc())
@@ -296,9 +286,7 @@ def run_jobs(jobs: list[Job], log_dir: Path, executor: str, workers: int, settin
             _record(group, outcomes, progress)
 
 
-def plan_jobs(
-    configs: list[FinetuneConfig], remote: bool = False
-) -> tuple[dict[tuple[str, str, bool], Job], list[tuple]]:
+def plan_jobs(configs: list[Config], remote: bool = False) -> tuple[dict[tuple[str, str, bool], Job], list[tuple]]:
     """Every cell's chain of jobs (cells share jobs with equal run ids), each job marked complete where the run
     store already has it: last stage first, so an upstream run without its model (metrics only) is rerun only
     when a stage below it still has to run; a damaged run is named and runs again. The ids are this machine's: a
@@ -309,27 +297,27 @@ def plan_jobs(
     cells = []
     for cfg in configs:
         chain = []
-        for stage, stage_cfg in chain_of(cfg):
-            key = (stage, stage_cfg.run_id(), stage_cfg.device == "auto")
+        for stage in chain_of(cfg):
+            key = (stage, stages.run_id(stage, cfg), cfg.device == "auto")
             if key not in jobs:
-                jobs[key] = Job(stage, key[1], stage_cfg.to_dict(), cfg.runs_dir)
+                jobs[key] = Job(stage, key[1], stages.stage_config(stage, cfg), cfg.runs_dir)
             chain.append(jobs[key])
         cells.append((cfg, chain))
     for stage in reversed(STAGES):
         for job in (j for j in jobs.values() if j.stage == stage):
             below = [c[c.index(job) + 1] for _, c in cells if job in c and c[-1] is not job]
             wanted = any(j.state != "complete" for j in below)
-            if (remote and job.config.get("device") == "auto") or not runs.is_complete(job.path):
+            if remote and job.config.get("device") == "auto":
                 continue
-            problem = runs.damage(job.path)  # read once: metrics.json and config.yaml
-            if problem:
-                log.warning("%s/%s is marked DONE but %s: it runs again", stage, job.run_id, problem)
-            elif not wanted or runs.damage(job.path, needs_model=True) is None:
-                job.state = "complete"
+            # the registry's rule: a run read by a stage still to run needs its model, otherwise its metrics do
+            action, why = stages.state(stage, Config.from_dict(job.config, stage), top=wanted)
+            if action == "remake":
+                log.warning("%s/%s: %s: it runs again", stage, job.run_id, why)
+            job.state = "complete" if action == "reuse" else job.state
     return jobs, cells
 
 
-def _status_row(i: int, cfg: FinetuneConfig, chain: list[Job], dry_run: bool) -> dict:
+def _status_row(i: int, cfg: Config, chain: list[Job], dry_run: bool) -> dict:
     """One cell's line of the status table: its runs, state, wall time, first error and log."""
     states = [j.state for j in chain]
     state = next((s for s in ("failed", "blocked", "pending") if s in states), None)

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .data import cap
 from .registry import Registry
-from .tasks import CORPORA, Split, get_task, task_names, without_keys
+from .tasks import CORPORA, CORPUS_POOLS, Split, get_task, held_out_keys, normalise, row_texts, task_names, without_keys
 
 
 @dataclass(frozen=True)
@@ -180,3 +181,49 @@ def transfer_set(
         if len(kept) < len(extra):
             composition[f"{name}:removed_held_out"] = len(extra) - len(kept)
     return rows, composition
+
+
+# ---- a stage's source rows and transfer set, from its config ------------------------------------------------
+
+
+def load_source(cfg, task_name: str, train_cap: int | None) -> dict:
+    """Every split of a task; train capped at `train_cap` (a sample drawn with `seed`), the evaluation splits at
+    max_eval_samples with a fixed draw: runs that differ only in seed are scored on the same rows."""
+    data = get_task(task_name, cfg.local_tasks).load()
+    return {
+        split: cap(rows, train_cap, cfg.seed) if split == "train" else cap(rows, cfg.max_eval_samples, 0)
+        for split, rows in data.items()
+    }
+
+
+def augment_options(cfg, n_source: int) -> AugmentOptions:
+    caps = [
+        c for c in (cfg.augment_max_examples, cfg.augment_ratio and max(1, round(cfg.augment_ratio * n_source))) if c
+    ]
+    return AugmentOptions(
+        seed=cfg.seed, cap=min(caps) if caps else None, mlm_model=cfg.augment_mlm_model, local_tasks=cfg.local_tasks
+    )
+
+
+def held_out_text(source: dict, pools: frozenset[str] | None = None) -> frozenset[str]:
+    """Text no transfer set may contain: the source's own dev/test text, plus the dev/test text of every offline
+    task of `pools` (the sentence sources the transfer set draws on; None: every pool). A toy or Hub-only run draws
+    on none and never needs the offline packages (an air-gapped cluster has none)."""
+    own = {normalise(t) for split, rows in source.items() if split != "train" for r in rows for t in row_texts(r)}
+    return (held_out_keys(pools) if pools is None or pools else frozenset()) | frozenset(own)
+
+
+def offline_pools(cfg) -> frozenset[str]:
+    """The offline sentence pools the transfer set draws on: the source task's (if offline), each corpus's, and
+    each `task:` resource's (if offline); perturb and mlm rows come from the source's own text."""
+
+    def pool_of(name: str) -> set[str]:
+        task = get_task(name, cfg.local_tasks)
+        return {task.text_pool} if task.origin == "offline" else set()
+
+    pools = pool_of(cfg.source_task)
+    for name in cfg.augmentation:
+        pools |= (
+            {CORPUS_POOLS[name]} if name in CORPUS_POOLS else pool_of(name[5:]) if name.startswith("task:") else set()
+        )
+    return frozenset(pools)

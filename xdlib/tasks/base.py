@@ -1,16 +1,18 @@
 """The task registry: `Task` (where a task's data comes from, its kind, labels and main metric), `register_task`
-(adding a task is one decorated loader function), `get_task` and `task_names`."""
+(adding a task is one decorated loader function), and loading with the leakage rule applied (`held_out_keys`).
+`get_task` and `task_names`, which also know the tasks declared in params, are in `local`."""
 
 from __future__ import annotations
 
-import json
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import UserError
-from ..registry import Registry, UnknownNameError
+from ..metrics import METRICS, metric_problem
+from ..registry import Registry
+from .leakage import Split, normalise, row_texts, without_keys
 
-Split = list[dict]
 KINDS = ("single", "pair", "regression", "token", "qa")
 
 
@@ -25,12 +27,19 @@ class Task:
     source: str  # where the data comes from, for `python -m xdlib tasks` and the README
     loader: Callable[[], dict[str, Split]]
     labels: tuple[str, ...] = ()  # class or tag names; empty for regression and qa
-    metric: str = "accuracy"  # main metric (a key of metrics.compute's output)
-    higher_is_better: bool = True
+    metric: str = "accuracy"  # main metric: registered in metrics.METRICS for this kind
+    higher_is_better: bool | None = None  # None: the metric's (metrics.METRICS)
     version: str = "1"
     origin: str = "generated"  # generated (tests), offline (packaged on PyPI), hub, or local (files in params)
     citation: str = ""
     pool: str = ""  # the sentence source it shares with other offline tasks and corpora (default: its own)
+
+    def __post_init__(self):
+        problem = metric_problem(self.metric, self.kind)
+        if problem:
+            raise DataError(f"task {self.name}: metric {self.metric!r} is not allowed; allowed: {problem}")
+        if self.higher_is_better is None:
+            object.__setattr__(self, "higher_is_better", METRICS.get(self.metric).higher_is_better)
 
     @property
     def text_pool(self) -> str:
@@ -49,8 +58,6 @@ class Task:
 
         Offline tasks come back with the dev/test sentences of the other offline tasks of their pool (the same
         sentence source) removed from train."""
-        from .leakage import held_out_keys, load_raw, without_keys
-
         data = load_raw(self) if self.origin == "offline" else self.loader()
         missing = [s for s in ("train", "dev") if not data.get(s)]
         if missing:
@@ -80,27 +87,33 @@ def register_task(
 
     def add(loader: Callable[[], dict[str, Split]]):
         where = source or f"{origin} ({getattr(loader, '__module__', '')}.{getattr(loader, '__name__', name)})"
-        TASKS.add(name, Task(name, kind, where, loader, tuple(labels), metric, True, version, origin, citation, pool))
+        task = Task(name, kind, where, loader, tuple(labels), metric, None, version, origin, citation, pool)
+        TASKS.add(name, task)
         return loader
 
     return add
 
 
-def get_task(name: str, local_tasks: dict | None = None) -> Task:
-    """A registered task, or one declared in params under `local_tasks` (which wins on a name clash)."""
-    if local_tasks and name in local_tasks:
-        from .local import local_task
-
-        return local_task(name, json.dumps(local_tasks[name], sort_keys=True))
-    if name not in TASKS and local_tasks is not None:
-        known = TASKS.names() + sorted(local_tasks)
-        raise UnknownNameError(f"unknown task {name!r}; known: {', '.join(known)}")
-    return TASKS.get(name)
-
-
-def task_names(local_tasks: dict | None = None) -> list[str]:
-    return sorted(set(TASKS.names()) | set(local_tasks or {}))
-
-
 def offline_task_names() -> list[str]:
     return [n for n in TASKS if TASKS.get(n).origin == "offline"]
+
+
+@functools.cache
+def load_raw(task: Task) -> dict[str, Split]:
+    return task.loader()
+
+
+@functools.cache
+def held_out_keys(pools: frozenset[str] | None = None, exclude: str | None = None) -> frozenset[str]:
+    """Normalised dev/test sentences of the offline tasks of `pools` (every pool: None), but `exclude`: text no
+    training split of another task of those pools and no transfer set drawn from them may contain (the leakage
+    rule: see `leakage`)."""
+    keys: set[str] = set()
+    for name in offline_task_names():
+        if name == exclude or (pools is not None and TASKS.get(name).text_pool not in pools):
+            continue
+        for split, rows in load_raw(TASKS.get(name)).items():
+            if split != "train":
+                keys.update(normalise(t) for r in rows for t in row_texts(r))
+    keys.discard("")
+    return frozenset(keys)

@@ -37,7 +37,7 @@ def mirror_files(dataset_id: str, config: str | None, splits: tuple[str, ...] = 
         found = sorted(str(p.relative_to(mirror)) for p in mirror.glob("*/*") if p.is_dir()) if mirror.is_dir() else []
         raise DataError(
             f"{HUB_MIRROR_ENV}={mirror} has no folder {dataset_id}/; allowed: a copy of the Hub repo there "
-            f"(docs/data.md: mirrors); found: {', '.join(found) or 'nothing'}"
+            f"(docs/scale.md: Hub datasets without the Hub); found: {', '.join(found) or 'nothing'}"
         )
     if config is None:  # a dataset of one config keeps it in its only folder of Parquet files (squad_v2/)
         folders = sorted({p.parent for p in root.glob("*/*.parquet")})
@@ -178,7 +178,7 @@ def load_squad_v2() -> dict[str, Split]:
 
 
 # The 41 WikiAnn languages of Rahimi, Li & Cohn (2019), the multilingual NER benchmark that XtremeDistil
-# (Mukherjee & Awadallah 2020) evaluates on; shared/paper.md does not list them, so this is our reading.
+# (Mukherjee & Awadallah 2020) evaluates on; docs/paper.md does not list them, so this is our reading.
 WIKIANN_LANGUAGES = tuple(
     "af ar bg bn bs ca cs da de el en es et fa fi fr he hi hr hu id it lt lv mk ms nl no pl pt ro ru sk sl sq sv "
     "ta tl tr uk vi".split()

@@ -1,21 +1,21 @@
-"""The leakage rule and deterministic splits.
+"""The leakage rule's text keys, and deterministic splits. Nothing here knows the task registry.
 
 Several offline tasks and corpora draw on one sentence source, a *pool* (Rotten Tomatoes: rt-polarity, movie-score,
 plot-sentences; Cornell movie dialogs: dialog-reply, movie-dialog). Every dev and test sentence of an offline task
 is removed from the train split of every other task of its pool, and from all transfer text drawn from that pool
-(`held_out_keys(pools)`); only the pools a run uses are loaded. Across pools the only shared texts are a few short
-stock phrases ("ok", "terrible", "why did the chicken cross the road"), not leaked examples: tests/test_tasks.py
-measures them. Splits are made by a stable hash of a grouping key, independent of PYTHONHASHSEED.
+(`base.held_out_keys(pools)`, applied by `Task.load`); only the pools a run uses are loaded. Sentences are compared
+by `normalise`. Across pools the only shared texts are a few short stock phrases ("ok", "terrible", "why did the
+chicken cross the road"), not leaked examples: tests/test_tasks.py measures them. Splits are made by a stable hash
+of a grouping key, independent of PYTHONHASHSEED.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
 from collections.abc import Callable
 
-from .base import TASKS, Split, Task, offline_task_names
+Split = list[dict]  # the rows of one split (re-exported by `base`)
 
 
 def stable_bucket(key: str, buckets: int = 100) -> int:
@@ -61,26 +61,6 @@ def dedupe(rows: Split) -> Split:
 def without_keys(rows: Split, keys: frozenset[str]) -> Split:
     """Rows none of whose texts (normalised) is in `keys`."""
     return [r for r in rows if not any(normalise(t) in keys for t in row_texts(r))]
-
-
-@functools.cache
-def load_raw(task: Task) -> dict[str, Split]:
-    return task.loader()
-
-
-@functools.cache
-def held_out_keys(pools: frozenset[str] | None = None, exclude: str | None = None) -> frozenset[str]:
-    """Normalised dev/test sentences of the offline tasks of `pools` (every pool: None), but `exclude`: text no
-    training split of another task of those pools and no transfer set drawn from them may contain."""
-    keys: set[str] = set()
-    for name in offline_task_names():
-        if name == exclude or (pools is not None and TASKS.get(name).text_pool not in pools):
-            continue
-        for split, rows in load_raw(TASKS.get(name)).items():
-            if split != "train":
-                keys.update(normalise(t) for r in rows for t in row_texts(r))
-    keys.discard("")
-    return frozenset(keys)
 
 
 def held_out_from_train(rows: Split, key: Callable[[int, dict], str], percent: int = 5) -> tuple[Split, Split]:

@@ -10,7 +10,9 @@ import io
 import json
 from pathlib import Path
 
-from .base import KINDS, DataError, Split, Task
+from ..metrics import metric_problem
+from ..registry import UnknownNameError
+from .base import KINDS, TASKS, DataError, Split, Task
 from .leakage import held_out_from_train, row_texts
 
 LOCAL_KEYS = {
@@ -28,6 +30,7 @@ LOCAL_KEYS = {
     "metric": "main metric (default: accuracy, pearson for regression, f1 for token and qa)",
     "version": "your data version, recorded with results (default '1')",
 }
+DEFAULT_METRICS = {"regression": "pearson", "token": "f1", "qa": "f1"}  # else accuracy
 FORMATS = {
     ".csv": "csv",
     ".tsv": "tsv",
@@ -59,7 +62,26 @@ def check_local_tasks(value) -> str | None:
                 f"local_tasks.{name}: format {fmt!r} unknown (from {spec['train']!r}); allowed: "
                 f"{sorted(set(FORMATS.values()))}, set by `format` or the extension"
             )
+        metric = spec.get("metric", DEFAULT_METRICS.get(spec["kind"], "accuracy"))
+        if metric_problem(metric, spec["kind"]):
+            return (
+                f"local_tasks.{name}: metric {metric!r} is not allowed; allowed: {metric_problem(metric, spec['kind'])}"
+            )
     return None
+
+
+def get_task(name: str, local_tasks: dict | None = None) -> Task:
+    """A registered task, or one declared in params under `local_tasks` (which wins on a name clash)."""
+    if local_tasks and name in local_tasks:
+        return local_task(name, json.dumps(local_tasks[name], sort_keys=True))
+    if name not in TASKS and local_tasks is not None:
+        known = TASKS.names() + sorted(local_tasks)
+        raise UnknownNameError(f"unknown task {name!r}; known: {', '.join(known)}")
+    return TASKS.get(name)
+
+
+def task_names(local_tasks: dict | None = None) -> list[str]:
+    return sorted(set(TASKS.names()) | set(local_tasks or {}))
 
 
 @functools.cache
@@ -69,7 +91,6 @@ def local_task(name: str, spec_json: str) -> Task:
     if problem:
         raise DataError(problem)
     kind = spec["kind"]
-    default_metric = {"regression": "pearson", "token": "f1", "qa": "f1"}.get(kind, "accuracy")
     labels = tuple(spec.get("labels") or ())
     if not labels and kind in ("single", "pair", "token"):
         labels = _discover_labels(spec)
@@ -79,7 +100,7 @@ def local_task(name: str, spec_json: str) -> Task:
         f"local: {spec['train']}",
         functools.partial(load_local, spec, labels),
         labels,
-        spec.get("metric", default_metric),
+        spec.get("metric", DEFAULT_METRICS.get(kind, "accuracy")),
         version=str(spec.get("version", "1")),
         origin="local",
     )
@@ -170,7 +191,7 @@ def load_local(spec: dict, labels: tuple[str, ...]) -> dict[str, Split]:
 def read_table(path: str, fmt: str, columns: list[str] | None = None) -> list[tuple[int | str, dict]]:
     """(line or row number, record) of a csv/tsv/jsonl/parquet file."""
     if fmt == "parquet":
-        import pandas as pd
+        import pandas as pd  # imported here: heavy, and the config checks import this module
 
         try:
             frame = pd.read_parquet(path)

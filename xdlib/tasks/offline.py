@@ -1,4 +1,4 @@
-"""Real data packaged on PyPI (shared/offline.md), read without the Hub: the offline tasks and the unlabelled
+"""Real data packaged on PyPI (docs/offline-data.md), read without the Hub: the offline tasks and the unlabelled
 corpora that serve as augmentation resources. Every file comes from a pinned wheel with a checked hash."""
 
 from __future__ import annotations

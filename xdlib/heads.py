@@ -10,10 +10,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from transformers import AutoModel, AutoTokenizer
 
-from . import losses, metrics
+from . import losses, metrics, models
 from .data import collate, encode, eval_batches
 from .devices import autocast
+from .errors import ConfigError
 from .models import model_inputs, unit_logits
 from .qa import QALoss, encode_qa, fit_threshold, predict_qa, qa_metrics
 from .tasks import Split, Task
@@ -172,3 +174,27 @@ def fit_task(
     complete = len(scored) == len(summary["history"])
     best = [m for m in scored if m[task.metric] == summary["best_dev"]] if complete else []
     return {**summary, "dev_metrics": best[0] if best else None}
+
+
+def fresh_head_from(encoder_dir: str, head: str, num_labels: int, seed: int):
+    """A head model whose encoder comes from `encoder_dir` and whose task head is freshly initialised: the
+    checkpoint is task-agnostic, its source-task head is not reused."""
+    model = fresh_head(models.pretrained(AutoModel, encoder_dir), head, num_labels, seed, encoder_dir)
+    return model, AutoTokenizer.from_pretrained(encoder_dir)
+
+
+def fresh_head(encoder, head: str, num_labels: int, seed: int, where: str = "the encoder"):
+    """A head model around a copy of `encoder`'s weights, with a fresh `head` (seeded)."""
+    torch.manual_seed(seed)
+    own = {k: v for k, v in encoder.config.to_dict().items() if k not in ("id2label", "label2id", "problem_type")}
+    config = encoder.config.__class__.from_dict({**own, **models.head_kwargs(head, num_labels)})  # the old head goes
+    model = models.HEAD_CLASSES[head].from_config(config)
+    result = model.base_model.load_state_dict(encoder.state_dict(), strict=False)
+    # only the pooler may differ (token and QA heads have none); anything else means another architecture
+    mismatched = [k for k in (*result.missing_keys, *result.unexpected_keys) if not k.startswith("pooler.")]
+    if mismatched:
+        raise ConfigError(
+            f"the encoder in {where} does not fit a {head} model: missing {list(result.missing_keys)[:8]}, "
+            f"unexpected {list(result.unexpected_keys)[:8]}; allowed: a checkpoint of the same architecture"
+        )
+    return model

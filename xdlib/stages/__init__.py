@@ -1,0 +1,146 @@
+"""The stages, their run ids, and `ensure`: the one way a run is resolved, reused or made, with its upstream runs.
+
+    teacher  <-  distill  <-  finetune        (one config: each stage reads its own sections)
+                 stilts   <-  finetune        (the STILTs control: the student trained on the source first)
+
+A stage is one module here (`teacher`, `distill`, `stilts`, `finetune`) whose runner is registered with `@stage`
+(`base.py`), declaring its upstream rule and the config sections its run id hashes. `run_id` is computed here
+only: the stage, its id fields, the upstream run's id, the compute precision, the task's version and the engine
+version, hashed; every run folder keeps that payload as `run_id.json`, and `explain` prints it with what `ensure`
+would do. `ensure(stage, cfg)` returns the folder of the complete run that `cfg` describes: a complete run is
+reused; otherwise its upstream runs are ensured first, then it is made under a lock, and DONE is written last.
+The CLI, the notebooks, the sweep and the benchmark all come in here.
+
+Several processes (torchrun, accelerate launch, srun) run the same call: every rank computes, rank 0 alone writes
+run folders, teacher caches, checkpoints and DONE, and the others wait for it at a barrier before they read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from contextlib import nullcontext
+from pathlib import Path
+
+from .. import dist, runs
+from ..config import ENGINE_VERSION, Config, fields_of, slug
+from ..devices import resolve_device
+from ..tasks import get_task
+
+# isort: off
+# each module registers its stage when imported: upstream stages first, the order the sweep walks
+from . import teacher, distill, stilts, finetune  # noqa: F401
+
+# isort: on
+from .base import STAGES, Run, Stage, stage
+
+__all__ = ["STAGES", "Run", "Stage", "chain", "ensure", "explain", "id_payload", "run_id", "stage", "state"]
+log = logging.getLogger(__name__)
+
+
+def chain(stage_name: str, cfg: Config) -> list[str]:
+    """Every stage whose run `cfg` at `stage_name` needs, upstream first, itself last."""
+    up = STAGES[stage_name].upstream(cfg)
+    return (chain(up, cfg) if up else []) + [stage_name]
+
+
+def task_version(name: str, cfg: Config) -> str:
+    """The version of the task a stage trains on: a changed reader or split makes new runs."""
+    try:
+        return get_task(name, cfg.local_tasks).version
+    except Exception:  # an unknown name is reported by preflight, with the known ones
+        return "?"
+
+
+def id_payload(stage_name: str, cfg: Config) -> dict:
+    """What a run id hashes: the stage, its id fields, its upstream run's id, precision, task and engine versions."""
+    spec = STAGES[stage_name]
+    up = spec.upstream(cfg)
+    return {
+        "stage": stage_name,
+        "fields": spec.id_fields(cfg),
+        "upstream": run_id(up, cfg) if up else None,
+        "precision": cfg.precision(),
+        "task_version": task_version(spec.task(cfg), cfg),
+        "engine": ENGINE_VERSION,
+    }
+
+
+def run_id(stage_name: str, cfg: Config) -> str:
+    digest = hashlib.sha256(json.dumps(id_payload(stage_name, cfg), sort_keys=True).encode()).hexdigest()[:10]
+    return f"{slug(STAGES[stage_name].label(cfg))}-{digest}"
+
+
+def run_path(stage_name: str, cfg: Config) -> Path:
+    return runs.run_dir(cfg.runs_dir, stage_name, run_id(stage_name, cfg))
+
+
+def stage_config(stage_name: str, cfg: Config) -> dict:
+    """The fields a stage reads (its run folder's config.yaml)."""
+    return {f.name: getattr(cfg, f.name) for f in fields_of(stage_name)}
+
+
+def state(stage_name: str, cfg: Config, top: bool = True) -> tuple[str, str]:
+    """What `ensure` would do with this run, and why: ('reuse' | 'make' | 'remake', reason). A run asked for
+    directly (`top`) must have its model; one read only by the stage below counts with its metrics alone."""
+    path, spec = run_path(stage_name, cfg), STAGES[stage_name]
+    if not runs.is_complete(path):
+        return "make", "no complete run with this id" + (" (a killed run resumes)" if path.exists() else "")
+    problem = runs.damage(path, needs_model=spec.has_model and top)
+    if problem:
+        return "remake", f"it is marked DONE but {problem}"
+    return "reuse", f"a complete run has this id: {path}"
+
+
+def explain(stage_name: str, cfg: Config) -> dict:
+    """Everything that decides a run: its id, the hashed payload, and what `ensure` would do (with each upstream's)."""
+    return {
+        "stage": stage_name,
+        "run_id": run_id(stage_name, cfg),
+        "payload": id_payload(stage_name, cfg),
+        "chain": [
+            {"stage": s, "run_id": run_id(s, cfg), "action": state(s, cfg, s == stage_name)}
+            for s in chain(stage_name, cfg)
+        ],
+    }
+
+
+def ensure(stage_name: str, cfg: Config, *, on_update=None, _checked: bool = False) -> Path:
+    """The folder of the complete run of `stage_name` that `cfg` describes, made (with its upstream runs) if needed."""
+    from ..preflight import preflight  # why here: preflight reads task data; a reused run never needs it
+
+    spec = STAGES[stage_name]
+    dist.init_from_env(cfg.device)
+    path = run_path(stage_name, cfg)
+    # a top-level call wants what it asked for: a complete run without its model is made again
+    if dist.broadcast(runs.usable(path, needs_model=spec.has_model)):
+        return path
+    if not _checked:
+        preflight(cfg, stage_name)  # every name and model reference, before any upstream work
+    upstream_stage = spec.upstream(cfg)
+    upstream = {upstream_stage: ensure(upstream_stage, cfg, _checked=True)} if upstream_stage else {}
+    device = resolve_device(cfg.device)
+    with runs.locked(path) if dist.is_main() else nullcontext() as lock:
+        if dist.broadcast(runs.usable(path, needs_model=spec.has_model)):  # made by another process meanwhile
+            return path
+        if dist.is_main() and runs.is_complete(path):  # complete, but its model is gone or it is damaged: made again
+            log.warning("%s/%s is marked DONE but %s: making it again", stage_name, path.name,
+                        runs.damage(path, spec.has_model) or "its model is gone")  # fmt: skip
+            runs.reopen(path)
+        rank, world = dist.rank_world()
+        run = Run(path, device, upstream, {"seed": cfg.seed})
+        config = stage_config(stage_name, cfg)
+        with runs.open_run(path, config, device, run.seeds, write=run.writer) as provenance:
+            run.write_json("run_id.json", id_payload(stage_name, cfg))
+            spec.runner(cfg, run, **({"on_update": on_update} if on_update is not None else {}))
+            provenance["upstream"] = {k: v.name for k, v in upstream.items()} or None
+            provenance["world_size"] = world
+            provenance["engine_version"] = ENGINE_VERSION  # in the run id too; the report groups by it
+            dist.barrier()  # every rank is done computing before DONE marks the run complete
+        if run.writer:
+            shutil.rmtree(path / "checkpoints", ignore_errors=True)
+            runs.made(lock)
+    dist.barrier()
+    return path
