@@ -98,7 +98,10 @@ class Config:
     teacher_batch_size: int = opt(32, "examples per optimizer step (before accumulation)", low=1, section="teacher")
     # student
     student_arch: str = opt(
-        "l3-h384", "l<layers>-h<hidden>; registered: l3-h384, l6-h256, l6-h384, l12-h384", check=arch_problem, section="student"
+        "l3-h384",
+        "l<layers>-h<hidden>; registered: l3-h384, l6-h256, l6-h384, l12-h384",
+        check=arch_problem,
+        section="student",
     )
     student_heads: int | None = opt(
         None, "attention heads (default: the architecture table or hidden/64)", low=1, section="student"
