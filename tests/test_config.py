@@ -1,7 +1,11 @@
-"""Bad configs give one error that names the key, the value and what is allowed; run ids are stable."""
+"""Bad configs give one error that names the key, the value and what is allowed; run ids are stable, and see the
+compute precision and the task version."""
+
+import dataclasses
 
 import pytest
 
+from xdlib import tasks
 from xdlib.config import Config, ConfigError, load_config, load_params
 from xdlib.preflight import preflight
 from xdlib.stages import run_id
@@ -57,6 +61,13 @@ def test_hub_id_without_network_is_one_clear_message(monkeypatch):
         preflight(Config.from_dict({"teacher_model": "google/electra-base-discriminator"}), "teacher")
 
 
+def test_kl_on_a_regression_source_is_refused():
+    with pytest.raises(ConfigError, match="logit_loss='kl' is not allowed with source_task='toy-regression'"):
+        preflight(
+            Config(source_task="toy-regression", logit_loss="kl", student_init="random"), "distill", network=False
+        )
+
+
 def test_run_id_ignores_paths_and_progress_but_not_hyperparameters():
     base = Config()
     assert run_id("distill", base) == run_id("distill", Config(runs_dir="/elsewhere", progress=False, device="cpu"))
@@ -72,6 +83,17 @@ def test_baseline_finetune_ids_do_not_depend_on_distillation_settings():
     assert run_id("finetune", a) == run_id("finetune", a.replace(distill_lr=3e-5))
     assert run_id("finetune", a) != run_id("finetune", a.replace(student_arch="l2-h384"))
     assert run_id("finetune", Config()) != run_id("finetune", Config().replace(distill_lr=3e-5))
+
+
+def test_run_ids_see_compute_precision_and_task_version(monkeypatch):
+    cpu, cuda = Config(device="cpu"), Config(device="cuda")
+    assert cpu.precision() == "fp32" and cuda.precision() == "bf16"
+    assert run_id("distill", cpu) != run_id("distill", cuda) and run_id("teacher", cpu) != run_id("teacher", cuda)
+
+    before = run_id("distill", cpu)
+    task = tasks.TASKS.get("rt-polarity")
+    monkeypatch.setitem(tasks.TASKS._items, "rt-polarity", dataclasses.replace(task, version=task.version + ".1"))
+    assert run_id("distill", cpu) != before
 
 
 def test_yaml_include_and_override(tmp_path):

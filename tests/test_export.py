@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from xdlib import serve
-from xdlib.export import OPSET, _fp32_export_of, export
+from xdlib.deploy import serve
+from xdlib.deploy.export import OPSET, _fp32_export_of, export
 
 TEXTS = ["good film", "a bad , dull film with a good cast", "great", ("good plot", "bad acting")]
 

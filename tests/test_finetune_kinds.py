@@ -1,11 +1,13 @@
-"""Every task kind fine-tunes a tiny model end to end (stages.ensure) and beats chance on its test split."""
+"""Every task kind fine-tunes a tiny model end to end (stages.ensure) and beats chance on its test split; the heads
+and the fine-tuning stage: the selected weights' dev metrics, frozen word embeddings, an undistilled baseline's head
+(from finetune_seed), and an encoder that does not fit its head model (refused)."""
 
 import json
 from collections import Counter
 
 import pytest
 
-from xdlib.config import Config
+from xdlib.config import Config, ConfigError
 from xdlib.stages import ensure, id_payload, run_id
 from xdlib.tasks import get_task
 
@@ -91,3 +93,44 @@ def test_frozen_word_embeddings_stay_as_loaded(base_params, tiny_encoder, tmp_pa
     assert torch.equal(model.get_input_embeddings().weight, words)
     assert not torch.equal(model.base_model.encoder.layer[0].output.dense.weight, layer)
     assert evaluate(model, tok, task, data["test"], 32, cpu)["accuracy"] > chance("toy-sentiment") + 0.2
+
+
+def test_the_undistilled_baseline_head_comes_from_finetune_seed(monkeypatch, base_params, tmp_path):
+    import torch
+
+    from xdlib import models
+    from xdlib.stages import finetune
+
+    heads = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(model, *args, **kwargs):
+        heads.append({k: v.clone() for k, v in models.head_module(model).state_dict().items()})
+        raise Stop
+
+    monkeypatch.setattr(finetune, "fit_task", capture)
+    for seed in (0, 1):
+        cfg = Config.from_dict(base_params | {"student": "undistilled", "seed": seed, "finetune_seed": 5})
+        run = type("Run", (), {"device": torch.device("cpu"), "upstream": {}, "seeds": {}, "path": tmp_path})()
+        with pytest.raises(Stop):
+            finetune.finetune_student(cfg, run)
+    assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])  # the same head for either seed
+
+
+def test_an_encoder_that_does_not_fit_the_head_model_is_refused(monkeypatch, tiny_encoder):
+    import torch
+
+    from xdlib import heads, models
+
+    real = models.pretrained
+
+    def with_an_extra_key(cls, path, **kwargs):
+        encoder = real(cls, path, **kwargs)
+        encoder.register_buffer("adapter_scale", torch.ones(1))  # a key the head model's encoder does not have
+        return encoder
+
+    monkeypatch.setattr(models, "pretrained", with_an_extra_key)
+    with pytest.raises(ConfigError, match="does not fit a sequence model: .*unexpected \\['adapter_scale'\\]"):
+        heads.fresh_head_from(str(tiny_encoder), "sequence", 2, 0)

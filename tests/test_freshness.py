@@ -167,8 +167,8 @@ def test_an_export_of_weights_since_remade_is_redone(tmp_path, tiny_encoder):
     """RUN_DIR/onnx records the digest of the weights it was exported from: after the run's model is remade it is
     neither quantised to int8 nor reused, but exported again; an export of the current weights is reused."""
     pytest.importorskip("onnxruntime")
-    from xdlib import serve
-    from xdlib.export import _fp32_export_of, export
+    from xdlib.deploy import serve
+    from xdlib.deploy.export import _fp32_export_of, export
 
     run = tmp_path / "run"
     runs.save_hf(*_classifier(tiny_encoder, seed=0), run / "model")
@@ -178,7 +178,7 @@ def test_an_export_of_weights_since_remade_is_redone(tmp_path, tiny_encoder):
     runs.save_hf(*_classifier(tiny_encoder, seed=1), run / "model")  # the run remade: other weights
     assert _fp32_export_of(run, run / "model") is None, "int8 would quantise the old weights' graph"
 
-    from xdlib.export import exported
+    from xdlib.deploy.export import exported
 
     texts = ["good film", "a bad , dull film", "great"]
     assert exported(run) == run / "onnx"

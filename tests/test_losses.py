@@ -1,11 +1,14 @@
-"""Each loss against values worked out by hand on small tensors."""
+"""Each loss against values worked out by hand on small tensors; the label loss sees only labelled rows of a batch
+(`data.collate` marks the others)."""
 
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from xdlib import losses
+from xdlib.data import collate
 
 
 def test_hidden_mse_by_hand_with_masking():
@@ -72,6 +75,29 @@ def test_label_loss_cross_entropy_and_regression():
     tokens = torch.tensor([[[0.0, 0.0], [9.0, 0.0]]])
     assert losses.label_loss(tokens, torch.tensor([[0, -100]])).item() == pytest.approx(math.log(2))
     assert losses.label_loss(torch.tensor([[1.0], [3.0]]), torch.tensor([0.0, 1.0])).item() == pytest.approx(2.5)
+
+
+def test_a_batch_mixing_labelled_and_unlabelled_rows_keeps_its_labels():
+    """Joint mode: source rows (labelled) and augmentation rows (not) in one batch; the label loss sees the first."""
+    rows = [{"input_ids": [2, 5, 3], "units": [0], "label": 1}, {"input_ids": [2, 6, 7, 3], "units": [0]}]
+    batch = collate(rows, pad_id=0)
+    assert batch["labels"].tolist() == [1, -100]
+    logits = torch.tensor([[0.0, 2.0], [5.0, -5.0]])
+    expected = -math.log(math.exp(2.0) / (1 + math.exp(2.0)))  # row 0 only, by hand
+    assert losses.label_loss(logits, batch["labels"]).item() == pytest.approx(expected, abs=1e-6)
+    regression = collate([dict(rows[0], label=0.5), rows[1]], pad_id=0)["labels"]
+    assert regression[0].item() == 0.5 and math.isnan(regression[1].item())
+    loss = losses.label_loss(torch.tensor([[1.5], [9.0]]), regression)
+    assert loss.item() == pytest.approx(1.0)  # (1.5 - 0.5)^2, the unlabelled row ignored
+    tags = collate([{"input_ids": [2, 5, 6, 3], "units": [1, 2], "label": [1, 0]}, rows[1]], pad_id=0)["labels"]
+    assert tags.tolist() == [[1, 0], [-100, -100]]
+
+
+def test_a_batch_without_any_label_costs_nothing():
+    assert losses.label_loss(torch.randn(2, 3), torch.tensor([-100, -100])).item() == 0.0
+    assert losses.label_loss(torch.randn(2, 1), torch.tensor([float("nan")] * 2)).item() == 0.0
+    logits, labels = torch.randn(4, 3), torch.tensor([0, 2, 1, 1])
+    assert losses.label_loss(logits, labels).item() == pytest.approx(F.cross_entropy(logits, labels).item(), abs=1e-6)
 
 
 def test_logit_loss_registry_lists_names():

@@ -2,7 +2,7 @@
 them): dev-score tables beside the test ones; a row is every run whose run id is the same but for the seeds; a
 control is matched on every field of its own run id or named missing; differences are paired by (target, seed), each
 seed's averaged over the targets, with a 95% t interval over the seeds; a one-seed row has no ±; a training is
-counted once."""
+counted once; the headline and architecture tables never average different students."""
 
 import json
 import math
@@ -14,7 +14,8 @@ import yaml
 
 from xdlib import report
 from xdlib.config import Config
-from xdlib.report import build_report
+from xdlib.headline import headline_table
+from xdlib.report import architecture_table, build_report
 
 BASE = Config().to_dict() | {"source_task": "src", "max_train_samples": 2000, "target_max_train_samples": 600,
                                      "augmentation": ["plot-sentences"], "progress": False}  # fmt: skip
@@ -86,7 +87,7 @@ def store(tmp_path_factory):
     _finetunes(runs, "teacher300", "teacher", None, {"ta": [80, 81], "tb": [85, 86]}, (0, 1),
                target_max_train_samples=300)  # fmt: skip
     with pytest.MonkeyPatch.context() as patch:  # the figures are not what is tested here: 3 s saved
-        patch.setattr(report, "figures", lambda *args: [])
+        patch.setattr(report.figures, "figures", lambda *args: [])
         build_report(runs, tmp_path / "results")
     return tmp_path / "results" / "tables"
 
@@ -186,7 +187,7 @@ def test_two_versions_of_a_target_task_or_of_the_engine_never_pool(tmp_path, mon
     _finetunes(runs, "main", "distilled", "d2000", {"ta": [60], "tb": [70]})
     _finetunes(runs, "main", "distilled", "d2000", {"ta": [64]}, version=2)
     _finetunes(runs, "engine2", "distilled", "d2000", {"ta": [62, 66], "tb": [72, 73]}, (0, 1), engine=2)
-    monkeypatch.setattr(report, "figures", lambda *args: [])
+    monkeypatch.setattr(report.figures, "figures", lambda *args: [])
     build_report(runs, tmp_path / "results")
     long = pd.read_csv(tmp_path / "results" / "tables" / "results_long.csv")
     main = long[long["variant"] == MAIN[:-1] + ", engine_version=1)"].set_index("target_task")
@@ -266,7 +267,7 @@ def test_a_training_is_counted_once_whatever_its_run_ids(tmp_path):
     _finetunes(runs, "twin-unset", "undistilled", None, {"ta": [58], "tb": [69]}, (None,))
     _finetunes(runs, "twin-seed1", "undistilled", None, {"ta": [61], "tb": [73]}, (None,), seed=1)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(report, "figures", lambda *args: [])
+        patch.setattr(report.figures, "figures", lambda *args: [])
         build_report(runs, tmp_path / "results")
     tables = tmp_path / "results" / "tables"
     long = pd.read_csv(tables / "results_long.csv").set_index(["variant", "target_task"])
@@ -287,3 +288,26 @@ def test_a_search_grid_names_every_value_it_searched(tmp_path):
         _finetunes(runs, f"lr{lr}", "distilled", "d2000", {"ta": [60, 62]}, (0, 1), distill_lr=lr)
     labels = set(report.finetune_scores(report.collect(runs))["variant"])
     assert labels == {f"{MAIN[:-1]}, distill_lr={lr})" for lr in ("0.0001", "5e-05")}, labels
+
+
+def test_headline_and_architectures_never_average_different_students():
+    """Bug 6: two augmentations of one architecture and source are two rows, each the mean of its own seeds."""
+    rows = []
+    for aug, run, base in (("-", "d1", 60.0), ("plot-sentences", "d2", 80.0)):
+        for seed, (task, bump) in enumerate([("sst2", 0.0), ("sst2", 2.0), ("rte", 10.0)]):
+            rows.append({"stage": "finetune", "student": "distilled", "student_arch": "l6-h256", "source_task": "sst2",
+                         "augmentation": aug, "target_task": task, "seed": seed % 2, "score": base + bump,
+                         "m_parameters": 13e6, "m_distill_run": run,
+                         "variant": f"l6-h256 distilled from sst2 ({'source only' if aug == '-' else '+' + aug})"})  # fmt: skip
+    ft = pd.DataFrame(rows)
+    ours = headline_table(ft).query("model.str.startswith('ours')")
+    assert list(ours["SST2"]) == ["81.0", "61.0"] and list(ours["RTE"]) == ["90.0", "70.0"]  # before: one row, 71
+    assert ours["model"].str.contains(r"\(source only\); mean over 2 seeds").tolist() == [False, True]
+    dist = pd.DataFrame([{"stage": "distill", "run_id": run, "source_task": "sst2", "student_arch": "l6-h256",
+                          "student_init": "random", "student_embeddings": "random", "augmentation": aug, "seed": 0,
+                          "m_parameters": 13e6, "m_teacher_parameters": 1e8, "m_flops_ratio": 8.0, "m_speedup": 5.0,
+                          "m_main_metric": "accuracy", "m_test_accuracy": 0.8} for run, aug in
+                         (("d1", "-"), ("d2", "plot-sentences"))])  # fmt: skip
+    arch = architecture_table(dist, ft)
+    # each target weighs the same: (61 + 70) / 2, not the mean of three runs (two of them sst2)
+    assert list(arch["mean_over_targets"]) == [65.5, 85.5] and list(arch["finetunes"]) == [3, 3]

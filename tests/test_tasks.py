@@ -1,5 +1,5 @@
-"""Task readers (offline data, local files, the allennlp format fixtures), leakage removal, QA features and
-augmentation resources."""
+"""Task readers (offline data, local files, the allennlp format fixtures), leakage removal, a source's evaluation
+rows (the same whatever the seed), QA features and augmentation resources."""
 
 import json
 import zipfile
@@ -11,7 +11,7 @@ from xdlib.config import Config, ConfigError, load_config
 from xdlib.preflight import preflight
 from xdlib.qa import encode_qa
 from xdlib.tasks import DataError, get_task, normalise, row_texts
-from xdlib.transfer import AugmentOptions, augmentation_rows, held_out_text, transfer_set
+from xdlib.transfer import AugmentOptions, augmentation_rows, held_out_text, load_source, transfer_set
 
 # split sizes after dedupe and leakage removal (pinned wheels, deterministic hash splits)
 OFFLINE_SIZES = {
@@ -97,6 +97,12 @@ def test_a_run_loads_only_the_pools_its_transfer_set_draws_on(monkeypatch):
         assert loaded == ["trec6"]  # not the five other offline tasks
     finally:
         base.held_out_keys.cache_clear()
+
+
+def test_evaluation_rows_do_not_depend_on_the_seed():
+    data = [load_source(Config(seed=s, max_eval_samples=20), "toy-sentiment", 50) for s in (0, 1)]
+    assert data[0]["dev"] == data[1]["dev"] and data[0]["test"] == data[1]["test"]
+    assert data[0]["train"] != data[1]["train"]  # the training sample still follows the seed
 
 
 def test_corpora_are_real_and_shaped_like_the_source():
@@ -249,11 +255,13 @@ def test_doc_stride_windows_cover_the_answer(tiny_encoder):
 
 
 def test_mlm_augmentation_replaces_words_with_a_real_masked_lm(tmp_path, tiny_encoder):
+    import torch
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
     tok = AutoTokenizer.from_pretrained(tiny_encoder)
     cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=128)  # fmt: skip
+    torch.manual_seed(0)  # the random masked LM's weights, whatever the tests before this one drew from torch
     BertForMaskedLM(cfg).save_pretrained(tmp_path / "mlm")
     tok.save_pretrained(tmp_path / "mlm")
     source = [{"text": "the movie was really good and the music was fun"}, {"words": ["the", "plot", "was", "dull"]}]

@@ -8,7 +8,7 @@ sweep <params.yaml> [--dry-run] [--executor inline|direct|local|slurm] [--worker
                                    every cell of the grid through the notebooks (papermill); status table
 report [--runs D] [--out D]        tables and figures from the complete runs only
 bench [--quick] [--device D]       speed benchmark: ratios vs naive KD, teachers and the matmul peak
-export RUN_DIR [--int8] [--out D] [--force]  a run's model as an ONNX folder (xdlib.serve.load predicts with it)
+export RUN_DIR [--int8] [--out D] [--force]  a run's model as an ONNX folder (xdlib.deploy.serve.load predicts with it)
 study <params.yaml>                sweep, then report (what `make study` runs)
 """
 
@@ -176,7 +176,8 @@ def cmd_explain(args) -> int:
     if folder.is_dir():
         stage = folder.parent.name
         if stage not in STAGES or not (folder / "config.yaml").is_file():
-            raise ConfigError(f"{str(folder)!r} is not a run folder; allowed: results/runs/<stage>/<run_id>")
+            raise ConfigError(f"{str(folder)!r} is not a run folder; allowed: a run folder (results/runs/<stage>/"
+                              f"<run_id>, with its config.yaml) or a stage ({', '.join(STAGES)}) with -p")  # fmt: skip
         values = yaml.safe_load((folder / "config.yaml").read_text()) | parse_overrides(args.overrides)
         cfg = Config.from_dict(values | {"runs_dir": str(folder.parent.parent)}, stage)
     elif args.target in STAGES:
@@ -219,8 +220,8 @@ def _write_raw(report: dict, out: str, kind: str) -> None:
 
 def cmd_bench(args) -> int:
     if args.scale:
-        from .scale import format_scale
-        from .scale import run as run_scale
+        from .bench.scale import format_scale
+        from .bench.scale import run as run_scale
 
         try:
             sizes = [int(x) for x in args.scale_rows.split(",") if x.strip()]
@@ -232,7 +233,7 @@ def cmd_bench(args) -> int:
         print(format_scale(report))
         _write_raw(report, args.out, "scale")
     elif args.speed:
-        from .speed import run as run_speed
+        from .bench.speed import run as run_speed
 
         report = run_speed(rows=args.speed_rows, device=args.device)
         print(report["profile"])
@@ -249,7 +250,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export
+    from .deploy.export import export
 
     print(export(args.run_dir, args.out, int8=args.int8, force=args.force))
     return 0

@@ -341,3 +341,8 @@ def transfer_markdown(table: pd.DataFrame, split: str = "test") -> str:
     out["per target vs twin"] = table["vs_undistilled_per_target"]
     scores = "test" if split == "test" else f"{split} (the split fine-tuning selects on)"
     return pd.DataFrame(out).to_markdown(index=False) + f"\n\nScores: {scores}, x100. {TRANSFER_NOTE}"
+
+
+def target_column(frame: pd.DataFrame) -> pd.Series:
+    """The target column of each run (`finetune_scores`' `target`; target_task for frames made without it)."""
+    return frame["target"] if "target" in frame else frame["target_task"]

@@ -32,24 +32,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from . import comparison
+from . import comparison, figures
 from .comparison import flat as _flat
-from .comparison import transfer_markdown, transfer_table
+from .comparison import target_column, transfer_markdown, transfer_table
 from .config import Config
+from .headline import headline_table
 
-# docs/paper.md, "Headline results": GLUE dev accuracy, SQuAD v2 F1 (the MiniLM paper's baselines included)
-PAPER_COLUMNS = ("mnli", "qnli", "qqp", "rte", "sst2", "mrpc", "squad_v2")
-PAPER_HEADLINE = {
-    # model: (params, speedup, MNLI, QNLI, QQP, RTE, SST-2, MRPC, SQuAD2)
-    "BERT-base": ("109M", "1x", 84.5, 91.7, 91.3, 68.6, 93.2, 87.3, 76.8),
-    "DistilBERT": ("66M", "2x", 82.2, 89.2, 88.5, 59.9, 91.3, 87.5, 70.7),
-    "TinyBERT": ("66M", "2x", 83.5, 90.5, 90.6, 72.2, 91.6, 88.4, 73.1),
-    "MiniLM 6x768": ("66M", "2x", 84.0, 91.0, 91.0, 71.5, 92.0, 88.4, 76.4),
-    "MiniLM 6x384": ("22M", "5.3x", 82.8, 90.3, 90.6, 68.9, 91.3, 86.6, 72.9),
-    "XtremeDistil l6-h256": ("13M", "8.7x", 83.9, 89.5, 90.6, 80.1, 91.2, 90.0, 74.1),
-    "XtremeDistil l6-h384": ("22M", "5.3x", 85.4, 90.3, 91.0, 80.9, 92.3, 90.0, 76.6),
-    "XtremeDistil l12-h384": ("33M", "2.7x", 87.2, 91.9, 91.3, 85.6, 93.1, 90.4, 80.2),
-}
 log = logging.getLogger(__name__)
 TABLES = ("results_matrix", "results_long", "augmentation", "architectures", "headline", "runs")
 
@@ -212,7 +200,7 @@ def one_per_training(ft: pd.DataFrame) -> pd.DataFrame:
     if ft.empty:
         return ft
     seed = ft["seed"] if "seed" in ft else pd.Series(0, index=ft.index)
-    target = _column(ft) if "target" in ft or "target_task" in ft else pd.Series("", index=ft.index)
+    target = target_column(ft) if "target" in ft or "target_task" in ft else pd.Series("", index=ft.index)
     same = pd.DataFrame({"row": comparison.row_keys(ft), "target": target.astype(str),
                          "seed": seed.map(comparison.setting_text), "fseed": comparison.finetune_seed(ft)})  # fmt: skip
     order = ft["run_id"].astype(str).sort_values(kind="stable").index if "run_id" in ft else ft.index
@@ -264,16 +252,11 @@ def results_tables(ft: pd.DataFrame, split: str = "test") -> tuple[pd.DataFrame,
     return long, matrix, md.to_markdown() + f"\n\n{scores} score x100. {MATRIX_NOTE}"
 
 
-def _column(frame: pd.DataFrame) -> pd.Series:
-    """The target column of each run (`finetune_scores`' `target`; target_task for frames made without it)."""
-    return frame["target"] if "target" in frame else frame["target_task"]
-
-
 def augmentation_table(ft: pd.DataFrame) -> pd.DataFrame:
     dist = ft[ft["student"] == "distilled"]
     if dist.empty:
         return pd.DataFrame()
-    dist = dist.assign(target_task=_column(dist))
+    dist = dist.assign(target_task=target_column(dist))
     keys = ["source_task", "student_arch", "augmentation", "variant", "target_task"]  # variant: the whole row key
     table = dist.groupby(keys)["score"].apply(_mean_std).unstack().reset_index()
     return table.sort_values(keys).reset_index(drop=True)
@@ -316,115 +299,15 @@ def architecture_table(frame: pd.DataFrame, ft: pd.DataFrame, split: str = "test
                     f"teacher_source_{split}": teacher,
                     "retention": retention,
                     "finetune_variant": variant,
-                    "targets": _column(fine).nunique() if len(fine) else 0,
+                    "targets": target_column(fine).nunique() if len(fine) else 0,
                     "finetunes": len(fine),
                     # each target weighs the same: the mean over targets of the mean over that target's fine-tunings
-                    "mean_over_targets": fine.groupby(_column(fine))["score"].mean().mean() if len(fine) else np.nan,
+                    "mean_over_targets": fine.groupby(target_column(fine))["score"].mean().mean()
+                    if len(fine)
+                    else np.nan,
                 }
             )
     return pd.DataFrame(rows)
-
-
-# The paper's rows are MNLI-distilled students on full data: ours are set beside them (with a delta) only when the
-# same holds, i.e. MNLI source, no caps, and a teacher trained on (nearly) all of MNLI's 392,702 training pairs
-# (5% of them are our dev split). Anything else is labelled toy size and shown without a delta.
-CAPS = ("max_train_samples", "max_eval_samples", "target_max_train_samples")
-PAPER_SCALE_TEACHER_EXAMPLES = 350_000
-
-
-def _paper_scale(mine: pd.DataFrame, frame: pd.DataFrame) -> bool:
-    if set(mine["source_task"]) != {"mnli"} or any(c in mine and mine[c].notna().any() for c in CAPS):
-        return False
-    teachers = frame[(frame["stage"] == "teacher") & (frame["source_task"] == "mnli")]
-    examples = teachers["m_train_examples"] if "m_train_examples" in teachers else pd.Series(dtype=float)
-    return bool(len(examples)) and examples.min() >= PAPER_SCALE_TEACHER_EXAMPLES
-
-
-def headline_table(ft: pd.DataFrame, frame: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Paper rows as printed, then ours, one row per distilled variant (architecture, source, augmentation and
-    recipe: never averaged across them), the mean over its seeds on the paper's columns, with the delta vs the
-    paper's row of the same architecture only at paper scale (see above); n/a where we have no run. Rows that are
-    not at paper scale say "toy size" and carry no delta."""
-    frame = ft if frame is None else frame
-    cols = [c.upper() if c != "squad_v2" else "SQuAD2" for c in PAPER_COLUMNS]
-    rows = []
-    for model, (params, speed, *values) in PAPER_HEADLINE.items():
-        rows.append({"model": f"paper: {model}", "params": params, "speedup": speed,
-                     **{c: f"{v:.1f}" for c, v in zip(cols, values)}, "Avg": f"{np.mean(values):.1f}"})  # fmt: skip
-    dist = ft[ft["student"] == "distilled"] if not ft.empty else ft
-    for variant in sorted(set(dist["variant"])) if not dist.empty else []:  # like with like: one recipe per row
-        mine = dist[dist["variant"] == variant]
-        arch = mine["student_arch"].iloc[0]
-        comparable = _paper_scale(mine, frame)
-        paper = PAPER_HEADLINE.get(f"XtremeDistil {arch}") if comparable else None
-        cells, ours = {}, []
-        for col, task, i in zip(cols, PAPER_COLUMNS, range(len(cols))):
-            scores = mine[_column(mine) == task]["score"]  # one task version: 'task vN' columns match none
-            if scores.empty:
-                cells[col] = "n/a"
-                continue
-            ours.append(scores.mean())
-            delta = f" ({scores.mean() - paper[2 + i]:+.1f})" if paper else ""
-            cells[col] = f"{scores.mean():.1f}{delta}"
-        avg = f"{np.mean(ours):.1f}" if len(ours) == len(cols) else "n/a"
-        seeds = comparison.finetune_seed(mine).nunique()
-        label = f"ours: {variant}; mean over {seeds} seed{'s' if seeds > 1 else ''}"
-        label += "" if comparable else " (toy size: not comparable)"
-        rows.append({"model": label, "params": f"{mine['m_parameters'].iloc[0] / 1e6:.0f}M",
-                     "speedup": "see architectures", **cells, "Avg": avg})  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-def _save(fig, path: Path) -> Path:
-    """Write a figure without a version stamp (so reruns are byte-identical) and close it."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, metadata={"Software": None})
-    plt.close(fig)
-    return path
-
-
-def figures(matrix: pd.DataFrame, ft: pd.DataFrame, arch: pd.DataFrame, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    written = []
-    if not matrix.empty:
-        fig, ax = plt.subplots(figsize=(1.6 + 1.1 * matrix.shape[1], 1.0 + 0.45 * matrix.shape[0]))
-        sns.heatmap(matrix, annot=True, fmt=".1f", cmap="viridis", cbar_kws={"label": "test score x100"}, ax=ax)
-        ax.set_xlabel("target task")
-        ax.set_ylabel("")
-        ax.set_title("Transfer: each model fine-tuned on each target")
-        written.append(_save(fig, out / "transfer_matrix.png"))
-    dist = ft[ft["student"] == "distilled"] if not ft.empty else ft
-    if not dist.empty:  # like with like: students whose source, architecture and recipe match, augmentation varies
-        dist = dist[~dist["variant"].str.contains("=")]
-        varied = dist.groupby(["source_task", "student_arch"])["augmentation"].transform("nunique") > 1
-        dist = dist[varied]
-    if not dist.empty and dist["augmentation"].nunique() > 1:
-        dist = dist.assign(target_task=_column(dist))
-        fig, ax = plt.subplots(figsize=(1.5 + 1.3 * dist["target_task"].nunique(), 3.5))
-        sns.barplot(data=dist.sort_values(["target_task", "augmentation"]), x="target_task", y="score",
-                    hue="augmentation", errorbar="sd", ax=ax)  # fmt: skip
-        ax.set_ylabel("test score x100 (mean, bars: sd over seeds)")
-        ax.set_title("Augmentation resources in the transfer set")
-        written.append(_save(fig, out / "augmentation.png"))
-    if not arch.empty:
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for _, row in arch.iterrows():
-            ax.scatter(row["parameters_M"], row["mean_over_targets"])
-            ax.annotate(
-                f"{row['arch']} {row['speedup_measured']:.1f}x", (row["parameters_M"], row["mean_over_targets"])
-            )
-        ax.set_xlabel("student parameters (M)")
-        ax.set_ylabel("mean over targets, test score x100")
-        ax.set_title("Architectures (label: measured speedup)")
-        written.append(_save(fig, out / "architectures.png"))
-    return written
 
 
 def _write(
@@ -463,7 +346,7 @@ def build_report(runs_dir: str | Path = "results/runs", out_dir: str | Path = "r
         written += _write(arch, where, "architectures")
         written += _write(headline_table(ft, frame), where, "headline")
         if split == "test":
-            written += figures(matrix, ft, arch, figs)
+            written += figures.figures(matrix, ft, arch, figs)
     # runs.csv: every config field, metric and provenance field of every run (the run store itself, with its
     # weights, is not committed); runs.md: the columns a reader scans
     keep = ["stage", "run_id", "source_task", "target_task", "student", "student_arch", "augmentation", "seed",

@@ -9,16 +9,17 @@ import torch
 
 from .. import __version__, models, runs
 from ..architectures import parse_arch
+from ..bench.timing import inference_seconds
 from ..config import Config
 from ..data import encode
 from ..devices import compute_precision
 from ..errors import ConfigError
 from ..heads import agreement, evaluate, evaluate_splits
-from ..kd import DistillModule, build_teacher_cache, cache_key, distil, plan_phases
+from ..kd import DistillModule, distil, plan_phases
 from ..metrics import constant_baseline
 from ..models import HiddenProjection, layer_map, load_with_head
 from ..tasks import get_task
-from ..timing import inference_seconds
+from ..teacher_cache import build_teacher_cache, cache_key
 from ..transfer import augment_options, held_out_text, load_source, offline_pools, transfer_set
 from .base import loop_settings, stage, student_for
 

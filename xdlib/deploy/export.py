@@ -1,5 +1,5 @@
 """Export a run's model to ONNX (`torch.onnx.export`, the dynamo exporter) and quantise it to int8 (onnxruntime's
-`quantize_dynamic`): a folder that onnxruntime loads with the model's tokenizer (`xdlib.serve.load`).
+`quantize_dynamic`): a folder that onnxruntime loads with the model's tokenizer (`xdlib.deploy.serve.load`).
 
 `python -m xdlib export RUN_DIR [--int8] [--out DIR] [--force]`. The folder holds `model.onnx` (fp32, or int8
 weights with --int8), the tokenizer files, the model's `config.json` and `export.json` (source run, the digest of
@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from ..errors import UserError
 
 OPSET = 18
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -45,7 +45,7 @@ def run_config(run_dir: Path) -> dict:
 def run_task(run_dir: Path, config: dict | None = None):
     """The task a run's model predicts (its target, or a teacher's or student's source; local tasks too), or None
     for a folder that is not a run."""
-    from .tasks import get_task
+    from ..tasks import get_task
 
     config = run_config(run_dir) if config is None else config
     name = config.get("target_task") or config.get("source_task")
@@ -93,7 +93,7 @@ def _current_meta(folder: Path, model_dir: Path) -> dict | None:
     """export.json of `folder` when it holds a complete export (model.onnx) of `model_dir` as its weights are now
     (the digest it recorded, `runs.weights_digest`) at our opset, else None: an export of weights since remade
     is never reused."""
-    from .runs import weights_digest
+    from ..runs import weights_digest
 
     try:
         meta = json.loads((folder / "export.json").read_text())
@@ -143,9 +143,9 @@ def export(run_dir: str | Path, out: str | Path | None = None, int8: bool = Fals
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from . import __version__
-    from .models import pretrained
-    from .runs import weights_digest
+    from .. import __version__
+    from ..models import pretrained
+    from ..runs import weights_digest
 
     weights = weights_digest(model_dir)  # before reading them: an export never records newer weights than its own
     model = pretrained(AutoModelForSequenceClassification, model_dir).eval()

@@ -67,11 +67,11 @@ def measure(rows: int, work: Path, updates: int = 300, batch_size: int = 32) -> 
     from datasets import Dataset, disable_progress_bars
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-    from .data import encode_set
-    from .kd import DistillModule, Phase, build_teacher_cache, distil
-    from .models import HiddenProjection, layer_map, seeded
-    from .tasks import Task
-    from .train import LoopSettings
+    from ..data import encode_set
+    from ..kd import DistillModule, Phase, build_teacher_cache, distil
+    from ..models import HiddenProjection, layer_map, seeded
+    from ..tasks import Task
+    from ..train import LoopSettings
 
     disable_progress_bars()
     tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *WORDS])})
@@ -139,7 +139,8 @@ def run(sizes: list[int]) -> dict:
     for rows in sizes:
         with tempfile.TemporaryDirectory(prefix="xdlib-scale-") as work:
             out = Path(work) / "result.json"
-            command = [sys.executable, "-m", "xdlib.scale", "--rows", str(rows), "--work", work, "--out", str(out)]
+            flags = ["--rows", str(rows), "--work", work, "--out", str(out)]
+            command = [sys.executable, "-m", "xdlib.bench.scale", *flags]
             subprocess.run(command, check=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
             results.append(json.loads(out.read_text()))
     by_rows = {r["rows"]: r for r in results}

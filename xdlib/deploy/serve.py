@@ -1,7 +1,7 @@
 """Predict with a model folder the same way whatever it holds: an HF folder (PyTorch) or an exported ONNX folder
-(onnxruntime, fp32 or int8; `xdlib.export`).
+(onnxruntime, fp32 or int8; `xdlib.deploy.export`).
 
-    from xdlib import serve
+    from xdlib.deploy import serve
     model = serve.load("results/runs/distill/<run>/onnx-int8")
     model.predict(["a gripping film", "dull"])          # class ids (regression: floats)
     model.predict([("a question?", "a passage")])         # pairs
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
 
 
 class Predictor:
@@ -66,7 +66,7 @@ def load(path: str | Path, max_length: int = 128, batch_size: int = 32, threads:
         import torch
         from transformers import AutoModelForSequenceClassification
 
-        from .models import pretrained
+        from ..models import pretrained
 
         model = pretrained(AutoModelForSequenceClassification, path).eval()
 

@@ -9,7 +9,7 @@ then measure its teachers on their source task and every fine-tuned model on its
 
 For each run: export ONNX fp32 and int8 (kept in RUN_DIR/onnx and RUN_DIR/onnx-int8; reused while the run's
 weights are those they were exported from), predict the test rows the run was scored on (its max_eval_samples
-draw, at its max_length) with PyTorch fp32, ONNX fp32 and ONNX int8 (`xdlib.serve`), and time each at batch 1 and
+draw, at its max_length) with PyTorch fp32, ONNX fp32 and ONNX int8 (`xdlib.deploy.serve`), and time each at batch 1 and
 batch 32 on those test sentences (real lengths, each batch padded to its longest). All models are timed in turn in
 one process; threads are recorded.
 Writes `<out>/tables/deploy.csv|md` (the table and the targets) and `<out>/benchmarks/deploy-<date>.json` (every
@@ -37,7 +37,7 @@ SPEEDUP_B1, MEAN_DELTA, WORST_DELTA = 2.0, -0.5, -1.5
 
 def _latency(predictor, texts: list, batch: int, repeats: int) -> float:
     """Median seconds per call of `batch` texts, over consecutive slices of the test texts (one warm-up call)."""
-    from .timing import timed
+    from ..bench.timing import timed
 
     predictor.batch_size = batch
     slices = [texts[i : i + batch] for i in range(0, len(texts) - batch + 1, batch)][:repeats]
@@ -58,8 +58,9 @@ def measure(run_dir: Path, rows: int | None = None, threads: int | None = None) 
     """Scores, agreement and latencies of one run's model as PyTorch fp32, ONNX fp32 and ONNX int8."""
     import torch
 
-    from . import metrics, serve
-    from .data import cap
+    from .. import metrics
+    from ..data import cap
+    from . import serve
     from .export import exported, run_config, run_task
 
     run_dir = Path(run_dir)
@@ -106,10 +107,10 @@ class SweepFailed(RuntimeError):
 
 def sweep_runs(params: str, overrides: dict | None = None, executor: str = "inline") -> list[Path]:
     """A params file's teacher runs, then its fine-tuning runs, after its sweep made whatever was missing."""
-    from .errors import UserError
+    from ..errors import UserError
+    from ..sweep import plan, sweep
+    from ..tasks import get_task
     from .export import KINDS
-    from .sweep import plan, sweep
-    from .tasks import get_task
 
     _name, configs, _settings = plan(params, overrides)  # every check before the sweep trains anything
     without = sorted({c.target_task for c in configs if not c.save_model})
@@ -133,8 +134,8 @@ def sweep_runs(params: str, overrides: dict | None = None, executor: str = "inli
 
 def _labels(run_dirs: list[Path]) -> dict[str, str]:
     """run id -> the model's name as the study's tables write it (variant, with its departing settings)."""
-    from .report import collect, finetune_scores
-    from .stages import STAGES
+    from ..report import collect, finetune_scores
+    from ..stages import STAGES
 
     labels = {}
     for runs_dir in {p.parent.parent for p in run_dirs if p.parent.name in STAGES}:  # a run store's runs only
@@ -210,7 +211,7 @@ def run(run_dirs: list[Path], rows: int | None = None, threads: int | None = Non
     """Measure every run, write the table, the targets and the raw JSON; returns (table, targets, json path)."""
     import torch
 
-    from .runs import atomic_write, environment
+    from ..runs import atomic_write, environment
 
     results = []
     for path in run_dirs:
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default="results", help="tables/deploy.* and benchmarks/deploy-<date>.json go here")
     args = parser.parse_args(argv)
-    from .errors import UserError, one_line
+    from ..errors import UserError, one_line
     from .export import check, run_task
 
     try:
@@ -266,7 +267,3 @@ def main(argv: list[str] | None = None) -> int:
     print(checks.to_string(index=False))
     print(f"table: {Path(args.out) / 'tables' / 'deploy.md'}; raw: {raw}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -36,7 +36,7 @@ def _setup(rows: int, teacher_shape: dict, student_shape: dict, seed: int = 0):
     from datasets import Dataset
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-    from .models import seeded
+    from ..models import seeded
 
     rng = random.Random(seed)
     texts = [" ".join(rng.choices(WORDS, k=rng.randint(8, 60))) for _ in range(rows)]
@@ -50,8 +50,8 @@ def _setup(rows: int, teacher_shape: dict, student_shape: dict, seed: int = 0):
 
 def naive(texts, tokenizer, teacher, student, batch_size: int, max_length: int, device, bf16: bool) -> dict:
     """Teacher forward on every step, padded to max_length; hidden (top-aligned [CLS] states) then logits."""
-    from . import losses
-    from .models import HiddenProjection, layer_map
+    from .. import losses
+    from ..models import HiddenProjection, layer_map
 
     start = time.perf_counter()
     teacher.to(device).eval()
@@ -89,10 +89,10 @@ def naive(texts, tokenizer, teacher, student, batch_size: int, max_length: int, 
 
 def ours(dataset, tokenizer, teacher, student, batch_size: int, max_length: int, device, work: Path) -> dict:
     """The library's path: Arrow tokenisation, the teacher cache (only the layers used), then `distil`."""
-    from .kd import DistillModule, build_teacher_cache, distil, plan_phases
-    from .models import HiddenProjection, encoder_units, layer_map
-    from .tasks import Task
-    from .train import LoopSettings
+    from ..kd import DistillModule, build_teacher_cache, distil, plan_phases
+    from ..models import HiddenProjection, encoder_units, layer_map
+    from ..tasks import Task
+    from ..train import LoopSettings
 
     task = Task("synthetic", "single", "generated", lambda: {}, ("a", "b", "c"))
     small = [{"text": t, "label": i % 3} for i, t in enumerate(dataset[:256]["text"])]
@@ -133,8 +133,8 @@ def efficiency(student_shape: dict, batch_size: int, length: int, device, compil
     """FLOP/s of one l6-h384 training step (bf16 autocast, fused AdamW) over the bf16 matmul peak."""
     from transformers import BertConfig, BertModel
 
-    from .devices import autocast
-    from .models import encoder_flops_per_token
+    from ..devices import autocast
+    from ..models import encoder_flops_per_token
     from .timing import matmul_peak, timed
 
     device = torch.device(device)
@@ -164,9 +164,9 @@ def profile_steps(dataset, tokenizer, student_shape: dict, batch_size: int, max_
     from torch.profiler import ProfilerActivity, profile
     from transformers import BertConfig, BertForSequenceClassification
 
-    from .data import collate, encode
-    from .devices import autocast
-    from .tasks import Task
+    from ..data import collate, encode
+    from ..devices import autocast
+    from ..tasks import Task
 
     device = torch.device(device)
     student = BertForSequenceClassification(BertConfig(vocab_size=len(tokenizer), num_labels=3, **student_shape))
@@ -203,7 +203,7 @@ def run(rows: int = 20_000, batch_size: int = 128, max_length: int = 128, device
         teacher_shape: dict | None = None, student_shape: dict | None = None) -> dict:  # fmt: skip
     import tempfile
 
-    from .devices import resolve_device
+    from ..devices import resolve_device
 
     device = resolve_device(device)
     teacher_shape, student_shape = teacher_shape or BASE, student_shape or STUDENT
