@@ -13,7 +13,7 @@ SHAPE = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "i
 def test_training_step_efficiency_is_measured(monkeypatch):
     """The eager step's efficiency: FLOPs of forward and backward (3x the forward's, attention scores included)
     over the measured time, against the matmul peak measured in the same process."""
-    monkeypatch.setattr("xdlib.bench.timing.matmul_peak", lambda device, dtype, repeats: 1e9)
+    monkeypatch.setattr("xdlib.bench.speed.matmul_peak", lambda device, dtype, repeats: 1e9)
     out = speed.efficiency(SHAPE, batch_size=2, length=8, device="cpu", compiled=False, repeats=2)
     from transformers import BertConfig
 

@@ -10,6 +10,9 @@ report [--runs D] [--out D]        tables and figures from the complete runs onl
 bench [--quick] [--device D]       speed benchmark: ratios vs naive KD, teachers and the matmul peak
 export RUN_DIR [--int8] [--out D] [--force]  a run's model as an ONNX folder (xdlib.deploy.serve.load predicts with it)
 study <params.yaml>                sweep, then report (what `make study` runs)
+
+Each command imports what it needs when it runs (why: a bad argument is refused in one line before torch and
+transformers are imported).
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ def stage_configs(stage: str, namespace: dict[str, Any]) -> list[Config]:
 
 def setup(device: str = "auto") -> dict:
     """The first output of an executed notebook: package versions, the device, threads and the commit."""
-    from .devices import resolve_device
+    from .devices import resolve_device  # why here: torch; the notebook's config errors come before it
     from .runs import environment
 
     env = environment(resolve_device(device))

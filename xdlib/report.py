@@ -37,6 +37,7 @@ from .comparison import flat as _flat
 from .comparison import target_column, transfer_markdown, transfer_table
 from .config import Config
 from .headline import headline_table
+from .runs import atomic_write, damage, fault
 
 log = logging.getLogger(__name__)
 TABLES = ("results_matrix", "results_long", "augmentation", "architectures", "headline", "runs")
@@ -44,7 +45,6 @@ TABLES = ("results_matrix", "results_long", "augmentation", "architectures", "he
 
 def collect(runs_dir: str | Path) -> pd.DataFrame:
     """One row per complete run: stage, run_id, its config fields, scalar metrics and provenance."""
-    from .runs import damage
 
     rows = []
     for done in sorted(Path(runs_dir).glob("*/*/DONE")):
@@ -313,7 +313,6 @@ def architecture_table(frame: pd.DataFrame, ft: pd.DataFrame, split: str = "test
 def _write(
     table: pd.DataFrame, tables: Path, name: str, md: str | None = None, digits: str | None = "%.4f"
 ) -> list[Path]:
-    from .runs import atomic_write, fault
 
     fault("report", tables / name)
     atomic_write(tables / f"{name}.csv", table.to_csv(index=False, float_format=digits))

@@ -35,6 +35,9 @@ from pathlib import Path
 
 from . import runs, stages
 from .config import Config, ConfigError, fields_of, load_params, with_target_settings
+from .notebook import STAGE_NOTEBOOKS
+from .preflight import preflight
+from .tasks import task_names
 
 log = logging.getLogger(__name__)
 # A job passes its whole config; fields outside a notebook's parameters cell are expected (stage_config checks
@@ -96,7 +99,6 @@ def plan(path: str | Path, overrides: dict | None = None) -> tuple[str, list[Con
     name = str(values.get("name") or Path(path).stem)
     settings = {"slurm": values.pop("slurm", None) or {}}
     configs = [Config.from_dict(with_target_settings(cell)) for cell in expand_grid(values)]
-    from .tasks import task_names
 
     known = task_names(values.get("local_tasks"))
     unknown = sorted(set(values.get("target_settings") or {}) - set(known))
@@ -192,7 +194,6 @@ def execute_job(group: list[Job], log_dir: str, gpu: int | None = None) -> list[
 def execute_group(group: list[Job], log_dir: str) -> list[Outcome]:
     """A group of jobs through its stage's notebook, or in this process for a stage without one (STILTs'
     intermediate model, which its fine-tuning notebook would otherwise make)."""
-    from .notebook import STAGE_NOTEBOOKS
 
     if group[0].stage in STAGE_NOTEBOOKS:
         return execute_job(group, log_dir)
@@ -350,8 +351,6 @@ def sweep(
     """Run (or, with dry_run, only plan) every cell of a params file; returns the status DataFrame."""
     import pandas as pd
     from tqdm.auto import tqdm
-
-    from .preflight import preflight
 
     if executor not in EXECUTORS:
         raise ConfigError(f"executor {executor!r} is not allowed; allowed: {', '.join(EXECUTORS)}")

@@ -19,8 +19,21 @@ from dataclasses import dataclass
 import torch
 
 from .data import cap
+from .models import pretrained
+from .references import resolve_model
 from .registry import Registry
-from .tasks import CORPORA, CORPUS_POOLS, Split, get_task, held_out_keys, normalise, row_texts, task_names, without_keys
+from .tasks import (
+    CORPORA,
+    CORPUS_POOLS,
+    Split,
+    get_task,
+    held_out_keys,
+    hub_dataset,
+    normalise,
+    row_texts,
+    task_names,
+    without_keys,
+)
 
 
 @dataclass(frozen=True)
@@ -64,9 +77,6 @@ def mlm_replace(source_rows: Split, opts: AugmentOptions, batch_size: int = 32) 
     masked one-for-one and replaced by a token sampled from the masked LM's top-5 (sub-word pieces cleaned).
     Word counts are kept, so token tasks stay aligned."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
-
-    from .models import pretrained
-    from .references import resolve_model
 
     path = resolve_model(opts.mlm_model)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -121,7 +131,6 @@ def corpus_rows(sentences: tuple[str, ...] | list[str], source_rows: Split, opts
 
 def hub_text(dataset: str, source_rows: Split, opts: AugmentOptions) -> Split:
     """First string column of a Hub dataset's train split (e.g. hub:wikitext:wikitext-103-raw-v1)."""
-    from .tasks import hub_dataset
 
     dataset_id, _, config = dataset.partition(":")
     split = hub_dataset(dataset_id, config or None, ("train",))["train"]

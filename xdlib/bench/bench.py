@@ -28,9 +28,16 @@ from pathlib import Path
 
 import torch
 
-from .. import models, references, runs
+from .. import losses, models, references, runs
+from ..assets import cache_root
 from ..config import Config
 from ..devices import autocast, resolve_device
+from ..heads import evaluate
+from ..models import HiddenProjection, layer_map, load_with_head
+from ..stages import ensure
+from ..stages.base import student_for
+from ..tasks import get_task
+from ..transfer import AugmentOptions, held_out_text, load_source, transfer_set
 from .timing import matmul_peak, timed, timed_each
 
 SIZES = {
@@ -62,8 +69,6 @@ def _bert(arch: str | None = None, **config):
 def base_teacher():
     """all-mpnet-base-v2 if already reassembled in the cache (never downloaded here), else BERT-base shape."""
     from transformers import AutoModel
-
-    from ..assets import cache_root
 
     folder = cache_root() / "models" / "all-mpnet-base-v2"
     if (folder / "DONE").is_file():
@@ -138,8 +143,6 @@ def training_efficiency(device, dtype, repeats: int) -> dict:
 
 
 def _teacher_run(work: Path, size: dict, device: str) -> Path:
-    from ..stages import ensure
-
     cfg = Config(source_task="rt-polarity", max_train_samples=size["teacher_rows"],
                  max_eval_samples=size["dev_rows"], max_length=size["max_length"], teacher_lr=1e-4,
                  runs_dir=str(work / "runs"), cache_dir=str(work / "cache"), progress=False,
@@ -157,7 +160,6 @@ def distill_config(work: Path, size: dict, rows: int, device: str, tag: str) -> 
 
 def ours(work: Path, size: dict, rows: int, device: str, tag: str) -> dict:
     """End-to-end wall time of our distillation (cache build + all stages + dev evaluations), from scratch."""
-    from ..stages import ensure
 
     cfg = distill_config(work, size, rows, device, tag).replace(max_length=size["max_length"])
     cfg = cfg.replace(runs_dir=str(work / f"runs-{tag}"))
@@ -182,12 +184,6 @@ def ours(work: Path, size: dict, rows: int, device: str, tag: str) -> dict:
 def naive(work: Path, size: dict, rows: int, device: str) -> dict:
     """The common KD loop: teacher forward every step (fp32, no cache), batches padded to max_length, the same
     three stages and number of epochs as ours, no gradual unfreezing, the same student initialisation."""
-    from .. import losses
-    from ..heads import evaluate
-    from ..models import HiddenProjection, layer_map, load_with_head
-    from ..stages.base import student_for
-    from ..tasks import get_task
-    from ..transfer import AugmentOptions, held_out_text, load_source, transfer_set
 
     cfg = distill_config(work, size, rows, device, "naive").replace(max_length=size["max_length"])
     teacher_dir = _teacher_run(work, size, device)
@@ -247,8 +243,6 @@ def naive(work: Path, size: dict, rows: int, device: str) -> dict:
 
 def real_lengths(n: int = 512) -> list[int]:
     from transformers import AutoTokenizer
-
-    from ..tasks import get_task
 
     tok = AutoTokenizer.from_pretrained(references.resolve_model("offline:all-MiniLM-L6-v2"))
     rows = get_task("rt-polarity").load()["test"][:n]

@@ -22,6 +22,15 @@ from pathlib import Path
 
 import torch
 
+from .. import losses
+from ..data import collate, encode
+from ..devices import autocast, resolve_device
+from ..kd import DistillModule, build_teacher_cache, distil, plan_phases
+from ..models import HiddenProjection, encoder_flops_per_token, encoder_units, layer_map, seeded
+from ..tasks import Task
+from ..train import LoopSettings
+from .timing import matmul_peak, timed
+
 WORDS = [f"w{i}" for i in range(30518)]  # with the 4 specials: BERT-base's 30522 rows
 BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
 STUDENT = {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12, "intermediate_size": 1536}
@@ -36,8 +45,6 @@ def _setup(rows: int, teacher_shape: dict, student_shape: dict, seed: int = 0):
     from datasets import Dataset
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-    from ..models import seeded
-
     rng = random.Random(seed)
     texts = [" ".join(rng.choices(WORDS, k=rng.randint(8, 60))) for _ in range(rows)]
     tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *WORDS])})
@@ -50,8 +57,6 @@ def _setup(rows: int, teacher_shape: dict, student_shape: dict, seed: int = 0):
 
 def naive(texts, tokenizer, teacher, student, batch_size: int, max_length: int, device, bf16: bool) -> dict:
     """Teacher forward on every step, padded to max_length; hidden (top-aligned [CLS] states) then logits."""
-    from .. import losses
-    from ..models import HiddenProjection, layer_map
 
     start = time.perf_counter()
     teacher.to(device).eval()
@@ -89,10 +94,6 @@ def naive(texts, tokenizer, teacher, student, batch_size: int, max_length: int, 
 
 def ours(dataset, tokenizer, teacher, student, batch_size: int, max_length: int, device, work: Path) -> dict:
     """The library's path: Arrow tokenisation, the teacher cache (only the layers used), then `distil`."""
-    from ..kd import DistillModule, build_teacher_cache, distil, plan_phases
-    from ..models import HiddenProjection, encoder_units, layer_map
-    from ..tasks import Task
-    from ..train import LoopSettings
 
     task = Task("synthetic", "single", "generated", lambda: {}, ("a", "b", "c"))
     small = [{"text": t, "label": i % 3} for i, t in enumerate(dataset[:256]["text"])]
@@ -133,10 +134,6 @@ def efficiency(student_shape: dict, batch_size: int, length: int, device, compil
     """FLOP/s of one l6-h384 training step (bf16 autocast, fused AdamW) over the bf16 matmul peak."""
     from transformers import BertConfig, BertModel
 
-    from ..devices import autocast
-    from ..models import encoder_flops_per_token
-    from .timing import matmul_peak, timed
-
     device = torch.device(device)
     model = BertModel(BertConfig(vocab_size=30522, **student_shape)).train().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
@@ -163,10 +160,6 @@ def profile_steps(dataset, tokenizer, student_shape: dict, batch_size: int, max_
     """Top operators (by device time on CUDA, CPU time elsewhere) of 20 student steps on real dynamic batches."""
     from torch.profiler import ProfilerActivity, profile
     from transformers import BertConfig, BertForSequenceClassification
-
-    from ..data import collate, encode
-    from ..devices import autocast
-    from ..tasks import Task
 
     device = torch.device(device)
     student = BertForSequenceClassification(BertConfig(vocab_size=len(tokenizer), num_labels=3, **student_shape))
@@ -202,8 +195,6 @@ def profile_steps(dataset, tokenizer, student_shape: dict, batch_size: int, max_
 def run(rows: int = 20_000, batch_size: int = 128, max_length: int = 128, device: str = "auto",
         teacher_shape: dict | None = None, student_shape: dict | None = None) -> dict:  # fmt: skip
     import tempfile
-
-    from ..devices import resolve_device
 
     device = resolve_device(device)
     teacher_shape, student_shape = teacher_shape or BASE, student_shape or STUDENT

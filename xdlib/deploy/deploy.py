@@ -14,6 +14,9 @@ batch 32 on those test sentences (real lengths, each batch padded to its longest
 one process; threads are recorded.
 Writes `<out>/tables/deploy.csv|md` (the table and the targets) and `<out>/benchmarks/deploy-<date>.json` (every
 raw number).
+
+The heavy modules (sweep, report, stages, export) are imported inside the functions that use them (why: a
+params file or run folder is refused before torch is imported).
 """
 
 from __future__ import annotations

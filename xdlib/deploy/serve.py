@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..models import pretrained
 
 
 class Predictor:
@@ -65,8 +66,6 @@ def load(path: str | Path, max_length: int = 128, batch_size: int = 32, threads:
     else:
         import torch
         from transformers import AutoModelForSequenceClassification
-
-        from ..models import pretrained
 
         model = pretrained(AutoModelForSequenceClassification, path).eval()
 
