@@ -5,7 +5,7 @@ PARAMS ?= params/default.yaml
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 # why: with PYTHONDONTWRITEBYTECODE set, every process (each notebook kernel, each test subprocess) recompiles
-# transformers and torch from source: 11 s per `import xdlib.pipeline` on 2 cores (18 s -> 7 s once cached)
+# transformers and torch from source: 11 s per `import xdlib.stages` on 2 cores (18 s -> 7 s once cached)
 unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: study deploy report notebooks test test-fast lint install clean

@@ -21,4 +21,6 @@ print(format_table(report))
 # %%
 import pandas as pd
 
-pd.DataFrame({m: {k: v["median"] for k, v in row.items() if isinstance(v, dict)} for m, row in report["inference"].items()}).T
+pd.DataFrame(
+    {m: {k: v["median"] for k, v in row.items() if isinstance(v, dict)} for m, row in report["inference"].items()}
+).T

@@ -27,9 +27,10 @@ runs_dir = 'results/runs'  # where run folders are written
 
 # %%
 from xdlib.notebook import setup, stage_configs
-from xdlib.stages import run_id
 
 configs = stage_configs("finetune", globals())  # one per entry of `runs`; a wrong name or value stops here
+from xdlib.stages import run_id  # after the config: a wrong name stops before torch is imported
+
 setup(configs[0].device)  # versions, device, commit
 [run_id("finetune", c) for c in configs]
 

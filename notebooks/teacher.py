@@ -20,9 +20,10 @@ runs_dir = 'results/runs'  # where run folders are written
 
 # %%
 from xdlib.notebook import setup, stage_config
-from xdlib.stages import run_id
 
 cfg = stage_config("teacher", globals())  # a wrong name or value stops here, in one line
+from xdlib.stages import run_id  # after the config: a wrong name stops before torch is imported
+
 setup(cfg.device)  # versions, device, commit
 print(run_id("teacher", cfg))
 

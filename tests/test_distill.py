@@ -231,8 +231,8 @@ def test_stilts_trains_the_twin_on_the_source_then_the_target(tmp_path, tiny_enc
 
     params = smoke_params(tmp_path, tiny_encoder) | {"student": "stilts", "target_task": "toy-regression"}
     cfg = Config.from_dict(params)
-    assert run_id("finetune", cfg) == run_id("finetune", cfg.replace(distill_lr=1.0))
-    assert run_id("finetune", cfg) != run_id("finetune", cfg.replace(teacher_lr=1e-2))
+    assert run_id("stilts", cfg) == run_id("stilts", cfg.replace(distill_lr=1.0))
+    assert run_id("stilts", cfg) != run_id("stilts", cfg.replace(teacher_lr=1e-2))
     path = ensure("finetune", cfg)
     (stilts,) = (tmp_path / "runs" / "stilts").iterdir()
     source = json.loads((stilts / "metrics.json").read_text())

@@ -55,12 +55,11 @@ def run_sweep(args, overrides: dict) -> int:
 
 
 def run_report(runs_dir: str, out_dir: str) -> int:
-    from .report import build_report
-
     if not any(Path(runs_dir).glob("*/*/DONE")):
         raise ConfigError(
             f"--runs {runs_dir!r} holds no complete run; allowed: a run store a sweep or make study filled"
         )
+    from .report import build_report
 
     for path in build_report(runs_dir, out_dir):
         print(path)
@@ -173,21 +172,24 @@ def cmd_explain(args) -> int:
 
     import yaml
 
-    from .stages import STAGES, explain
+    from .config import STAGE_SECTIONS  # the stage names, without importing the stages (torch)
 
     folder = Path(args.target)
     if folder.is_dir():
         stage = folder.parent.name
-        if stage not in STAGES or not (folder / "config.yaml").is_file():
+        if stage not in STAGE_SECTIONS or not (folder / "config.yaml").is_file():
             raise ConfigError(f"{str(folder)!r} is not a run folder; allowed: a run folder (results/runs/<stage>/"
-                              f"<run_id>, with its config.yaml) or a stage ({', '.join(STAGES)}) with -p")  # fmt: skip
+                              f"<run_id>, with its config.yaml) or a stage ({', '.join(STAGE_SECTIONS)}) with -p")  # fmt: skip
         values = yaml.safe_load((folder / "config.yaml").read_text()) | parse_overrides(args.overrides)
+        values.pop("cache_dir", None)  # another machine's path: explain reads no cache
         cfg = Config.from_dict(values | {"runs_dir": str(folder.parent.parent)}, stage)
-    elif args.target in STAGES:
+    elif args.target in STAGE_SECTIONS:
         stage, cfg = args.target, load_config(args.target, args.params, parse_overrides(args.overrides))
     else:
         raise ConfigError(f"{args.target!r} is neither a run folder nor a stage; allowed: a run folder, or one of "
-                          f"{', '.join(STAGES)} with --params / -p")  # fmt: skip
+                          f"{', '.join(STAGE_SECTIONS)} with --params / -p")  # fmt: skip
+    from .stages import explain  # why here: the stage modules import torch; the config is checked first
+
     report = explain(stage, cfg)
     print(f"{stage} run {report['run_id']}")
     print("hashed: " + json.dumps(report["payload"], sort_keys=True, default=str))

@@ -27,7 +27,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .config import Config
+from .config import UNHASHED, Config
 
 SEEDS = ("seed", "finetune_seed")  # what the runs of one row differ in
 NOT_A_RESULT = ("save_model",)  # keeps the weights of the same training (report.without_copies counts it once)
@@ -80,7 +80,7 @@ def row_fields(student: str, student_init: str | None = None) -> tuple[str, ...]
     names = [
         f.name
         for f in dataclasses.fields(Config)
-        if f.metadata["section"] != "system" and f.name not in skip and _changes_id(base, f.name, ref)
+        if f.metadata["section"] not in UNHASHED and f.name not in skip and _changes_id(base, f.name, ref)
     ]
     lineage = ["engine_version", "precision"]
     upstream = STAGES["finetune"].upstream(base)

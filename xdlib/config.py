@@ -7,6 +7,7 @@ fields of `Config` below. Each field carries a section:
     train     the loop settings every stage shares       distill   the transfer set and the distillation recipe
     teacher   the teacher's model and fine-tuning        finetune  the target task and its fine-tuning
     system    paths, device, progress: never change a result, never in a run id
+    diagnostics  what a distillation also records (phase_dev_eval): never in a run id
 
 A stage reads the sections of its own chain (`STAGE_SECTIONS`); which sections enter its run id is declared by the
 stage itself (`xdlib.stages`). Validation happens here, before anything heavy: unknown keys, wrong types and
@@ -43,14 +44,15 @@ OFFLINE_MINILM = "offline:all-MiniLM-L6-v2"
 # new meaning. 2: gradual-unfreezing phases walk their stage's data once (they replayed its first slice); losses
 # are sums divided by counts over every process (token tasks and joint mode under DDP were weighted per rank).
 ENGINE_VERSION = 2
-SECTIONS = ("data", "train", "teacher", "student", "distill", "finetune", "system")
+SECTIONS = ("data", "train", "teacher", "student", "distill", "finetune", "diagnostics", "system")
 # What each stage reads: its own sections and its upstream stages' (a fine-tuning config can make its teacher).
 STAGE_SECTIONS = {
     "teacher": ("data", "train", "teacher", "system"),
-    "distill": ("data", "train", "teacher", "student", "distill", "system"),
-    "stilts": ("data", "train", "teacher", "student", "distill", "system"),
+    "distill": ("data", "train", "teacher", "student", "distill", "diagnostics", "system"),
+    "stilts": ("data", "train", "teacher", "student", "distill", "diagnostics", "system"),
     "finetune": SECTIONS,
 }
+UNHASHED = ("diagnostics", "system")  # sections no run id holds: they never change a result
 META_KEYS = ("name", "version", "include", "grid", "description", "slurm", "target_settings")  # params-file keys
 
 
@@ -204,7 +206,7 @@ class Config:
     phase_dev_eval: bool = opt(
         False,
         "score every phase on dev, also one with a single evaluation (which selects nothing: diagnostics only)",
-        section="system",
+        section="diagnostics",
     )
 
     # ---- construction -------------------------------------------------------------------------------------

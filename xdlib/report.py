@@ -35,7 +35,7 @@ import yaml
 from . import comparison, figures
 from .comparison import flat as _flat
 from .comparison import target_column, transfer_markdown, transfer_table
-from .config import Config
+from .config import UNHASHED, Config
 from .headline import headline_table
 from .runs import atomic_write, damage, fault
 
@@ -81,7 +81,7 @@ def without_copies(frame: pd.DataFrame) -> pd.DataFrame:
         return frame
     kept = frame["save_model"].eq(True)  # NaN (a run made before the field): False
     fields = [
-        f.name for f in dataclasses.fields(Config) if f.metadata["section"] != "system" and f.name != "save_model"
+        f.name for f in dataclasses.fields(Config) if f.metadata["section"] not in UNHASHED and f.name != "save_model"
     ]
     fields += ["precision", "engine_version", "m_task_version"]  # in the run id too
     fields += ["m_upstream_run", "m_distill_run"]  # so is the upstream run's id (its precision, say): never a copy

@@ -152,7 +152,7 @@ def execute_job(group: list[Job], log_dir: str, gpu: int | None = None) -> list[
     group = [resolved_here(j) for j in group]  # the runs the notebook's kernel, on this machine, makes
     first = group[0]
     start = time.time()
-    needs_model = first.stage != "finetune"
+    needs_model = stages.STAGES[first.stage].has_model  # as ensure: a top-level run needs its model
     if all(runs.usable(j.path, needs_model=needs_model) for j in group):
         return [("complete", 0.0, "", j.run_id) for j in group]
     rank = _join_job_tasks()  # the kernel inherits the environment: its ensure() joins the process group

@@ -18,11 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
 from ..errors import UserError
-from ..models import pretrained
-from ..runs import weights_digest
-from ..tasks import get_task
 
 OPSET = 18
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -49,6 +45,7 @@ def run_config(run_dir: Path) -> dict:
 def run_task(run_dir: Path, config: dict | None = None):
     """The task a run's model predicts (its target, or a teacher's or student's source; local tasks too), or None
     for a folder that is not a run."""
+    from ..tasks import get_task  # why here: the checks of a run folder come before anything heavy
 
     config = run_config(run_dir) if config is None else config
     name = config.get("target_task") or config.get("source_task")
@@ -96,6 +93,7 @@ def _current_meta(folder: Path, model_dir: Path) -> dict | None:
     """export.json of `folder` when it holds a complete export (model.onnx) of `model_dir` as its weights are now
     (the digest it recorded, `runs.weights_digest`) at our opset, else None: an export of weights since remade
     is never reused."""
+    from ..runs import weights_digest  # why here: runs imports torch
 
     try:
         meta = json.loads((folder / "export.json").read_text())
@@ -144,6 +142,10 @@ def export(run_dir: str | Path, out: str | Path | None = None, int8: bool = Fals
                           "pip install -e '.[deploy]'") from None  # fmt: skip
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from .. import __version__
+    from ..models import pretrained  # why here: torch and transformers, once the run folder is checked
+    from ..runs import weights_digest
 
     weights = weights_digest(model_dir)  # before reading them: an export never records newer weights than its own
     model = pretrained(AutoModelForSequenceClassification, model_dir).eval()

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..models import pretrained
 
 
 class Predictor:
@@ -66,6 +65,8 @@ def load(path: str | Path, max_length: int = 128, batch_size: int = 32, threads:
     else:
         import torch
         from transformers import AutoModelForSequenceClassification
+
+        from ..models import pretrained  # why here: torch and transformers; an ONNX folder never needs them
 
         model = pretrained(AutoModelForSequenceClassification, path).eval()
 

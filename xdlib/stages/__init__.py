@@ -54,11 +54,18 @@ def task_version(name: str, cfg: Config) -> str:
         return "?"
 
 
+def higher_is_better(name: str, cfg: Config) -> bool:
+    try:
+        return get_task(name, cfg.local_tasks).higher_is_better
+    except Exception:  # an unknown name is reported by preflight, with the known ones
+        return True
+
+
 def id_payload(stage_name: str, cfg: Config) -> dict:
     """What a run id hashes: the stage, its id fields, its upstream run's id, precision, task and engine versions."""
     spec = STAGES[stage_name]
     up = spec.upstream(cfg)
-    return {
+    payload = {
         "stage": stage_name,
         "fields": spec.id_fields(cfg),
         "upstream": run_id(up, cfg) if up else None,
@@ -66,6 +73,9 @@ def id_payload(stage_name: str, cfg: Config) -> dict:
         "task_version": task_version(spec.task(cfg), cfg),
         "engine": ENGINE_VERSION,
     }
+    if not higher_is_better(spec.task(cfg), cfg):  # dev selection by a lower-is-better metric (mse) was once
+        payload["selection"] = "lower"  # by the higher score: such runs were remade; every other id stays
+    return payload
 
 
 def run_id(stage_name: str, cfg: Config) -> str:
@@ -96,15 +106,13 @@ def state(stage_name: str, cfg: Config, top: bool = True) -> tuple[str, str]:
 
 def explain(stage_name: str, cfg: Config) -> dict:
     """Everything that decides a run: its id, the hashed payload, and what `ensure` would do (with each upstream's)."""
-    return {
-        "stage": stage_name,
-        "run_id": run_id(stage_name, cfg),
-        "payload": id_payload(stage_name, cfg),
-        "chain": [
-            {"stage": s, "run_id": run_id(s, cfg), "action": state(s, cfg, s == stage_name)}
-            for s in chain(stage_name, cfg)
-        ],
-    }
+    links, wanted = [], True  # from the run asked for upward: an upstream run counts only if the run below is made
+    for s in reversed(chain(stage_name, cfg)):
+        action = state(s, cfg, top=wanted) if wanted else ("unread", "the run below it is reused")
+        links.insert(0, {"stage": s, "run_id": run_id(s, cfg), "action": action})
+        wanted = action[0] != "reuse"  # a run that is made or remade reads its upstream run's model
+    return {"stage": stage_name, "run_id": run_id(stage_name, cfg), "payload": id_payload(stage_name, cfg),
+            "chain": links}  # fmt: skip
 
 
 def ensure(stage_name: str, cfg: Config, *, on_update=None, _checked: bool = False) -> Path:
