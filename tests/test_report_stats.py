@@ -44,7 +44,7 @@ def _source_runs(runs, rows=2000):
     _run(runs, "teacher", f"t{rows}", score, max_train_samples=rows)
     _run(runs, "distill", f"d{rows}", {"teacher_run": f"t{rows}", "test_accuracy": 0.76, "dev_accuracy": 0.79,
          "parameters": 1e7, "teacher_parameters": 2e7, "flops_ratio": 2.0, "teacher_test": 0.8, "retention": 0.95,
-         "speedup": 2.0}, max_train_samples=rows)  # fmt: skip
+         "speedup": 2.0, "student_inference_s": 0.5, "teacher_inference_s": 1.0}, max_train_samples=rows)  # fmt: skip
     _run(runs, "stilts", f"s{rows}", score, max_train_samples=rows)
 
 
@@ -311,3 +311,26 @@ def test_headline_and_architectures_never_average_different_students():
     arch = architecture_table(dist, ft)
     # each target weighs the same: (61 + 70) / 2, not the mean of three runs (two of them sst2)
     assert list(arch["mean_over_targets"]) == [65.5, 85.5] and list(arch["finetunes"]) == [3, 3]
+
+
+def test_the_transfer_figure_holds_each_students_paired_difference_against_its_twin(tmp_path):
+    """The paper's figure as differences: a row per distilled student, a column per target, each cell the mean over
+    seeds of (student - twin) paired by seed, worked out by hand; its own source is blank."""
+    from xdlib.comparison import difference_matrix
+
+    runs = tmp_path / "runs"
+    _source_runs(runs, 2000)
+    three = (0, 1, 2)
+    _finetunes(runs, "main", "distilled", "d2000", {"ta": [60, 64, 62], "tb": [70, 71, 75], "src": [80, 81, 82]},
+               three)  # fmt: skip
+    _finetunes(runs, "twin", "undistilled", None, {"ta": [58, 61, 60], "tb": [69, 73, 70], "src": [70, 70, 70]},
+               three)  # fmt: skip
+    ft = report.finetune_scores(report.collect(runs))
+    matrix = difference_matrix(ft)
+    (row,) = matrix.index
+    assert row == MAIN
+    assert matrix.loc[row, "ta"] == pytest.approx(((60 - 58) + (64 - 61) + (62 - 60)) / 3)
+    assert matrix.loc[row, "tb"] == pytest.approx(((70 - 69) + (71 - 73) + (75 - 70)) / 3)
+    assert math.isnan(matrix.loc[row, "src"])  # the student's own source task
+    written = {p.name for p in build_report(runs, tmp_path / "results")}
+    assert {"transfer_matrix.png", "scores_matrix.png", "quality_vs_speed.png"} <= written

@@ -346,3 +346,24 @@ def transfer_markdown(table: pd.DataFrame, split: str = "test") -> str:
 def target_column(frame: pd.DataFrame) -> pd.Series:
     """The target column of each run (`finetune_scores`' `target`; target_task for frames made without it)."""
     return frame["target"] if "target" in frame else frame["target_task"]
+
+
+def difference_matrix(ft: pd.DataFrame, control: str = "undistilled") -> pd.DataFrame:
+    """The paper's transfer figure as differences: one row per distilled variant (its source task in its label), one
+    column per target, each cell the variant's score minus its matched `control`'s, averaged over the fine-tuning
+    seeds paired on that target (NaN: the variant's own source, or no matched control or pair)."""
+    distilled = ft[_kinds(ft) == "distilled"] if not ft.empty else ft
+    if distilled.empty:
+        return pd.DataFrame()
+    keys, fields = key_frame(ft), run_fields(ft)
+    targets = sorted(set(_target(ft)))
+    rows = {}
+    for variant, mine in distilled.groupby("variant"):
+        other = matched(ft, keys, mine, control, fields)
+        excluded = {mine["source_task"].iloc[0]} | _teacher_sources(mine)
+        cells = {}
+        for target in targets:
+            pairs = (_pairs(mine, [target]) - _pairs(other, [target])).dropna() if not other.empty else pd.Series()
+            cells[target] = pairs.mean() if target not in excluded and len(pairs) else np.nan
+        rows[variant] = cells
+    return pd.DataFrame(rows).T[targets]

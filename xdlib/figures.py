@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .comparison import target_column  # noqa: E402
+from .comparison import difference_matrix, target_column  # noqa: E402
 
 
 def save(fig, path: Path) -> Path:
@@ -26,38 +26,138 @@ def save(fig, path: Path) -> Path:
     return path
 
 
-def figures(matrix: pd.DataFrame, ft: pd.DataFrame, arch: pd.DataFrame, out: Path) -> list[Path]:
+def figures(matrix: pd.DataFrame, ft: pd.DataFrame, arch: pd.DataFrame, out: Path, frame=None) -> list[Path]:
+    """Every figure the runs allow: the transfer matrix (differences against the twin), quality against measured
+    speed, the augmentation comparison and the architectures."""
     written = []
+    differences = difference_matrix(ft) if not ft.empty else pd.DataFrame()
+    if not differences.empty and differences.notna().any().any():
+        written.append(transfer_figure(differences, out / "transfer_matrix.png"))
     if not matrix.empty:
-        labels = max((len(str(label)) for label in matrix.index), default=0)  # room for the row labels, whole
-        fig, ax = plt.subplots(figsize=(1.6 + 1.1 * matrix.shape[1] + 0.075 * labels, 1.0 + 0.45 * matrix.shape[0]))
-        sns.heatmap(matrix, annot=True, fmt=".1f", cmap="viridis", cbar_kws={"label": "test score x100"}, ax=ax)
-        ax.set_xlabel("target task")
-        ax.set_ylabel("")
-        ax.set_title("Transfer: each model fine-tuned on each target")
-        written.append(save(fig, out / "transfer_matrix.png"))
+        written.append(scores_figure(matrix, out / "scores_matrix.png"))
+    if frame is not None and not ft.empty:
+        points = speed_points(ft, frame)
+        if not points.empty:
+            written.append(speed_figure(points, out / "quality_vs_speed.png"))
+    written += augmentation_figure(ft, out)
+    if not arch.empty:
+        written.append(architectures_figure(arch, out / "architectures.png"))
+    return written
+
+
+def _heatmap_size(table: pd.DataFrame) -> tuple[float, float]:
+    labels = max((len(str(label)) for label in table.index), default=0)  # room for the row labels, whole
+    return 1.6 + 1.1 * table.shape[1] + 0.075 * labels, 1.2 + 0.45 * table.shape[0]
+
+
+def transfer_figure(differences: pd.DataFrame, path: Path) -> Path:
+    """Sources (each distilled student, its source in its label) as rows, targets as columns; each cell the student
+    minus its undistilled twin, paired by seed; blank: its own source or no pair."""
+    fig, ax = plt.subplots(figsize=_heatmap_size(differences))
+    bound = max(1.0, float(differences.abs().max().max()))
+    sns.heatmap(differences.astype(float), annot=True, fmt="+.1f", cmap="RdBu", center=0, vmin=-bound, vmax=bound,
+                cbar_kws={"label": "difference, test x100"}, ax=ax)  # fmt: skip
+    ax.set_xlabel("target task (blank: the student's own source, or no paired twin)")
+    ax.set_ylabel("distilled student (source task, recipe)")
+    ax.set_title(
+        "Transfer: distilled student minus its undistilled twin\n(test x100, mean over paired fine-tuning seeds)"
+    )
+    return save(fig, path)
+
+
+def scores_figure(matrix: pd.DataFrame, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=_heatmap_size(matrix))
+    sns.heatmap(matrix, annot=True, fmt=".1f", cmap="viridis", cbar_kws={"label": "test score x100"}, ax=ax)
+    ax.set_xlabel("target task")
+    ax.set_ylabel("model")
+    ax.set_title("Scores: each model fine-tuned on each target (mean over seeds)")
+    return save(fig, path)
+
+
+KIND_NAMES = {"distilled": "distilled student", "undistilled": "undistilled twin", "stilts": "STILTs",
+              "teacher": "teacher's pretrained model"}  # fmt: skip
+
+
+def speed_points(ft: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    """Each model's mean over the targets every model was scored on, against its measured inference speed (examples
+    per second, batch 32 x 128 tokens, measured in its distillation run on this machine): a control is as fast as
+    the student whose architecture it has; the teacher's model as the teacher."""
+    dist = frame[frame["stage"] == "distill"] if "stage" in frame else frame.iloc[0:0]
+    if dist.empty or "m_student_inference_s" not in dist:
+        return pd.DataFrame()
+    targets = ft.groupby("variant")["target"].agg(frozenset)
+    common = targets.value_counts().index[0]  # the target set most models have: like with like
+    rows = []
+    for variant, runs in ft[ft["variant"].isin(targets[targets == common].index)].groupby("variant"):
+        kind = str(runs["student"].iloc[0])
+        arch = str(runs["student_arch"].iloc[0]) if kind != "teacher" else None
+        teacher = str(runs["teacher_model"].iloc[0])
+        own = dist[dist["run_id"].isin(runs.get("m_distill_run", pd.Series(dtype=object)))]
+        same = own if not own.empty else dist[(dist["student_arch"] == arch) & (dist["teacher_model"] == teacher)]
+        same = same if not same.empty else dist[dist["student_arch"] == arch]
+        if kind == "teacher":
+            seconds = dist[dist["teacher_model"] == teacher]["m_teacher_inference_s"]
+        else:
+            seconds = same["m_student_inference_s"]
+        if seconds.empty or kind not in KIND_NAMES:
+            continue
+        per_target = runs.groupby("target")["score"].mean()
+        rows.append({"variant": variant, "kind": KIND_NAMES[kind], "speed": 32 / float(seconds.median()),
+                     "score": per_target.mean()})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def speed_figure(points: pd.DataFrame, path: Path) -> Path:
+    """Each point numbered on the plot and named in full in the legend below it (long labels never overlap)."""
+    points = points.sort_values(["speed", "score"], ascending=[True, False]).reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(9, 4.2 + 0.22 * len(points)))
+    markers = dict(zip(KIND_NAMES.values(), "o^sD"))
+    colors = dict(zip(KIND_NAMES.values(), sns.color_palette(n_colors=4)))
+    for i, row in points.iterrows():
+        ax.scatter(row["speed"], row["score"], marker=markers.get(row["kind"], "o"), color=colors.get(row["kind"]),
+                   s=70, label=f"{i + 1}. {row['variant']} ({row['kind']})")  # fmt: skip
+        ax.annotate(str(i + 1), (row["speed"], row["score"]), xytext=(6, 4), textcoords="offset points", fontsize=9)
+    span = points["speed"].max() - points["speed"].min()
+    ax.set_xlim(points["speed"].min() - 0.1 * span - 1, points["speed"].max() + 0.1 * span + 1)
+    ax.set_xlabel("measured inference speed (examples/s, batch 32 x 128 tokens, this machine)")
+    ax.set_ylabel("mean over the targets, test score x100")
+    ax.set_title("Quality against speed: every student and control (marker: kind; number: the legend below)")
+    ax.legend(loc="upper left", bbox_to_anchor=(0, -0.18), fontsize=7, frameon=False)
+    return save(fig, path)
+
+
+def augmentation_figure(ft: pd.DataFrame, out: Path) -> list[Path]:
     dist = ft[ft["student"] == "distilled"] if not ft.empty else ft
     if not dist.empty:  # like with like: students whose source, architecture and recipe match, augmentation varies
         dist = dist[~dist["variant"].str.contains("=")]
         varied = dist.groupby(["source_task", "student_arch"])["augmentation"].transform("nunique") > 1
         dist = dist[varied]
-    if not dist.empty and dist["augmentation"].nunique() > 1:
-        dist = dist.assign(target_task=target_column(dist))
-        fig, ax = plt.subplots(figsize=(1.5 + 1.3 * dist["target_task"].nunique(), 3.5))
-        sns.barplot(data=dist.sort_values(["target_task", "augmentation"]), x="target_task", y="score",
-                    hue="augmentation", errorbar="sd", ax=ax)  # fmt: skip
-        ax.set_ylabel("test score x100 (mean, bars: sd over seeds)")
-        ax.set_title("Augmentation resources in the transfer set")
-        written.append(save(fig, out / "augmentation.png"))
-    if not arch.empty:
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for _, row in arch.iterrows():
-            ax.scatter(row["parameters_M"], row["mean_over_targets"])
-            ax.annotate(
-                f"{row['arch']} {row['speedup_measured']:.1f}x", (row["parameters_M"], row["mean_over_targets"])
-            )
-        ax.set_xlabel("student parameters (M)")
-        ax.set_ylabel("mean over targets, test score x100")
-        ax.set_title("Architectures (label: measured speedup)")
-        written.append(save(fig, out / "architectures.png"))
-    return written
+    if dist.empty or dist["augmentation"].nunique() < 2:
+        return []
+    named = (
+        dist["augmentation"].astype(str).replace({"-": "none (source inputs only)", "": "none (source inputs only)"})
+    )
+    dist = dist.assign(target_task=target_column(dist), augmentation=named)
+    fig, ax = plt.subplots(figsize=(2.5 + 1.3 * dist["target_task"].nunique(), 4))
+    sns.barplot(data=dist.sort_values(["target_task", "augmentation"]), x="target_task", y="score",
+                hue="augmentation", errorbar="sd", ax=ax)  # fmt: skip
+    ax.set_xlabel("target task")
+    ax.set_ylabel("test score x100 (mean; bars: sd over seeds)")
+    ax.set_title("Augmentation: the transfer set's extra text")
+    ax.legend(title="augmentation", fontsize=8, loc="lower right")
+    return [save(fig, out / "augmentation.png")]
+
+
+def architectures_figure(arch: pd.DataFrame, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(8, 4 + 0.22 * len(arch)))
+    for i, row in arch.reset_index(drop=True).iterrows():
+        extra = "source only" if str(row["augmentation"]) in ("-", "", "nan") else f"+{row['augmentation']}"
+        name = f"{row['arch']} from {row['source']} ({extra}), run {row['distill_run']}"
+        ax.scatter(row["speedup_measured"], row["mean_over_targets"], s=50, label=f"{i + 1}. {name}")
+        ax.annotate(str(i + 1), (row["speedup_measured"], row["mean_over_targets"]), xytext=(6, 4),
+                    textcoords="offset points", fontsize=9)  # fmt: skip
+    ax.set_xlabel("measured speedup over its teacher (batch 32 x 128 tokens, this machine)")
+    ax.set_ylabel("mean over targets, test score x100")
+    ax.set_title("Students: quality against measured speedup")
+    ax.legend(loc="upper left", bbox_to_anchor=(0, -0.18), fontsize=7, frameon=False)
+    return save(fig, path)

@@ -345,7 +345,7 @@ def build_report(runs_dir: str | Path = "results/runs", out_dir: str | Path = "r
         written += _write(arch, where, "architectures")
         written += _write(headline_table(ft, frame), where, "headline")
         if split == "test":
-            written += figures.figures(matrix, ft, arch, figs)
+            written += figures.figures(matrix, ft, arch, figs, frame)
     # runs.csv: every config field, metric and provenance field of every run (the run store itself, with its
     # weights, is not committed); runs.md: the columns a reader scans
     keep = ["stage", "run_id", "source_task", "target_task", "student", "student_arch", "augmentation", "seed",
