@@ -74,3 +74,15 @@ def smoke_params(tmp_path: Path, encoder: Path) -> dict:
 @pytest.fixture()
 def base_params(tmp_path, tiny_encoder) -> dict:
     return smoke_params(tmp_path, tiny_encoder)
+
+
+def assert_same_weights(one: dict, two: dict) -> None:
+    """Two processes' weights against one's: equal up to float reduction order (a global batch's gradient summed in
+    one GEMM here and as two halves plus an all-reduce there, with other thread counts): ~1e-7 differences that
+    Adam's normalised steps grow, most on small-gradient parameters. Elementwise rtol 1e-3 with atol 1e-3, and the
+    whole weight vector within 1e-3 relative distance; a wrong loss weight or data split moves weights by ~1e-2."""
+    assert one.keys() == two.keys()
+    bad = [k for k in one if not torch.allclose(one[k], two[k], rtol=1e-3, atol=1e-3)]
+    assert not bad, bad
+    flat = [torch.cat([w[k].flatten() for k in sorted(one)]) for w in (one, two)]
+    assert (flat[0] - flat[1]).norm() / flat[0].norm() < 1e-3

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import assert_same_weights
 from safetensors.torch import load_file
 
 from xdlib.config import Config
@@ -130,15 +131,7 @@ def test_two_processes_match_one_and_resume_after_a_kill(params, single, tmp_pat
     # over ~60 updates, most on small-gradient parameters (attention biases, ~1e-2 in size, drift by up to 5e-4).
     # Elementwise rtol 1e-3 with atol 1e-3, and the whole weight vector within 1e-3 relative distance; a wrong loss
     # weight or data split moves weights by ~lr x updates = 6e-2.
-    _assert_same_weights(_weights(single, "distill"), _weights(multi, "distill"))
-
-
-def _assert_same_weights(one: dict, two: dict) -> None:
-    assert one.keys() == two.keys()
-    bad = [k for k in one if not torch.allclose(one[k], two[k], rtol=1e-3, atol=1e-3)]
-    assert not bad, bad
-    flat = [torch.cat([w[k].flatten() for k in sorted(one)]) for w in (one, two)]
-    assert (flat[0] - flat[1]).norm() / flat[0].norm() < 1e-3
+    assert_same_weights(_weights(single, "distill"), _weights(multi, "distill"))
 
 
 @pytest.mark.slow
@@ -155,7 +148,7 @@ def test_accelerate_launch_trains_the_same_teacher(params, single, tmp_path):
     (run,) = (tmp_path / "two" / "teacher").iterdir()
     assert run.name == single.name and yaml.safe_load((run / "provenance.json").read_text())["world_size"] == 2
     one, two = (load_file(p / "model" / "model.safetensors") for p in (single, run))
-    _assert_same_weights(one, two)
+    assert_same_weights(one, two)
 
 
 @pytest.mark.parametrize(

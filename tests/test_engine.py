@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import assert_same_weights
 from safetensors.torch import load_file
 
 from xdlib import kd, runs
@@ -182,22 +183,13 @@ def _processes(case: str, tiny_encoder: Path, tmp_path: Path) -> tuple[dict, dic
     return load_file(one), load_file(two)
 
 
-def _assert_same_weights(one: dict, two: dict) -> None:
-    """The tolerance of the sequence-task test (tests/test_distributed.py): float reduction order only."""
-    assert one.keys() == two.keys()
-    bad = [k for k in one if not torch.allclose(one[k], two[k], rtol=1e-3, atol=1e-3)]
-    assert not bad, bad
-    flat = [torch.cat([w[k].flatten() for k in sorted(one)]) for w in (one, two)]
-    assert (flat[0] - flat[1]).norm() / flat[0].norm() < 1e-3
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["token", "joint"])
 def test_two_processes_train_a_token_task_and_joint_mode_as_one(case, tiny_encoder, tmp_path):
     """Ranks hold different numbers of words (token loss: a mean over words) and of labelled rows (joint mode's
     label loss: a mean over labelled rows only); the losses' counts are summed over the ranks."""
     one, two = _processes(case, tiny_encoder, tmp_path)
-    _assert_same_weights(one, two)
+    assert_same_weights(one, two)
 
 
 class _Recorder(torch.nn.Module):
