@@ -8,7 +8,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # transformers and torch from source: 11 s per `import xdlib.stages` on 2 cores (18 s -> 7 s once cached)
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: study deploy report notebooks test test-fast lint install clean
+.PHONY: study beyond scaling deploy report notebooks test test-fast lint install clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,6 +19,12 @@ install: $(VENV)/.installed
 
 study: $(VENV)/.installed  ## run the embedded default study (offline, CPU): sweep, then tables and figures
 	$(PY) -m xdlib study $(PARAMS)  # each run through its notebook (papermill), kept in its run folder
+
+beyond: $(VENV)/.installed  ## the beyond-paper arms (general stage, multi-source teacher): params/beyond.yaml
+	$(PY) -m xdlib study params/beyond.yaml  # its own run store: tables in results/beyond/
+
+scaling: $(VENV)/.installed  ## the scaling study: ~2k to ~32k transfer rows, two recipes, 3 seeds (estimated 1.5-2 h)
+	$(PY) -m xdlib study params/scaling.yaml  # reuses the default study's runs where the ids match
 
 deploy: $(VENV)/.installed  ## the study's models as ONNX fp32 and int8: accuracy and speed (notebooks/export.ipynb)
 	$(PY) -m xdlib.deploy --params params/deploy.yaml  # fine-tunes each model once with save_model (reusing the study's runs)
