@@ -28,13 +28,13 @@ runs_dir = 'results/runs'  # where run folders are written
 from xdlib.notebook import setup, stage_config
 
 cfg = stage_config("distill", globals())  # a wrong name or value stops here, in one line
-from xdlib.stages import run_id  # after the config: a wrong name stops before torch is imported
 
 setup(cfg.device)  # versions, device, commit
-print(run_id("distill", cfg))
 
 # %%
-from xdlib.stages import ensure
+from xdlib.stages import ensure, run_id  # torch: after the config, so a wrong name stops first
+
+print(run_id("distill", cfg))
 
 run = ensure("distill", cfg)  # reused if complete; its upstream runs are made first if missing
 run

@@ -29,13 +29,13 @@ runs_dir = 'results/runs'  # where run folders are written
 from xdlib.notebook import setup, stage_configs
 
 configs = stage_configs("finetune", globals())  # one per entry of `runs`; a wrong name or value stops here
-from xdlib.stages import run_id  # after the config: a wrong name stops before torch is imported
 
 setup(configs[0].device)  # versions, device, commit
-[run_id("finetune", c) for c in configs]
 
 # %%
-from xdlib.stages import ensure
+from xdlib.stages import ensure, run_id  # torch: after the config, so a wrong name stops first
+
+print([run_id("finetune", c) for c in configs])
 
 paths = [ensure("finetune", c) for c in configs]  # each reused if complete; upstream runs made first if missing
 paths

@@ -99,7 +99,7 @@ def test_the_undistilled_baseline_head_comes_from_finetune_seed(monkeypatch, bas
     import torch
 
     from xdlib import models
-    from xdlib.stages import finetune
+    from xdlib.stages import base, finetune
 
     heads = []
 
@@ -110,7 +110,7 @@ def test_the_undistilled_baseline_head_comes_from_finetune_seed(monkeypatch, bas
         heads.append({k: v.clone() for k, v in models.head_module(model).state_dict().items()})
         raise Stop
 
-    monkeypatch.setattr(finetune, "fit_task", capture)
+    monkeypatch.setattr(base, "fit_task", capture)  # the fine-tuning every stage's runner goes through
     for seed in (0, 1):
         cfg = Config.from_dict(base_params | {"student": "undistilled", "seed": seed, "finetune_seed": 5})
         run = type("Run", (), {"device": torch.device("cpu"), "upstream": {}, "seeds": {}, "path": tmp_path})()

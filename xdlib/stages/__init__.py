@@ -46,34 +46,27 @@ def chain(stage_name: str, cfg: Config) -> list[str]:
     return (chain(up, cfg) if up else []) + [stage_name]
 
 
-def task_version(name: str, cfg: Config) -> str:
-    """The version of the task a stage trains on: a changed reader or split makes new runs."""
+def _task(name: str, cfg: Config):
+    """The task a stage trains on, or None for an unknown name (preflight reports it, with the known ones)."""
     try:
-        return get_task(name, cfg.local_tasks).version
-    except Exception:  # an unknown name is reported by preflight, with the known ones
-        return "?"
-
-
-def higher_is_better(name: str, cfg: Config) -> bool:
-    try:
-        return get_task(name, cfg.local_tasks).higher_is_better
-    except Exception:  # an unknown name is reported by preflight, with the known ones
-        return True
+        return get_task(name, cfg.local_tasks)
+    except Exception:
+        return None
 
 
 def id_payload(stage_name: str, cfg: Config) -> dict:
     """What a run id hashes: the stage, its id fields, its upstream run's id, precision, task and engine versions."""
     spec = STAGES[stage_name]
-    up = spec.upstream(cfg)
+    up, task = spec.upstream(cfg), _task(spec.task(cfg), cfg)
     payload = {
         "stage": stage_name,
         "fields": spec.id_fields(cfg),
         "upstream": run_id(up, cfg) if up else None,
         "precision": cfg.precision(),
-        "task_version": task_version(spec.task(cfg), cfg),
+        "task_version": task.version if task else "?",  # a changed reader or split makes new runs
         "engine": ENGINE_VERSION,
     }
-    if not higher_is_better(spec.task(cfg), cfg):  # dev selection by a lower-is-better metric (mse) was once
+    if task and not task.higher_is_better:  # dev selection by a lower-is-better metric (mse) was once
         payload["selection"] = "lower"  # by the higher score: such runs were remade; every other id stays
     return payload
 
@@ -92,16 +85,25 @@ def stage_config(stage_name: str, cfg: Config) -> dict:
     return {f.name: getattr(cfg, f.name) for f in fields_of(stage_name)}
 
 
+def _action(path: Path, spec: Stage, top: bool = True) -> tuple[str, str | None]:
+    """('make', None), ('remake', what is damaged) or ('reuse', None): the one reuse rule (`state`, `ensure`)."""
+    if not runs.is_complete(path):
+        return "make", None
+    problem = runs.damage(path, needs_model=spec.has_model and top)
+    return ("remake", problem) if problem else ("reuse", None)
+
+
 def state(stage_name: str, cfg: Config, top: bool = True) -> tuple[str, str]:
     """What `ensure` would do with this run, and why: ('reuse' | 'make' | 'remake', reason). A run asked for
     directly (`top`) must have its model; one read only by the stage below counts with its metrics alone."""
-    path, spec = run_path(stage_name, cfg), STAGES[stage_name]
-    if not runs.is_complete(path):
-        return "make", "no complete run with this id" + (" (a killed run resumes)" if path.exists() else "")
-    problem = runs.damage(path, needs_model=spec.has_model and top)
-    if problem:
-        return "remake", f"it is marked DONE but {problem}"
-    return "reuse", f"a complete run has this id: {path}"
+    path = run_path(stage_name, cfg)
+    action, problem = _action(path, STAGES[stage_name], top)
+    reason = {
+        "make": "no complete run with this id" + (" (a killed run resumes)" if path.exists() else ""),
+        "remake": f"it is marked DONE but {problem}",
+        "reuse": f"a complete run has this id: {path}",
+    }
+    return action, reason[action]
 
 
 def explain(stage_name: str, cfg: Config) -> dict:
@@ -123,7 +125,7 @@ def ensure(stage_name: str, cfg: Config, *, on_update=None, _checked: bool = Fal
     dist.init_from_env(cfg.device)
     path = run_path(stage_name, cfg)
     # a top-level call wants what it asked for: a complete run without its model is made again
-    if dist.broadcast(runs.usable(path, needs_model=spec.has_model)):
+    if dist.broadcast(_action(path, spec)[0] == "reuse"):
         return path
     if not _checked:
         preflight(cfg, stage_name)  # every name and model reference, before any upstream work
@@ -131,11 +133,11 @@ def ensure(stage_name: str, cfg: Config, *, on_update=None, _checked: bool = Fal
     upstream = {upstream_stage: ensure(upstream_stage, cfg, _checked=True)} if upstream_stage else {}
     device = resolve_device(cfg.device)
     with runs.locked(path) if dist.is_main() else nullcontext() as lock:
-        if dist.broadcast(runs.usable(path, needs_model=spec.has_model)):  # made by another process meanwhile
+        action, problem = _action(path, spec)
+        if dist.broadcast(action == "reuse"):  # made by another process meanwhile
             return path
-        if dist.is_main() and runs.is_complete(path):  # complete, but its model is gone or it is damaged: made again
-            log.warning("%s/%s is marked DONE but %s: making it again", stage_name, path.name,
-                        runs.damage(path, spec.has_model) or "its model is gone")  # fmt: skip
+        if dist.is_main() and action == "remake":  # complete, but damaged or its model is gone: made again
+            log.warning("%s/%s is marked DONE but %s: making it again", stage_name, path.name, problem)
             runs.reopen(path)
         rank, world = dist.rank_world()
         run = Run(path, device, upstream, {"seed": cfg.seed})

@@ -14,9 +14,9 @@ from typing import Any
 
 from safetensors.torch import save_model
 
-from .. import dist, runs
+from .. import __version__, dist, models, runs
 from ..config import Config
-from ..heads import QAOptions
+from ..heads import QAOptions, evaluate_splits, fit_task
 from ..models import build_student
 from ..train import LoopSettings
 
@@ -106,6 +106,20 @@ def loop_settings(cfg: Config, stage: str, seed: int | None = None) -> LoopSetti
         checkpoint_every=cfg.checkpoint_every,
         progress=cfg.progress,
     )
+
+
+def fit_and_score(cfg: Config, run, model, tokenizer, task, data: dict, settings: LoopSettings, desc: str, **fit):
+    """Fine-tune `model` on `data` (selected on dev), score it on every split and write train_summary.json; returns
+    (summary, metrics) with what every run records: its id, parameter and training-example counts, the version."""
+    summary = fit_task(model, tokenizer, task, data, cfg.max_length, settings, run.path / "checkpoints", run.device,
+                       desc=desc, qa=qa_options(cfg), **fit)  # fmt: skip
+    metrics = evaluate_splits(
+        model, tokenizer, task, data, cfg.max_length, run.device, qa_options(cfg), dev=summary["dev_metrics"]
+    )
+    metrics.update(run_id=run.path.name, parameters=models.count_parameters(model),
+                   train_examples=len(data["train"]), xdlib_version=__version__)  # fmt: skip
+    run.write_json("train_summary.json", summary)
+    return summary, metrics
 
 
 def qa_options(cfg: Config) -> QAOptions:

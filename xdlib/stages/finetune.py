@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import torch
 
-from .. import __version__, models, references
+from .. import models, references
 from ..config import Config, slug
-from ..heads import evaluate_splits, fit_task, fresh_head_from
+from ..heads import fresh_head_from
 from ..metrics import constant_baseline
 from ..tasks import get_task
 from ..transfer import load_source
-from .base import loop_settings, not_read_by_student, qa_options, stage, student_for, teacher_fields
+from .base import fit_and_score, loop_settings, not_read_by_student, stage, student_for, teacher_fields
 
 # Teacher fields that only concern the source task: a baseline fine-tuned on a target does not depend on them.
 SOURCE_ONLY = ("source_task", "max_train_samples", "teacher_epochs", "teacher_lr", "teacher_batch_size")
@@ -57,7 +57,6 @@ def _label(cfg: Config) -> str:
     task=lambda cfg: cfg.target_task,
 )
 def finetune_student(cfg: Config, run, on_update=None) -> None:
-    device = run.device
     task = get_task(cfg.target_task, cfg.local_tasks)
     data = load_source(cfg, cfg.target_task, cfg.target_max_train_samples)
     upstream = next(iter(run.upstream.values()), None)  # the distillation, or the STILTs intermediate model
@@ -74,35 +73,17 @@ def finetune_student(cfg: Config, run, on_update=None) -> None:
     else:
         ref = cfg.teacher_model if cfg.student == "teacher" else cfg.student
         model, tokenizer = fresh_head_from(references.resolve_model(ref), task.head, task.num_labels, seed)
-    summary = fit_task(
-        model,
-        tokenizer,
-        task,
-        data,
-        cfg.max_length,
-        loop_settings(cfg, "finetune", seed),
-        run.path / "checkpoints",
-        device,
-        desc=f"finetune {task.name}",
-        qa=qa_options(cfg),
-        word_embeddings=cfg.finetune_word_embeddings,
-    )
-    metrics = evaluate_splits(
-        model, tokenizer, task, data, cfg.max_length, device, qa_options(cfg), dev=summary["dev_metrics"]
-    )
+    settings = loop_settings(cfg, "finetune", seed)
+    summary, metrics = fit_and_score(cfg, run, model, tokenizer, task, data, settings, f"finetune {task.name}",
+                                     word_embeddings=cfg.finetune_word_embeddings)  # fmt: skip
     metrics.update(
         stage="finetune",
-        run_id=run.path.name,
         student=cfg.student,
         distill_run=upstream.name if cfg.student == "distilled" else None,
         upstream_run=upstream.name if upstream else None,
-        parameters=models.count_parameters(model),
-        train_examples=len(data["train"]),
         best_dev=summary["best_dev"],
         test_chance=constant_baseline(task, data["test"]) if data.get("test") else None,
-        xdlib_version=__version__,
     )
     run.write_json("metrics.json", metrics)
-    run.write_json("train_summary.json", summary)
     if cfg.save_model:
         run.save_hf(model, tokenizer)

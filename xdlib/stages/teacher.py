@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from .. import __version__, models
 from ..config import Config
-from ..heads import evaluate_splits, fit_task, fresh_head
+from ..heads import fit_task, fresh_head
 from ..models import load_with_head
 from ..tasks import get_task
 from ..transfer import load_source
-from .base import loop_settings, qa_options, stage, teacher_fields
+from .base import fit_and_score, loop_settings, stage, teacher_fields
 
 
 @stage(
@@ -52,29 +51,7 @@ def _teacher_with_head(cfg: Config, task, model=None, tokenizer=None):
 def train_on_source(cfg: Config, run, model, tokenizer, task, data: dict, stage: str, extra=None) -> None:
     """Fine-tune `model` on the source task with the teacher's settings, score it, and save it: the teacher, and
     the STILTs intermediate model."""
-    summary = fit_task(
-        model,
-        tokenizer,
-        task,
-        data,
-        cfg.max_length,
-        loop_settings(cfg, "teacher"),
-        run.path / "checkpoints",
-        run.device,
-        desc=stage,
-        qa=qa_options(cfg),
-    )
-    metrics = evaluate_splits(
-        model, tokenizer, task, data, cfg.max_length, run.device, qa_options(cfg), dev=summary["dev_metrics"]
-    )
-    metrics.update(
-        stage=stage,
-        run_id=run.path.name,
-        parameters=models.count_parameters(model),
-        train_examples=len(data["train"]),
-        xdlib_version=__version__,
-        **(extra or {}),
-    )
+    _, metrics = fit_and_score(cfg, run, model, tokenizer, task, data, loop_settings(cfg, "teacher"), stage)
+    metrics.update(stage=stage, **(extra or {}))
     run.save_hf(model, tokenizer)
     run.write_json("metrics.json", metrics)
-    run.write_json("train_summary.json", summary)
