@@ -41,9 +41,7 @@ def figures(matrix: pd.DataFrame, ft: pd.DataFrame, arch: pd.DataFrame, out: Pat
             written.append(speed_figure(points, out / "quality_vs_speed.png"))
     written += augmentation_figure(ft, out)
     if not arch.empty:
-        distilled = ft[ft["student"] == "distilled"] if "m_distill_run" in ft else ft.iloc[0:0]
-        names = distilled.groupby("m_distill_run")["variant"].first().to_dict()  # the run's recipe, as the tables say
-        written.append(architectures_figure(arch, out / "architectures.png", names))
+        written.append(architectures_figure(arch, out / "architectures.png"))
     return written
 
 
@@ -150,14 +148,17 @@ def augmentation_figure(ft: pd.DataFrame, out: Path) -> list[Path]:
     return [save(fig, out / "augmentation.png")]
 
 
-def architectures_figure(arch: pd.DataFrame, path: Path, names: dict | None = None) -> Path:
-    """Each distilled student: measured speedup against its mean over targets, named by its variant (the tables'
-    label: source, teacher and recipe) and its run."""
-    longest = max(len(str(v)) for v in (names or {}).values()) if names else 60
+def architectures_figure(arch: pd.DataFrame, path: Path) -> Path:
+    """Each row of the architectures table (a distillation run and one fine-tuning variant of its student): measured
+    speedup against its mean over targets, named by that variant (the tables' label: source, teacher and recipe)
+    and its run."""
+    variants = arch["finetune_variant"] if "finetune_variant" in arch else pd.Series(None, index=arch.index)
+    longest = max([len(str(v)) for v in variants.dropna()] or [60])
     fig, ax = plt.subplots(figsize=(max(8, 0.075 * longest), 4 + 0.22 * len(arch)))  # as wide as the legend
     for i, row in arch.reset_index(drop=True).iterrows():
         extra = "source only" if str(row["augmentation"]) in ("-", "", "nan") else f"+{row['augmentation']}"
-        variant = (names or {}).get(row["distill_run"], f"{row['arch']} from {row['source']} ({extra})")
+        variant = row.get("finetune_variant")
+        variant = variant if isinstance(variant, str) else f"{row['arch']} from {row['source']} ({extra})"
         name = f"{variant}, run {row['distill_run']}"
         ax.scatter(row["speedup_measured"], row["mean_over_targets"], s=50, label=f"{i + 1}. {name}")
         ax.annotate(str(i + 1), (row["speedup_measured"], row["mean_over_targets"]), xytext=(6, 4),
