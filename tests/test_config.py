@@ -126,7 +126,7 @@ def test_missing_params_file():
 def test_the_params_files_version_is_recorded_not_in_the_run_id():
 
     cfg = load_config("finetune", "params/default.yaml")
-    assert cfg.study == "default version 5" and load_config("distill", "params/default.yaml").study == cfg.study
+    assert cfg.study == "default version 6" and load_config("distill", "params/default.yaml").study == cfg.study
     assert run_id("finetune", cfg) == run_id(
         "finetune", cfg.replace(study="")
     )  # which file made a run does not change what it is
