@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -334,3 +335,111 @@ def test_the_transfer_figure_holds_each_students_paired_difference_against_its_t
     assert math.isnan(matrix.loc[row, "src"])  # the student's own source task
     written = {p.name for p in build_report(runs, tmp_path / "results")}
     assert {"transfer_matrix.png", "scores_matrix.png", "quality_vs_speed.png"} <= written
+
+
+def _t_interval(values):
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return mean, mean - T95_2 * sd / math.sqrt(len(values)), mean + T95_2 * sd / math.sqrt(len(values))
+
+
+def test_an_axis_is_two_students_that_differ_in_that_setting_alone(tmp_path):
+    """The paper's axes: two distilled students that differ in augmentation alone, or in source task alone, are
+    paired by (target, seed) over the targets that are neither's source, worked out by hand; a student that differs
+    in a fine-tuning setting is no axis of either."""
+    from xdlib.comparison import axis_table
+
+    runs = tmp_path / "runs"
+    _source_runs(runs, 2000)
+    score = {"test_accuracy": 0.7, "dev_accuracy": 0.7, "teacher_run": "t2000"}
+    _run(runs, "distill", "dnone", score, augmentation=[])
+    _run(runs, "teacher", "tsrc2", {"test_accuracy": 0.8}, source_task="src2")
+    _run(runs, "distill", "dsrc2", score | {"teacher_run": "tsrc2"}, source_task="src2")
+    three = (0, 1, 2)
+    _finetunes(runs, "main", "distilled", "d2000", {"ta": [60, 64, 62], "tb": [70, 71, 75], "src2": [50, 50, 50]},
+               three)  # fmt: skip
+    _finetunes(runs, "none", "distilled", "dnone", {"ta": [58, 61, 60], "tb": [69, 73, 70]}, three, augmentation=[])
+    _finetunes(runs, "src2", "distilled", "dsrc2", {"ta": [55], "tb": [60], "src": [70]}, source_task="src2")
+    _finetunes(runs, "lr", "distilled", "d2000", {"ta": [50], "tb": [50]}, finetune_lr=3e-4)
+    axes = axis_table(report.finetune_scores(report.collect(runs)))
+    assert sorted(axes["axis"]) == ["augmentation", "source_task"]
+    aug = axes[axes["axis"] == "augmentation"].iloc[0]
+    assert (aug["first"], aug["second"]) == ("augmentation=-", "augmentation=plot-sentences")
+    per_seed = [((58 - 60) + (69 - 70)) / 2, ((61 - 64) + (73 - 71)) / 2, ((60 - 62) + (70 - 75)) / 2]
+    mean, low, high = _t_interval(per_seed)
+    assert (aug["difference"], aug["ci95_low"], aug["ci95_high"]) == pytest.approx((mean, low, high))
+    assert aug["seeds"] == 3 and aug["targets"] == "ta+tb"
+    src = axes[axes["axis"] == "source_task"].iloc[0]  # seed 0 only; the targets that are neither's source
+    assert src["targets"] == "ta+tb" and src["seeds"] == 1 and math.isnan(src["ci95_low"])
+    assert src["difference"] == pytest.approx(((60 - 55) + (70 - 60)) / 2)
+
+
+def test_the_scaling_table_has_a_row_per_transfer_size_beside_the_twin_and_stilts(tmp_path):
+    """A recipe distilled over three transfer-set sizes: one row per size, its rows (the composition's, without the
+    filtered count), its dev retention, its mean over targets with a 95% t interval over seeds, the twin's and
+    STILTs' means and the paired difference, worked out by hand; two sizes are no curve."""
+    from xdlib.scaling import scaling_table
+
+    runs = tmp_path / "runs"
+    _source_runs(runs, 2000)
+    sizes = {"none": ([], 2000, 0.70), "plot": (["plot-sentences"], 4000, 0.74), "big": (["movie-dialog"], 8000, 0.8)}
+    for name, (aug, rows, dev) in sizes.items():
+        composition = {"source": 2000, "extra": rows - 2000, "extra:removed_held_out": 9} if aug else {"source": 2000}
+        _run(runs, "distill", f"d{name}", {"teacher_run": "t2000", "dev_accuracy": dev, "test_accuracy": dev,
+             "transfer_composition": composition, "cache_seconds": 3.0, "distil_seconds": 7.0},
+             augmentation=aug)  # fmt: skip
+    three = (0, 1, 2)
+    _finetunes(runs, "none", "distilled", "dnone", {"ta": [60, 61, 62], "tb": [70, 70, 70]}, three, augmentation=[])
+    _finetunes(runs, "plot", "distilled", "dplot", {"ta": [60, 64, 62], "tb": [70, 71, 75]}, three)
+    _finetunes(runs, "big", "distilled", "dbig", {"ta": [66, 65, 70], "tb": [72, 74, 73]}, three,
+               augmentation=["movie-dialog"])  # fmt: skip
+    _finetunes(runs, "twin", "undistilled", None, {"ta": [58, 61, 60], "tb": [69, 73, 70]}, three)
+    _finetunes(runs, "stilts", "stilts", "s2000", {"ta": [61, 62, 60], "tb": [70, 70, 71]}, three)
+    frame = report.collect(runs)
+    table = scaling_table(frame, report.finetune_scores(frame, "test"), "dev")
+    assert list(table["transfer_rows"]) == [2000, 4000, 8000]
+    assert list(table["source_dev_retention"]) == pytest.approx([0.70 / 0.82, 0.74 / 0.82, 0.80 / 0.82])
+    big = table.iloc[2]
+    mean, low, high = _t_interval([(66 + 72) / 2, (65 + 74) / 2, (70 + 73) / 2])
+    assert (big["mean"], big["ci95_low"], big["ci95_high"], big["seeds"]) == pytest.approx((mean, low, high, 3))
+    assert big["undistilled_mean"] == pytest.approx(((58 + 61 + 60) / 3 + (69 + 73 + 70) / 3) / 2)
+    assert big["stilts_mean"] == pytest.approx(((61 + 62 + 60) / 3 + (70 + 70 + 71) / 3) / 2)
+    vs_twin = _t_interval([((66 - 58) + (72 - 69)) / 2, ((65 - 61) + (74 - 73)) / 2, ((70 - 60) + (73 - 70)) / 2])
+    assert (big["vs_undistilled"], big["vs_undistilled_ci95_low"]) == pytest.approx(vs_twin[:2])
+    assert (big["teacher_pass_s"], big["distillation_s"]) == (3.0, 7.0)
+    written = {p.name for p in build_report(runs, tmp_path / "results")}
+    assert {"scaling.csv", "scaling.png"} <= written
+    ft = report.finetune_scores(frame[frame["run_id"].map(lambda r: "big" not in r and r != "dbig")])
+    assert scaling_table(frame, ft).empty  # two sizes: no curve
+
+
+def test_a_study_reports_its_own_runs_where_it_shares_a_store(tmp_path):
+    """A study that reuses another's run store (scaling) writes its tables to a folder of its own name there, from
+    its own runs only; the default study and a study with its own store write beside the store."""
+    from xdlib.__main__ import study_report_dir
+
+    assert study_report_dir("default", Path("results/runs")) == Path("results")
+    assert study_report_dir("beyond", Path("results/beyond/runs")) == Path("results/beyond")
+    assert study_report_dir("scaling", Path("results/runs")) == Path("results/scaling")
+    runs = tmp_path / "runs"
+    _source_runs(runs, 2000)
+    _finetunes(runs, "main", "distilled", "d2000", {"ta": [60], "tb": [70]})
+    _finetunes(runs, "twin", "undistilled", None, {"ta": [58], "tb": [69]})
+    build_report(runs, tmp_path / "out", run_ids={"t2000", "d2000", "main-ta-0-v1", "main-tb-0-v1"})
+    kept = pd.read_csv(tmp_path / "out" / "tables" / "runs.csv")
+    assert set(kept["run_id"]) == {"t2000", "d2000", "main-ta-0-v1", "main-tb-0-v1"}
+
+
+def test_a_target_is_learnt_when_its_best_seeded_model_beats_chance_by_ten_with_a_small_spread():
+    long = pd.DataFrame([
+        {"variant": "a", "target_task": "x", "mean": 80.0, "std": 2.0, "n": 3},
+        {"variant": "b", "target_task": "x", "mean": 90.0, "std": np.nan, "n": 1},  # one seed: no spread to judge
+        {"variant": "a", "target_task": "y", "mean": 60.0, "std": 4.0, "n": 3},  # spread too wide
+        {"variant": "a", "target_task": "z", "mean": 59.0, "std": 1.0, "n": 3},  # within 10 of chance
+        {"variant": report.CHANCE, "target_task": "x", "mean": 50.0, "std": np.nan, "n": np.nan},
+        {"variant": report.CHANCE, "target_task": "y", "mean": 40.0, "std": np.nan, "n": np.nan},
+        {"variant": report.CHANCE, "target_task": "z", "mean": 50.0, "std": np.nan, "n": np.nan},
+    ])  # fmt: skip
+    table = report.learnt_table(long).set_index("target")
+    assert table.loc["x", "best_model"] == "a" and table.loc["x", "learnt"]
+    assert not table.loc["y", "learnt"] and not table.loc["z", "learnt"]

@@ -40,7 +40,7 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
-def run_sweep(args, overrides: dict) -> int:
+def run_sweep(args, overrides: dict) -> tuple[int, object]:
     from .sweep import sweep
 
     status = sweep(args.params, overrides, args.dry_run, args.executor, args.workers, gpus_per_cell=args.gpus_per_cell)
@@ -51,17 +51,17 @@ def run_sweep(args, overrides: dict) -> int:
     failed = int((status["state"] == "failed").sum() + (status["state"] == "blocked").sum())
     if failed:
         print(f"{failed} cell(s) failed; see the error and log columns", file=sys.stderr)
-    return 1 if failed else 0
+    return (1 if failed else 0), status
 
 
-def run_report(runs_dir: str, out_dir: str) -> int:
+def run_report(runs_dir: str, out_dir: str, run_ids: set[str] | None = None) -> int:
     if not any(Path(runs_dir).glob("*/*/DONE")):
         raise ConfigError(
             f"--runs {runs_dir!r} holds no complete run; allowed: a run store a sweep or make study filled"
         )
     from .report import build_report
 
-    for path in build_report(runs_dir, out_dir):
+    for path in build_report(runs_dir, out_dir, run_ids):
         print(path)
     return 0
 
@@ -205,11 +205,22 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def study_report_dir(name: str, runs_dir: Path) -> Path:
+    """Where a study's tables and figures go: beside its run store (results/ for results/runs); a study that shares
+    another's store (the scaling study reuses the default's runs) gets a folder of its own name there."""
+    parent = runs_dir.parent
+    return parent if name == "default" or parent.name == name else parent / name
+
+
 def cmd_sweep(args) -> int:
-    code = run_sweep(args, parse_overrides(args.overrides))
+    code, status = run_sweep(args, parse_overrides(args.overrides))
     if args.command == "study" and not args.dry_run:
-        runs_dir = Path(load_config("finetune", args.params, parse_overrides(args.overrides)).runs_dir)
-        code = run_report(str(runs_dir), str(runs_dir.parent)) or code  # tables beside the run store
+        cfg = load_config("finetune", args.params, parse_overrides(args.overrides))
+        runs_dir = Path(cfg.runs_dir)
+        name = str(load_params(args.params).get("name") or Path(args.params).stem)
+        columns = [c for c in status.columns if c.endswith("_run")]  # the runs the study's cells made or reused
+        ids = {v for c in columns for v in status[c].dropna() if v not in ("", "-")}
+        code = run_report(str(runs_dir), str(study_report_dir(name, runs_dir)), ids) or code
     return code
 
 

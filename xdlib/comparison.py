@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import math
 
@@ -367,3 +368,60 @@ def difference_matrix(ft: pd.DataFrame, control: str = "undistilled") -> pd.Data
             cells[target] = pairs.mean() if target not in excluded and len(pairs) else np.nan
         rows[variant] = cells
     return pd.DataFrame(rows).T[targets]
+
+
+# The paper's three axes: a pair of distilled rows that differ in one of these settings alone (and in what follows
+# from it: another source task has its own task version) is that axis's comparison.
+AXES = {"source_task": ("source_version",), "augmentation": (), "student_arch": ()}
+
+
+def axis_table(ft: pd.DataFrame) -> pd.DataFrame:
+    """Each pair of distilled rows that differ in one axis setting alone (`AXES`): the paired difference between
+    them (the first minus the second, in sorted order of that setting) over the targets that are neither's
+    source, paired by (target, fine-tuning seed) as `paired_difference`, with its 95% t interval over seeds."""
+    dist = ft[_kinds(ft) == "distilled"] if not ft.empty else ft
+    if dist.empty:
+        return pd.DataFrame()
+    keys = key_frame(dist)
+    first = {variant: index[0] for variant, index in dist.groupby("variant").groups.items()}
+    rows = []
+    for a, b in itertools.combinations(sorted(first), 2):
+        ka, kb = keys.loc[first[a]], keys.loc[first[b]]
+        differ = {n for n in keys.columns if ka[n] != kb[n]}
+        for axis, follows in AXES.items():
+            if axis not in differ or differ - {axis, *follows}:
+                continue
+            (x, kx), (y, ky) = sorted([(a, ka), (b, kb)], key=lambda p: p[1][axis])
+            mine, other = dist[dist["variant"] == x], dist[dist["variant"] == y]
+            excluded = {mine["source_task"].iloc[0], other["source_task"].iloc[0]}
+            excluded |= _teacher_sources(mine) | _teacher_sources(other)
+            targets = sorted(set(_target(mine)) & set(_target(other)) - excluded)
+            diff = paired_difference(mine, other, targets)
+            rows.append({"axis": axis, "first": f"{axis}={kx[axis]}", "second": f"{axis}={ky[axis]}",
+                         "first_variant": x, "second_variant": y, "targets": "+".join(targets),
+                         "difference": diff["mean"], "ci95_low": diff["low"], "ci95_high": diff["high"],
+                         "seeds": diff["seeds"], "per_target": diff["per_target"]})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def axis_markdown(table: pd.DataFrame, split: str = "test") -> str:
+    if table.empty:
+        return ""
+    cells = []
+    for _, row in table.iterrows():
+        if pd.isna(row["difference"]):
+            cells.append("n/a (no seed paired on every target)")
+        elif pd.isna(row["ci95_low"]):
+            cells.append(f"{row['difference']:+.1f} (1 seed: no interval)")
+        else:
+            cells.append(f"{row['difference']:+.1f} [{row['ci95_low']:+.1f}, {row['ci95_high']:+.1f}] "
+                         f"(n={row['seeds']} seeds)")  # fmt: skip
+    out = pd.DataFrame({"axis": table["axis"], "first": table["first_variant"], "minus": table["second_variant"],
+                        "targets": table["targets"].str.replace("+", ", "), "difference [95% t CI]": cells,
+                        "per target": table["per_target"]})  # fmt: skip
+    scores = "test" if split == "test" else f"{split} (the split fine-tuning selects on)"
+    return out.to_markdown(index=False) + (
+        f"\n\nScores: {scores}, x100. Each row: two distilled students that differ in one axis setting alone, "
+        "the first minus the second over the targets that are neither's source, paired by (target, fine-tuning "
+        "seed); " + INTERVAL + "; with one paired seed, no interval."
+    )

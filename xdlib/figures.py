@@ -168,3 +168,37 @@ def architectures_figure(arch: pd.DataFrame, path: Path) -> Path:
     ax.set_title("Students: quality against measured speedup")
     ax.legend(loc="upper left", bbox_to_anchor=(0, -0.18), fontsize=7, frameon=False)
     return save(fig, path)
+
+
+def scaling_figure(table: pd.DataFrame, path: Path) -> Path:
+    """Left: each recipe's mean over its non-source targets (95% t interval over seeds) against its transfer set's
+    rows, its twin (dashed) and STILTs (dotted) as horizontal lines in its colour; right: its source retention."""
+    retention = [c for c in table.columns if c.endswith("_retention")][0]
+    recipes = list(dict.fromkeys(table["recipe"]))
+    colors = dict(zip(recipes, sns.color_palette(n_colors=max(3, len(recipes)))))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [3, 2]})
+    for recipe, rows in table.groupby("recipe", sort=False):
+        color, x = colors[recipe], rows["transfer_rows"]
+        err = [(rows["mean"] - rows["ci95_low"]).fillna(0), (rows["ci95_high"] - rows["mean"]).fillna(0)]
+        ax.errorbar(x, rows["mean"], yerr=err, color=color, marker="o", capsize=4, label=f"{recipe}: distilled")
+        for name, style, label in (("undistilled_mean", "--", "twin"), ("stilts_mean", ":", "STILTs")):
+            level = rows[name].dropna()
+            if len(level):
+                ax.axhline(level.iloc[0], color=color, linestyle=style, linewidth=1.2, label=f"{recipe}: {label}")
+        for xi, yi in zip(x, rows["mean"]):
+            ax.annotate(f"{yi:.1f}", (xi, yi), xytext=(6, -12), textcoords="offset points", fontsize=8, color=color)
+        ax2.plot(x, 100 * rows[retention], color=color, marker="o", label=recipe)
+    for axis in (ax, ax2):
+        axis.set_xscale("log")
+        axis.set_xticks(sorted(set(table["transfer_rows"])))
+        axis.set_xticklabels([f"{v / 1000:.1f}k" for v in sorted(set(table["transfer_rows"]))], rotation=45)
+        axis.minorticks_off()
+        axis.set_xlabel("transfer set rows (source inputs + unlabelled text)")
+    ax.set_ylabel("mean over non-source targets, test x100 (95% t CI over seeds)")
+    ax.set_title("Targets: distilled student against its twin and STILTs")
+    split = retention.split("_")[1]
+    ax2.set_ylabel(f"source {split} score, % of the teacher's")
+    ax2.set_title(f"Source retention ({split})")
+    ax.legend(loc="upper left", bbox_to_anchor=(0, -0.22), fontsize=8, frameon=False)
+    fig.suptitle("Scaling: how the distilled students grow with the transfer set")
+    return save(fig, path)

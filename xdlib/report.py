@@ -17,6 +17,11 @@ without reading test). A row is every run whose run id is the same but for the s
 - transfer: per trained variant, the mean over the targets that are not its source beside its matched controls
   (undistilled twin, STILTs, the teacher's model), with the paired differences and their 95% t intervals over
   fine-tuning seeds (`comparison.py`);
+- axes: the paper's three axes (source task, augmentation, architecture): each pair of distilled students that
+  differ in one of them alone, their paired difference with its 95% t interval;
+- scaling: a recipe distilled over transfer sets of several sizes, one row per size, beside its twin and STILTs
+  (`scaling.py`; figure scaling.png);
+- targets_learnt: per target, its best model (two or more seeds) against chance and that model's seed spread;
 - runs: every run used, with its git sha, so each number traces back to its config.
 """
 
@@ -38,6 +43,7 @@ from .comparison import target_column, transfer_markdown, transfer_table
 from .config import UNHASHED, Config
 from .headline import headline_table
 from .runs import atomic_write, damage, fault
+from .scaling import scaling_markdown, scaling_table
 
 log = logging.getLogger(__name__)
 TABLES = ("results_matrix", "results_long", "augmentation", "architectures", "headline", "runs")
@@ -59,6 +65,8 @@ def collect(runs_dir: str | Path) -> pd.DataFrame:
         row = {"stage": path.parent.name, "run_id": path.name}
         row.update({k: _flat(v) for k, v in config.items()})
         row.update({f"m_{k}": v for k, v in metrics.items() if isinstance(v, (int, float, str)) or v is None})
+        if isinstance(metrics.get("transfer_composition"), dict):  # the rows of each origin, and what was filtered
+            row["m_transfer_rows"] = sum(v for k, v in metrics["transfer_composition"].items() if ":" not in k)
         row.update(git_sha=prov.get("git_sha"), git_dirty=prov.get("git_dirty"), device=prov.get("device_name"))
         row.update(threads=prov.get("threads"), python=prov.get("python"), packages=_flat(prov.get("packages")))
         row.update(seeds=_flat(prov.get("seeds")), start=prov.get("start"), wall_seconds=prov.get("wall_seconds"))
@@ -239,7 +247,7 @@ def results_tables(ft: pd.DataFrame, split: str = "test") -> tuple[pd.DataFrame,
     if chance_col in ft:  # the best constant prediction on the same rows: what "beats chance" means
         chance = ft.dropna(subset=[chance_col]).drop_duplicates("target").copy()
         long = pd.concat([long, pd.DataFrame({
-            "variant": "chance (best constant prediction)", "target": chance["target"],
+            "variant": CHANCE, "target": chance["target"],
             "mean": [v * _scale(k) for v, k in zip(chance[chance_col], chance["m_task_kind"])], "std": np.nan,
             "n": np.nan})])  # fmt: skip
     long = long.sort_values(["variant", "target"]).reset_index(drop=True).rename(columns={"target": "target_task"})
@@ -250,6 +258,25 @@ def results_tables(ft: pd.DataFrame, split: str = "test") -> tuple[pd.DataFrame,
     md["Avg"] = [f"{v:.1f}" if not pd.isna(v) else "n/a" for v in matrix["Avg"]]
     scores = "Test" if split == "test" else f"{split.capitalize()} (the split fine-tuning selects on)"
     return long, matrix, md.to_markdown() + f"\n\n{scores} score x100. {MATRIX_NOTE}"
+
+
+CHANCE = "chance (best constant prediction)"
+
+
+def learnt_table(long: pd.DataFrame) -> pd.DataFrame:
+    """Whether each target measures anything: its best model (the highest mean among the rows with two or more
+    seeds, so that a spread exists) against chance, and that model's sd over seeds; learnt: best >= chance + 10
+    and sd <= 3 points (x100)."""
+    chance = long[long["variant"] == CHANCE].set_index("target_task")["mean"]
+    seeded = long[(long["variant"] != CHANCE) & (long["n"] >= 2)]
+    rows = []
+    for target, runs in seeded.groupby("target_task"):
+        best = runs.loc[runs["mean"].idxmax()]
+        level = chance.get(target, np.nan)
+        rows.append({"target": target, "chance": level, "best_model": best["variant"], "best_mean": best["mean"],
+                     "best_sd_over_seeds": best["std"], "seeds": int(best["n"]),
+                     "learnt": bool(best["mean"] >= level + 10 and best["std"] <= 3)})  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def augmentation_table(ft: pd.DataFrame) -> pd.DataFrame:
@@ -320,9 +347,14 @@ def _write(
     return [tables / f"{name}.csv", tables / f"{name}.md"]
 
 
-def build_report(runs_dir: str | Path = "results/runs", out_dir: str | Path = "results") -> list[Path]:
-    """Write every table and figure for the complete runs under `runs_dir`; returns the paths written."""
+def build_report(
+    runs_dir: str | Path = "results/runs", out_dir: str | Path = "results", run_ids: set[str] | None = None
+) -> list[Path]:
+    """Write every table and figure for the complete runs under `runs_dir` (only those in `run_ids` where given: a
+    study's own runs in a store that several studies share); returns the paths written."""
     frame = without_copies(collect(runs_dir))
+    if run_ids is not None and not frame.empty:
+        frame = frame[frame["run_id"].isin(run_ids)]
     tables, figs = Path(out_dir) / "tables", Path(out_dir) / "figures"
     tables.mkdir(parents=True, exist_ok=True)
     figs.mkdir(parents=True, exist_ok=True)
@@ -338,9 +370,18 @@ def build_report(runs_dir: str | Path = "results/runs", out_dir: str | Path = "r
             written += _write(long, where, "results_long")
             written += _write(matrix.reset_index(), where, "results_matrix", md)
             written += _write(augmentation_table(ft), where, "augmentation")
+            written += _write(learnt_table(long), where, "targets_learnt", digits="%.2f")
             transfer = transfer_table(ft)
             if not transfer.empty:
                 written += _write(transfer, where, "transfer", transfer_markdown(transfer, split))
+            axes = comparison.axis_table(ft)
+            if not axes.empty:
+                written += _write(axes, where, "axes", comparison.axis_markdown(axes, split))
+            scaling = scaling_table(frame, ft, split)
+            if not scaling.empty:
+                written += _write(scaling, where, "scaling", scaling_markdown(scaling, split))
+                if split == "test":
+                    written.append(figures.scaling_figure(scaling, figs / "scaling.png"))
         arch = architecture_table(frame, ft, split)
         written += _write(arch, where, "architectures")
         written += _write(headline_table(ft, frame), where, "headline")
