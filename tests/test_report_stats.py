@@ -443,3 +443,30 @@ def test_a_target_is_learnt_when_its_best_seeded_model_beats_chance_by_ten_with_
     table = report.learnt_table(long).set_index("target")
     assert table.loc["x", "best_model"] == "a" and table.loc["x", "learnt"]
     assert not table.loc["y", "learnt"] and not table.loc["z", "learnt"]
+
+
+def test_the_twin_of_a_student_that_is_its_whole_initialisation_is_that_model_fine_tuned(tmp_path, monkeypatch):
+    """An l6-h384 initialised from all of a six-layer model: its undistilled twin is that model fine-tuned directly,
+    so without an undistilled run the `teacher` runs of that model (another row's teacher control) are its twin,
+    paired by seed; a student that is a part of its initialisation (l3-h384) never falls back."""
+    from xdlib import comparison
+
+    monkeypatch.setattr(comparison, "whole_arch", lambda ref: "l6-h384" if ref == "org/six" else None)
+    runs = tmp_path / "runs"
+    _source_runs(runs, 2000)
+    three = (0, 1, 2)
+    big = {"student_arch": "l6-h384", "student_init": "org/six", "teacher_model": "org/big"}
+    _finetunes(runs, "paper", "distilled", "d2000", {"ta": [70, 72, 71], "tb": [80, 80, 83]}, three, **big)
+    _finetunes(runs, "l3", "distilled", "d2000", {"ta": [60, 60, 60], "tb": [70, 70, 70]}, three,
+               student_init="org/six", teacher_model="org/big")  # fmt: skip
+    _finetunes(
+        runs, "direct", "teacher", None, {"ta": [69, 70, 70], "tb": [81, 79, 80]}, three, teacher_model="org/six"
+    )
+    table = comparison.transfer_table(report.finetune_scores(report.collect(runs)))
+    paper = table[table["variant"].str.startswith("l6-h384")].iloc[0]
+    assert paper["undistilled_control"] == "teacher six"  # its label: the model's name
+    per_seed = [((70 - 69) + (80 - 81)) / 2, ((72 - 70) + (80 - 79)) / 2, ((71 - 70) + (83 - 80)) / 2]
+    mean, low, _ = _t_interval(per_seed)
+    assert (paper["vs_undistilled"], paper["vs_undistilled_ci95_low"]) == pytest.approx((mean, low))
+    l3 = table[table["variant"].str.startswith("l3-h384")].iloc[0]
+    assert l3["undistilled_control"] == comparison.NO_CONTROL

@@ -224,15 +224,32 @@ def _teacher_sources(runs: pd.DataFrame) -> set[str]:
 
 
 def matched(
-    ft: pd.DataFrame, keys: pd.DataFrame, mine: pd.DataFrame, student: str, fields: pd.Series | None = None
+    ft: pd.DataFrame,
+    keys: pd.DataFrame,
+    mine: pd.DataFrame,
+    student: str,
+    fields: pd.Series | None = None,
 ) -> pd.DataFrame:
     """The runs of kind `student` whose every field of their own run id (`run_fields`, `fields` where given) equals
-    the row's (one row at most: those fields are its key)."""
+    the row's (one row at most: those fields are its key). The undistilled twin of a student that is the whole of
+    its initialisation (an l6-h384 from all six layers of all-MiniLM-L6-v2) is that model fine-tuned directly, which
+    is what the `teacher` runs of a teacher of that model are: where no undistilled run matches, they do."""
+    fields = run_fields(ft) if fields is None else fields
+    ref = keys.loc[mine.index[0]]
+    if student == "undistilled" and _whole_model(mine):
+        twin = _matching(ft, keys, student, fields, ref)
+        if not twin.empty:
+            return twin
+        ref = ref.copy()
+        ref["teacher_model"] = ref["student_init"]
+        return _matching(ft, keys, "teacher", fields, ref)
+    return _matching(ft, keys, student, fields, ref)
+
+
+def _matching(ft: pd.DataFrame, keys: pd.DataFrame, student: str, fields: pd.Series, ref: pd.Series) -> pd.DataFrame:
     same = _kinds(ft) == student
     if not same.any():
         return ft[same]
-    fields = run_fields(ft) if fields is None else fields
-    ref = keys.loc[mine.index[0]]
     groups: dict[tuple[str, ...], list] = {}
     for i in ft.index[same]:
         groups.setdefault(fields[i], []).append(i)
@@ -242,6 +259,29 @@ def matched(
         candidates = keys.loc[index, names]
         hits.update(candidates.index[(candidates == ref[names]).all(axis=1)])
     return ft[ft.index.isin(hits)]
+
+
+@functools.cache
+def whole_arch(ref: str) -> str | None:
+    """The lN-hH shape of the pretrained model `ref` names (None where its config cannot be read offline)."""
+    try:
+        from .references import model_config
+
+        config = model_config(ref, network=False)
+    except Exception:
+        return None
+    return None if config is None else f"l{config.num_hidden_layers}-h{config.hidden_size}"
+
+
+def _whole_model(runs: pd.DataFrame) -> bool:
+    """Whether the runs' student is the whole of its pretrained initialisation: its shape, every layer, its own
+    embeddings and heads."""
+    run = runs.iloc[0]
+    init = _init(run.get("student_init"))
+    if init is None or init == "random" or whole_arch(init) != run.get("student_arch"):
+        return False
+    defaults = {"student_layers": None, "student_heads": None, "student_embeddings": "init"}
+    return all(_init(run.get(name)) in (None, str(value)) for name, value in defaults.items())
 
 
 def transfer_table(ft: pd.DataFrame) -> pd.DataFrame:
