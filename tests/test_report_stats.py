@@ -384,8 +384,8 @@ def test_the_scaling_table_has_a_row_per_transfer_size_beside_the_twin_and_stilt
     _source_runs(runs, 2000)
     sizes = {"none": ([], 2000, 0.70), "plot": (["plot-sentences"], 4000, 0.74), "big": (["movie-dialog"], 8000, 0.8)}
     for name, (aug, rows, dev) in sizes.items():
-        composition = {"source": 2000, "extra": rows - 2000, "extra:removed_held_out": 9} if aug else {"source": 2000}
-        _run(runs, "distill", f"d{name}", {"teacher_run": "t2000", "dev_accuracy": dev, "test_accuracy": dev,
+        composition = {"source": 2000, "task:x": rows - 2000, "task:x:removed_held_out": 9} if aug else {"source": 2000}
+        _run(runs, "distill", f"d{name}", {"teacher_run": "t2000", "dev_accuracy": dev, "test_accuracy": dev - 0.1,
              "transfer_composition": composition, "cache_seconds": 3.0, "distil_seconds": 7.0},
              augmentation=aug)  # fmt: skip
     three = (0, 1, 2)
@@ -396,8 +396,8 @@ def test_the_scaling_table_has_a_row_per_transfer_size_beside_the_twin_and_stilt
     _finetunes(runs, "twin", "undistilled", None, {"ta": [58, 61, 60], "tb": [69, 73, 70]}, three)
     _finetunes(runs, "stilts", "stilts", "s2000", {"ta": [61, 62, 60], "tb": [70, 70, 71]}, three)
     frame = report.collect(runs)
-    table = scaling_table(frame, report.finetune_scores(frame, "test"), "dev")
-    assert list(table["transfer_rows"]) == [2000, 4000, 8000]
+    table = scaling_table(frame, report.finetune_scores(frame, "test"), "test")  # retention: on dev all the same
+    assert list(table["transfer_rows"]) == [2000, 4000, 8000], table[["recipe", "variant", "transfer_rows"]].to_string()
     assert list(table["source_dev_retention"]) == pytest.approx([0.70 / 0.82, 0.74 / 0.82, 0.80 / 0.82])
     big = table.iloc[2]
     mean, low, high = _t_interval([(66 + 72) / 2, (65 + 74) / 2, (70 + 73) / 2])
@@ -416,7 +416,11 @@ def test_the_scaling_table_has_a_row_per_transfer_size_beside_the_twin_and_stilt
 def test_a_study_reports_its_own_runs_where_it_shares_a_store(tmp_path):
     """A study that reuses another's run store (scaling) writes its tables to a folder of its own name there, from
     its own runs only; the default study and a study with its own store write beside the store."""
-    from xdlib.__main__ import study_report_dir
+    from xdlib.__main__ import study_report_dir, study_run_ids
+
+    status = pd.DataFrame({"cell": [0, 1], "teacher_run": ["t", "t"], "distill_run": ["d", None],
+                           "finetune_run": ["f0", "f1"], "stilts_run": [None, "s"], "state": ["done", "done"]})  # fmt: skip
+    assert study_run_ids(status) == {"t", "d", "f0", "f1", "s"}
 
     assert study_report_dir("default", Path("results/runs")) == Path("results")
     assert study_report_dir("beyond", Path("results/beyond/runs")) == Path("results/beyond")
@@ -470,3 +474,16 @@ def test_the_twin_of_a_student_that_is_its_whole_initialisation_is_that_model_fi
     assert (paper["vs_undistilled"], paper["vs_undistilled_ci95_low"]) == pytest.approx((mean, low))
     l3 = table[table["variant"].str.startswith("l3-h384")].iloc[0]
     assert l3["undistilled_control"] == comparison.NO_CONTROL
+    # a teacher control fine-tuned another way is not its twin; an undistilled run of the whole model comes first
+    other = tmp_path / "other"
+    _source_runs(other, 2000)
+    _finetunes(other, "paper", "distilled", "d2000", {"ta": [70], "tb": [80]}, **big)
+    _finetunes(other, "direct", "teacher", None, {"ta": [69], "tb": [81]}, teacher_model="org/six", finetune_lr=3e-4)
+    table = comparison.transfer_table(report.finetune_scores(report.collect(other)))
+    assert table.iloc[0]["undistilled_control"] == comparison.NO_CONTROL
+    _finetunes(other, "twin", "undistilled", None, {"ta": [60], "tb": [60]}, student_arch="l6-h384",
+               student_init="org/six")  # fmt: skip
+    _finetunes(other, "same", "teacher", None, {"ta": [69], "tb": [81]}, teacher_model="org/six")
+    table = comparison.transfer_table(report.finetune_scores(report.collect(other)))
+    assert table.iloc[0]["undistilled_control"].startswith("l6-h384 undistilled")
+    assert table.iloc[0]["vs_undistilled"] == pytest.approx(((70 - 60) + (80 - 60)) / 2)

@@ -212,15 +212,19 @@ def study_report_dir(name: str, runs_dir: Path) -> Path:
     return parent if name == "default" or parent.name == name else parent / name
 
 
+def study_run_ids(status) -> set[str]:
+    """The runs a sweep's cells made or reused, at every stage (the status table's `*_run` columns)."""
+    columns = [c for c in status.columns if c.endswith("_run")]
+    return {v for c in columns for v in status[c].dropna() if v not in ("", "-")}
+
+
 def cmd_sweep(args) -> int:
     code, status = run_sweep(args, parse_overrides(args.overrides))
     if args.command == "study" and not args.dry_run:
         cfg = load_config("finetune", args.params, parse_overrides(args.overrides))
         runs_dir = Path(cfg.runs_dir)
         name = str(load_params(args.params).get("name") or Path(args.params).stem)
-        columns = [c for c in status.columns if c.endswith("_run")]  # the runs the study's cells made or reused
-        ids = {v for c in columns for v in status[c].dropna() if v not in ("", "-")}
-        code = run_report(str(runs_dir), str(study_report_dir(name, runs_dir)), ids) or code
+        code = run_report(str(runs_dir), str(study_report_dir(name, runs_dir)), study_run_ids(status)) or code
     return code
 
 

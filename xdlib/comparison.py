@@ -280,7 +280,8 @@ def _whole_model(runs: pd.DataFrame) -> bool:
     init = _init(run.get("student_init"))
     if init is None or init == "random" or whole_arch(init) != run.get("student_arch"):
         return False
-    defaults = {"student_layers": None, "student_heads": None, "student_embeddings": "init"}
+    defaults = {"student_layers": None, "student_heads": None, "student_embeddings": "init",
+                "freeze_word_embeddings": False}  # fmt: skip
     return all(_init(run.get(name)) in (None, str(value)) for name, value in defaults.items())
 
 
@@ -359,7 +360,9 @@ TRANSFER_NOTE = (
     "every setting its run id depends on (`comparison.row_fields`): '"
     + NO_CONTROL
     + "' where no such run exists. The per-target differences (descriptive) and their spread (not an uncertainty) "
-    "are in the csv."
+    "are in the csv. The twin of a student that is the whole of its initialisation (an l6-h384 from all of "
+    "all-MiniLM-L6-v2) is that model fine-tuned directly: where no undistilled run matches, the teacher control "
+    "runs of that model are its twin (the column names them)."
 )
 
 

@@ -66,7 +66,8 @@ def collect(runs_dir: str | Path) -> pd.DataFrame:
         row.update({k: _flat(v) for k, v in config.items()})
         row.update({f"m_{k}": v for k, v in metrics.items() if isinstance(v, (int, float, str)) or v is None})
         if isinstance(metrics.get("transfer_composition"), dict):  # the rows of each origin, and what was filtered
-            row["m_transfer_rows"] = sum(v for k, v in metrics["transfer_composition"].items() if ":" not in k)
+            composition = metrics["transfer_composition"].items()  # "task:x" is a resource, "x:removed_held_out" not
+            row["m_transfer_rows"] = sum(v for k, v in composition if not k.endswith(":removed_held_out"))
         row.update(git_sha=prov.get("git_sha"), git_dirty=prov.get("git_dirty"), device=prov.get("device_name"))
         row.update(threads=prov.get("threads"), python=prov.get("python"), packages=_flat(prov.get("packages")))
         row.update(seeds=_flat(prov.get("seeds")), start=prov.get("start"), wall_seconds=prov.get("wall_seconds"))
@@ -352,9 +353,10 @@ def build_report(
 ) -> list[Path]:
     """Write every table and figure for the complete runs under `runs_dir` (only those in `run_ids` where given: a
     study's own runs in a store that several studies share); returns the paths written."""
-    frame = without_copies(collect(runs_dir))
-    if run_ids is not None and not frame.empty:
+    frame = collect(runs_dir)
+    if run_ids is not None and not frame.empty:  # first: a study's own save_model run is its result, not a copy
         frame = frame[frame["run_id"].isin(run_ids)]
+    frame = without_copies(frame)
     tables, figs = Path(out_dir) / "tables", Path(out_dir) / "figures"
     tables.mkdir(parents=True, exist_ok=True)
     figs.mkdir(parents=True, exist_ok=True)
@@ -370,14 +372,15 @@ def build_report(
             written += _write(long, where, "results_long")
             written += _write(matrix.reset_index(), where, "results_matrix", md)
             written += _write(augmentation_table(ft), where, "augmentation")
-            written += _write(learnt_table(long), where, "targets_learnt", digits="%.2f")
+            if split == "test":  # chance is the best constant prediction on the test rows
+                written += _write(learnt_table(long), where, "targets_learnt", digits="%.2f")
             transfer = transfer_table(ft)
             if not transfer.empty:
                 written += _write(transfer, where, "transfer", transfer_markdown(transfer, split))
             axes = comparison.axis_table(ft)
             if not axes.empty:
                 written += _write(axes, where, "axes", comparison.axis_markdown(axes, split))
-            scaling = scaling_table(frame, ft, split)
+            scaling = scaling_table(frame, ft, split)  # retention on dev in both
             if not scaling.empty:
                 written += _write(scaling, where, "scaling", scaling_markdown(scaling, split))
                 if split == "test":

@@ -3,7 +3,7 @@
 A *recipe* is every distilled row (`comparison.row_keys`) that is the same but for its transfer set's extra text
 (`augmentation`, `augment_max_examples`); a recipe distilled over three or more transfer-set sizes (a curve, not
 the default study's augmentation pair) gets one row per size: the rows the transfer set held (`transfer_rows`, from the distillation's composition), the student's
-retention of its teacher's source score (on `split`), its mean over the targets that are not its source with a 95%
+retention of its teacher's source score (on dev), its mean (on `split`) over the targets that are not its source with a 95%
 t interval over fine-tuning seeds, its matched twin's and STILTs' means over the same targets (the figure's
 horizontal lines) with the paired differences against them, and the wall time of the teacher pass and of the
 distillation. Pure functions of the run store's frame (`report.collect`).
@@ -11,12 +11,22 @@ distillation. Pure functions of the run store's frame (`report.collect`).
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
 import pandas as pd
 
-from .comparison import _over_targets, _target, finetune_seed, key_frame, matched, paired_difference, run_fields
+from .comparison import (
+    _over_targets,
+    _target,
+    _teacher_sources,
+    finetune_seed,
+    key_frame,
+    matched,
+    paired_difference,
+    run_fields,
+)
 
 TRANSFER_SET = ("augmentation", "augment_max_examples")
 MIN_SIZES = 3
@@ -29,8 +39,8 @@ def _recipe_name(run: pd.Series) -> str:
 
 
 def _mean_interval(runs: pd.DataFrame, targets: list[str]) -> tuple[float, float, float, int]:
-    """Mean over targets (each weighs the same) and a 95% t interval over the per-seed means (seeds on every
-    target)."""
+    """Mean over targets (each weighs the same) and a 95% t interval over the per-seed means of the seeds on every
+    target, centred on their mean (with every seed on every target, the same mean)."""
     mean, _, seeds = _over_targets(runs, targets)
     runs = runs[_target(runs).isin(targets)]
     per_seed = runs.assign(s=finetune_seed(runs), t=_target(runs)).pivot_table(index="s", columns="t", values="score")
@@ -40,7 +50,7 @@ def _mean_interval(runs: pd.DataFrame, targets: list[str]) -> tuple[float, float
     from scipy import stats
 
     half = stats.t.ppf(0.975, len(per_seed) - 1) * per_seed.std(ddof=1) / math.sqrt(len(per_seed))
-    return mean, mean - half, mean + half, seeds
+    return mean, per_seed.mean() - half, per_seed.mean() + half, seeds
 
 
 def scaling_table(frame: pd.DataFrame, ft: pd.DataFrame, split: str = "test") -> pd.DataFrame:
@@ -51,29 +61,34 @@ def scaling_table(frame: pd.DataFrame, ft: pd.DataFrame, split: str = "test") ->
     recipe_fields = [c for c in keys.columns if c not in TRANSFER_SET]
     recipe = keys.loc[dist.index, recipe_fields].agg("|".join, axis=1)
     runs = frame.drop_duplicates("run_id").set_index("run_id")
-    rows = []
-    for _, group in dist.groupby(recipe):
+    rows, names = [], {}
+    for key, group in dist.groupby(recipe):
         if group["variant"].nunique() < MIN_SIZES:
             continue
+        name = _recipe_name(runs.loc[group["m_distill_run"].iloc[0]])
+        if name in names.values():  # two recipes alike in teacher, student and source: their key tells them apart
+            name += f" [{hashlib.sha256(key.encode()).hexdigest()[:6]}]"
+        names[key] = name
         for variant, mine in group.groupby("variant"):
             distill = runs.loc[mine["m_distill_run"].iloc[0]]
             main = distill["m_main_metric"]
-            score = distill.get(f"m_{split}_{main}", np.nan)
+            score = distill.get(f"m_dev_{main}", np.nan)  # retention on dev, whatever split the targets are read on
             teacher = runs.loc[distill["m_teacher_run"]] if distill.get("m_teacher_run") in runs.index else None
-            teacher_score = teacher.get(f"m_{split}_{main}", np.nan) if teacher is not None else np.nan
-            targets = sorted(set(_target(mine)) - {mine["source_task"].iloc[0]})
+            teacher_score = teacher.get(f"m_dev_{main}", np.nan) if teacher is not None else np.nan
+            excluded = {mine["source_task"].iloc[0]} | _teacher_sources(mine)
+            targets = sorted(set(_target(mine)) - excluded)
             mean, low, high, seeds = _mean_interval(mine, targets)
-            row = {"recipe": _recipe_name(distill), "variant": variant, "transfer_rows": int(distill["m_transfer_rows"]),
-                   f"source_{split}_retention": score / teacher_score if teacher_score else np.nan,
+            row = {"recipe": name, "variant": variant, "transfer_rows": int(distill["m_transfer_rows"]),
+                   "source_dev_retention": score / teacher_score if teacher_score else np.nan,
                    "targets": "+".join(targets), "mean": mean, "ci95_low": low, "ci95_high": high, "seeds": seeds,
                    "teacher_pass_s": distill.get("m_cache_seconds", np.nan),
                    "distillation_s": distill.get("m_distil_seconds", np.nan)}  # fmt: skip
-            for name in ("undistilled", "stilts"):
-                other = matched(ft, keys, mine, name, fields)
-                row[f"{name}_mean"] = _over_targets(other, targets)[0] if not other.empty else np.nan
+            for kind in ("undistilled", "stilts"):
+                other = matched(ft, keys, mine, kind, fields)
+                row[f"{kind}_mean"] = _over_targets(other, targets)[0] if not other.empty else np.nan
                 diff = paired_difference(mine, other, targets) if not other.empty else {}
-                row.update({f"vs_{name}": diff.get("mean", np.nan), f"vs_{name}_ci95_low": diff.get("low", np.nan),
-                            f"vs_{name}_ci95_high": diff.get("high", np.nan), f"vs_{name}_seeds": diff.get("seeds", 0)})  # fmt: skip
+                row.update({f"vs_{kind}": diff.get("mean", np.nan), f"vs_{kind}_ci95_low": diff.get("low", np.nan),
+                            f"vs_{kind}_ci95_high": diff.get("high", np.nan), f"vs_{kind}_seeds": diff.get("seeds", 0)})  # fmt: skip
             rows.append(row)
     if not rows:
         return pd.DataFrame()
@@ -91,7 +106,7 @@ def _interval(mean, low, high, seeds) -> str:
 def scaling_markdown(table: pd.DataFrame, split: str = "test") -> str:
     if table.empty:
         return ""
-    retention = [c for c in table.columns if c.endswith("_retention")][0]
+    retention = "source_dev_retention"
     out = pd.DataFrame({
         "recipe": table["recipe"], "transfer rows": table["transfer_rows"],
         "source retention": [f"{v:.1%}" if not pd.isna(v) else "n/a" for v in table[retention]],
@@ -110,6 +125,8 @@ def scaling_markdown(table: pd.DataFrame, split: str = "test") -> str:
     scores = "test" if split == "test" else f"{split} (the split fine-tuning selects on)"
     return out.to_markdown(index=False) + (
         f"\n\nScores: {scores}, x100, over the targets that are not the source. Retention: the distilled student's "
-        f"source {split} score over its teacher's. Differences paired by (target, fine-tuning seed), 95% t interval "
-        "over seeds (each seed's difference averaged over the targets). Wall times: this machine, one process."
+        "source dev score over its teacher's. Differences paired by (target, fine-tuning seed), 95% t interval "
+        "over seeds (each seed's difference averaged over the targets). Wall times, as each distillation run recorded them "
+        "(this machine, one process): the teacher pass builds the teacher's outputs over the transfer set (opened, "
+        "not rebuilt, where an earlier run of the same teacher and rows made them); the distillation is every phase."
     )
