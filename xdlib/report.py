@@ -166,6 +166,8 @@ def _labels(ft: pd.DataFrame) -> pd.Series:
     for name in keys.columns:
         holds = pd.Series([name in own and name not in LABELLED for own in relevant], index=ft.index)
         holds &= ~((kinds == "teacher") & (name == "teacher_model"))  # the teacher's model names it
+        if name == "source_version" and "source_task" in ft:  # the source task names it, unless one source has two
+            holds &= ft.groupby("source_task")[name].transform(lambda v: v.map(str).nunique() > 1).astype(bool)
         values = keys.loc[holds, name]
         if values.nunique() > 1:
             counts = values.value_counts()
