@@ -79,16 +79,18 @@ KIND_NAMES = {"distilled": "distilled student", "undistilled": "undistilled twin
 
 
 def speed_points(ft: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
-    """Each model's mean over the targets every model was scored on, against its measured inference speed (examples
-    per second, batch 32 x 128 tokens, measured in its distillation run on this machine): a control is as fast as
-    the student whose architecture it has; the teacher's model as the teacher."""
+    """Each model's mean over the target set most models were scored on (a model scored on more is drawn over that
+    set), against its measured inference speed (examples per second, batch 32 x 128 tokens, measured in its
+    distillation run on this machine): a control is as fast as the student whose architecture it has; the teacher's
+    model as the teacher."""
     dist = frame[frame["stage"] == "distill"] if "stage" in frame else frame.iloc[0:0]
     if dist.empty or "m_student_inference_s" not in dist:
         return pd.DataFrame()
     targets = ft.groupby("variant")["target"].agg(frozenset)
-    common = targets.value_counts().index[0]  # the target set most models have: like with like
+    common = targets.value_counts().index[0]  # the target set most models have: like with like, over it alone
     rows = []
-    for variant, runs in ft[ft["variant"].isin(targets[targets == common].index)].groupby("variant"):
+    covers = targets[[common <= t for t in targets]].index  # a twin also scored on another target is drawn too
+    for variant, runs in ft[ft["variant"].isin(covers) & ft["target"].isin(common)].groupby("variant"):
         kind = str(runs["student"].iloc[0])
         arch = str(runs["student_arch"].iloc[0]) if kind != "teacher" else None
         teacher = str(runs["teacher_model"].iloc[0])
@@ -116,7 +118,7 @@ def speed_figure(points: pd.DataFrame, path: Path) -> Path:
     for i, row in points.iterrows():
         ax.scatter(row["speed"], row["score"], marker=markers.get(row["kind"], "o"), color=colors.get(row["kind"]),
                    s=70, label=f"{i + 1}. {row['variant']} ({row['kind']})")  # fmt: skip
-        ax.annotate(str(i + 1), (row["speed"], row["score"]), xytext=(6, 4), textcoords="offset points", fontsize=9)
+    _number_points(ax, points["speed"], points["score"])
     span = points["speed"].max() - points["speed"].min()
     ax.set_xlim(points["speed"].min() - 0.1 * span - 1, points["speed"].max() + 0.1 * span + 1)
     ax.set_xlabel("measured inference speed (examples/s, batch 32 x 128 tokens, this machine)")
@@ -124,6 +126,21 @@ def speed_figure(points: pd.DataFrame, path: Path) -> Path:
     ax.set_title("Quality against speed: every student and control (marker: kind; number: the legend below)")
     ax.legend(loc="upper left", bbox_to_anchor=(0, -0.18), fontsize=7, frameon=False)
     return save(fig, path)
+
+
+def _number_points(ax, xs: pd.Series, ys: pd.Series) -> None:
+    """Number each point (1, 2, ... in order) beside it; points that nearly coincide (within 3% of either axis'
+    span) get their numbers stacked, so that each stays readable."""
+    xs, ys = list(xs), list(ys)
+    xspan = (max(xs) - min(xs)) or 1.0
+    yspan = (max(y for y in ys if y == y) - min(y for y in ys if y == y)) if any(y == y for y in ys) else 1.0
+    placed: list[tuple[float, float]] = []
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        if x != x or y != y:  # NaN: not drawn
+            continue
+        near = sum(abs(x - px) < 0.03 * xspan and abs(y - py) < 0.03 * (yspan or 1.0) for px, py in placed)
+        ax.annotate(str(i + 1), (x, y), xytext=(6, 4 + 11 * near), textcoords="offset points", fontsize=9)
+        placed.append((x, y))
 
 
 def augmentation_figure(ft: pd.DataFrame, out: Path) -> list[Path]:
@@ -161,8 +178,9 @@ def architectures_figure(arch: pd.DataFrame, path: Path) -> Path:
         variant = variant if isinstance(variant, str) else f"{row['arch']} from {row['source']} ({extra})"
         name = f"{variant}, run {row['distill_run']}"
         ax.scatter(row["speedup_measured"], row["mean_over_targets"], s=50, label=f"{i + 1}. {name}")
-        ax.annotate(str(i + 1), (row["speedup_measured"], row["mean_over_targets"]), xytext=(6, 4),
-                    textcoords="offset points", fontsize=9)  # fmt: skip
+    _number_points(
+        ax, arch["speedup_measured"].reset_index(drop=True), arch["mean_over_targets"].reset_index(drop=True)
+    )
     ax.set_xlabel("measured speedup over its teacher (batch 32 x 128 tokens, this machine)")
     ax.set_ylabel("mean over targets, test score x100")
     ax.set_title("Students: quality against measured speedup")
