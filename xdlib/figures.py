@@ -161,7 +161,7 @@ def augmentation_figure(ft: pd.DataFrame, out: Path) -> list[Path]:
     ax.set_xlabel("target task")
     ax.set_ylabel("test score x100 (mean; bars: sd over seeds)")
     ax.set_title("Augmentation: the transfer set's extra text")
-    ax.legend(title="augmentation", fontsize=8, loc="lower right")
+    ax.legend(title="augmentation", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # never over a bar
     return [save(fig, out / "augmentation.png")]
 
 
