@@ -23,7 +23,7 @@ study: $(VENV)/.installed  ## run the embedded default study (offline, CPU): swe
 beyond: $(VENV)/.installed  ## the beyond-paper arms (general stage, multi-source teacher): params/beyond.yaml
 	$(PY) -m xdlib study params/beyond.yaml  # its own run store: tables in results/beyond/
 
-scaling: $(VENV)/.installed  ## the scaling study: ~1.2k to ~32k transfer rows, two recipes, 3 seeds (22 min after make study)
+scaling: $(VENV)/.installed  ## the scaling study: two recipes over ~1.2k to ~32k transfer rows, 3 seeds (22 min after make study)
 	$(PY) -m xdlib study params/scaling.yaml  # reuses the default study's runs where the ids match
 
 deploy: $(VENV)/.installed  ## the study's models as ONNX fp32 and int8: accuracy and speed (notebooks/export.ipynb)

@@ -422,9 +422,10 @@ def test_a_study_reports_its_own_runs_where_it_shares_a_store(tmp_path):
                            "finetune_run": ["f0", "f1"], "stilts_run": [None, "s"], "state": ["done", "done"]})  # fmt: skip
     assert study_run_ids(status) == {"t", "d", "f0", "f1", "s"}
 
-    assert study_report_dir("default", Path("results/runs")) == Path("results")
-    assert study_report_dir("beyond", Path("results/beyond/runs")) == Path("results/beyond")
-    assert study_report_dir("scaling", Path("results/runs")) == Path("results/scaling")
+    assert study_report_dir("default", Path("results/runs"), own_store=False) == Path("results")
+    assert study_report_dir("beyond", Path("results/beyond/runs"), own_store=True) == Path("results/beyond")
+    assert study_report_dir("mine", Path("out/runs"), own_store=True) == Path("out")  # its own store: beside it
+    assert study_report_dir("scaling", Path("results/runs"), own_store=False) == Path("results/scaling")
     runs = tmp_path / "runs"
     _source_runs(runs, 2000)
     _finetunes(runs, "main", "distilled", "d2000", {"ta": [60], "tb": [70]})

@@ -205,11 +205,13 @@ def cmd_explain(args) -> int:
     return 0
 
 
-def study_report_dir(name: str, runs_dir: Path) -> Path:
-    """Where a study's tables and figures go: beside its run store (results/ for results/runs); a study that shares
-    another's store (the scaling study reuses the default's runs) gets a folder of its own name there."""
+def study_report_dir(name: str, runs_dir: Path, own_store: bool) -> Path:
+    """Where a study's tables and figures go: beside its run store (results/ for results/runs) when the study is the
+    default one or its params file names its own `runs_dir`; a study that shares the default store without naming
+    one (the scaling study reuses the default's runs) gets a folder of its own name there, so the default's tables
+    stay the default study's."""
     parent = runs_dir.parent
-    return parent if name == "default" or parent.name == name else parent / name
+    return parent if name == "default" or own_store else parent / name
 
 
 def study_run_ids(status) -> set[str]:
@@ -223,8 +225,10 @@ def cmd_sweep(args) -> int:
     if args.command == "study" and not args.dry_run:
         cfg = load_config("finetune", args.params, parse_overrides(args.overrides))
         runs_dir = Path(cfg.runs_dir)
-        name = str(load_params(args.params).get("name") or Path(args.params).stem)
-        code = run_report(str(runs_dir), str(study_report_dir(name, runs_dir)), study_run_ids(status)) or code
+        values = load_params(args.params)
+        name = str(values.get("name") or Path(args.params).stem)
+        own = "runs_dir" in values or "runs_dir" in parse_overrides(args.overrides)
+        code = run_report(str(runs_dir), str(study_report_dir(name, runs_dir, own)), study_run_ids(status)) or code
     return code
 
 

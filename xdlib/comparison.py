@@ -362,7 +362,8 @@ TRANSFER_NOTE = (
     + "' where no such run exists. The per-target differences (descriptive) and their spread (not an uncertainty) "
     "are in the csv. The twin of a student that is the whole of its initialisation (an l6-h384 from all of "
     "all-MiniLM-L6-v2) is that model fine-tuned directly: where no undistilled run matches, the teacher control "
-    "runs of that model are its twin (the column names them)."
+    "runs of that model are its twin (transfer.csv's undistilled_control column names the runs each row was paired "
+    "with)."
 )
 
 

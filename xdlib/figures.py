@@ -201,14 +201,14 @@ def scaling_figure(table: pd.DataFrame, path: Path) -> Path:
         err = [(rows["mean"] - rows["ci95_low"]).fillna(0), (rows["ci95_high"] - rows["mean"]).fillna(0)]
         ax.errorbar(x, rows["mean"], yerr=err, color=color, marker="o", capsize=4, label="distilled student")
         for xi, yi in zip(x, rows["mean"]):
-            ax.annotate(f"{yi:.1f}", (xi, yi), xytext=(7, -3), textcoords="offset points", fontsize=8, color=color)
+            ax.annotate(f"{yi:.1f}", (xi, yi), xytext=(7, 5), textcoords="offset points", fontsize=8, color=color,
+                        bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})  # fmt: skip
         levels = [(name, style, label, rows[name].dropna()) for name, style, label in
-                  (("undistilled_mean", "--", "twin"), ("stilts_mean", ":", "STILTs"))]  # fmt: skip
-        for _, style, label, level in levels:
+                  (("undistilled_mean", (0, (6, 3)), "twin"), ("stilts_mean", (3, (1, 3)), "STILTs"))]  # fmt: skip
+        for _, style, label, level in levels:  # dashes and dots offset: two equal levels both stay visible
             if len(level):
-                ax.axhline(
-                    level.iloc[0], color="0.3", linestyle=style, linewidth=1.2, label=f"{label} {level.iloc[0]:.1f}"
-                )
+                ax.axhline(level.iloc[0], color="0.3" if label == "twin" else "tab:purple", linestyle=style,
+                           linewidth=1.4, label=f"{label} {level.iloc[0]:.1f}")  # fmt: skip
         _size_axis(ax, x)
         ax.set_ylabel("mean over non-source targets, test x100")
         ax.set_title(recipe.replace(" -> ", " ->\n", 1), fontsize=10)
