@@ -247,10 +247,10 @@ CASES = {
     ),
     "zero workers": (
         lambda t: ["sweep", _params(t, {}), "--executor", "local", "--workers", "0"],
-        "--workers 0",
-        "1 or more",
+        "--workers: '0'",
+        "a whole number >= 1",
     ),  # fmt: skip
-    "workers that is a word": (lambda t: ["sweep", _params(t, {}), "--workers", "two"], "'two'", "--help"),
+    "workers that is a word": (lambda t: ["sweep", _params(t, {}), "--workers", "two"], "'two'", ">= 1"),
     "unknown command": (lambda t: ["trian"], "'trian'", "run"),
     "run without a stage": (lambda t: ["run"], "stage", "--help"),
     "unknown bench size": (lambda t: ["bench", "--size", "huge"], "'huge'", "smoke"),
@@ -327,3 +327,65 @@ def test_a_notebook_under_papermill_raises_one_line(case, tmp_path):
     assert raised.value.ename == ename and names in raised.value.evalue and "\n" not in raised.value.evalue
     (error,) = [o for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", []) if o.get("ename")]
     assert error["traceback"] == [f"error: {raised.value.evalue}"]
+
+
+BAD_VALUES = ("-1", "0", "abc", "", "1.5")
+
+
+def _valued_options():
+    """Every option that takes a value, of every subcommand of `xdlib` and of `python -m xdlib.deploy`: (the argv
+    before it, its flag, the action)."""
+    import argparse
+
+    from xdlib.__main__ import build_parser
+    from xdlib.deploy.deploy import build_parser as deploy_parser
+
+    found = []
+    for prog, parser in (("xdlib", build_parser()), ("deploy", deploy_parser())):
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        commands = subs[0].choices.items() if subs else [(None, parser)]
+        for name, sub in commands:
+            for action in sub._actions:
+                if action.option_strings and action.nargs != 0 and not isinstance(action, argparse._HelpAction):
+                    found.append(((prog, name), action.option_strings[-1], action))
+    return found
+
+
+def test_every_valued_option_with_a_numeric_or_fixed_set_value_is_checked_by_the_one_table():
+    """An option whose value is a number, a list of sizes, a device or one of a fixed set goes through
+    `options.CHECKS` (free text, a path or a -p pair is checked where it is read)."""
+    from xdlib.options import CHECKS
+
+    free = {"--params", "--out", "--runs", "-p"}  # paths and key=value pairs: checked by config.py and the commands
+    for where, flag, action in _valued_options():
+        if flag in free:
+            continue
+        assert flag in CHECKS and action.type is CHECKS[flag], (where, flag)
+
+
+@pytest.mark.parametrize("value", BAD_VALUES)
+def test_every_checked_option_refuses_a_bad_value_in_one_line(value, tmp_path):
+    """Every checked option of every subcommand, given a bad value: exit status 2, one line `error: …` that names
+    the option, the value and what is allowed, no traceback, nothing run (argparse, before any import)."""
+    from xdlib.options import CHECKS
+
+    cases = 0
+    for (prog, command), flag, _ in _valued_options():
+        if flag not in CHECKS:
+            continue
+        try:
+            CHECKS[flag](value)
+            continue  # a value this option allows (a count of 1, say): not a bad value for it
+        except Exception:
+            pass
+        module = "xdlib" if prog == "xdlib" else "xdlib.deploy"
+        argv = [sys.executable, "-m", module] + ([command] if command else [])
+        argv += {"sweep": ["params/smoke.yaml"], "study": ["params/smoke.yaml"], None: [str(tmp_path)]}.get(command, [])
+        argv += [f"{flag}={value}"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1, (argv, done.stderr)
+        assert lines[0].startswith("error: ") and flag in lines[0] and "allowed:" in lines[0], lines[0]
+        assert "Traceback" not in done.stderr and not done.stdout.strip(), done.stdout
+        cases += 1
+    assert cases >= 6  # the table's options on every command that has them

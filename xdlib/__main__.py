@@ -25,8 +25,10 @@ from pathlib import Path
 
 import yaml
 
+from . import options
 from .config import Config, ConfigError, describe, load_config, load_params
 from .errors import UserError, one_line
+from .options import Parser
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -89,13 +91,6 @@ def list_tasks(params: str | None) -> None:
     print("hub tasks need the network; offline tasks are real data packaged on PyPI (sizes after leakage removal)")
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse, with a usage mistake told in one line (`error: …`, exit status 2) like every other."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {self.prog}: {message}; allowed: see {self.prog} --help\n")
-
-
 def build_parser() -> Parser:
     parser = Parser(prog="python -m xdlib", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -116,23 +111,18 @@ def build_parser() -> Parser:
         p_sweep.add_argument("params")
         p_sweep.add_argument("-p", dest="overrides", action="append", default=[])
         p_sweep.add_argument("--dry-run", action="store_true", help="print the plan and what is done; run nothing")
-        p_sweep.add_argument(
-            "--executor",
-            default="inline",
-            help="inline (notebooks, default), direct (no notebooks), local or slurm (submitit)",
-        )
-        p_sweep.add_argument("--workers", type=int, default=1, help="parallel jobs for the local executor")
-        p_sweep.add_argument(
-            "--gpus-per-cell", type=int, default=1, help="local executor: processes (GPUs) that share one cell's runs"
-        )
+        options.add(p_sweep, "--executor", default="inline",
+                    help="inline (notebooks, default), direct (no notebooks), local or slurm (submitit)")  # fmt: skip
+        options.add(p_sweep, "--workers", default=1, help="parallel jobs for the local executor")
+        options.add(p_sweep, "--gpus-per-cell", default=1, help="local executor: processes (GPUs) that share a cell")
     p_bench = sub.add_parser("bench")
     p_bench.add_argument("--quick", action="store_true", help="under 3 minutes on 2 cores")
-    p_bench.add_argument("--size", choices=("smoke", "quick", "medium", "full"), default=None)
-    p_bench.add_argument("--device", default="auto")
+    options.add(p_bench, "--size", default=None)
+    options.add(p_bench, "--device", default="auto")
     p_bench.add_argument("--scale", action="store_true", help="only the scale section: transfer sets of 10k-1M rows")
     p_bench.add_argument("--speed", action="store_true", help="only the speed section: base-size teacher, batch 128")
-    p_bench.add_argument("--speed-rows", type=int, default=20_000, help="transfer-set rows of the speed section")
-    p_bench.add_argument("--scale-rows", default="10000,100000,1000000", help="comma-separated transfer-set sizes")
+    options.add(p_bench, "--speed-rows", default=20_000, help="transfer-set rows of the speed section")
+    options.add(p_bench, "--scale-rows", default="10000,100000,1000000", help="comma-separated transfer-set sizes")
     p_bench.add_argument("--out", default="results/benchmarks")
     p_export = sub.add_parser("export", help="a run's model as an ONNX folder (fp32, or int8 with --int8)")
     p_export.add_argument("run_dir")
@@ -247,13 +237,7 @@ def cmd_bench(args) -> int:
         from .bench.scale import format_scale
         from .bench.scale import run as run_scale
 
-        try:
-            sizes = [int(x) for x in args.scale_rows.split(",") if x.strip()]
-        except ValueError:
-            raise ConfigError(
-                f"--scale-rows {args.scale_rows!r} is not allowed; allowed: sizes like 10000,100000"
-            ) from None
-        report = run_scale(sizes)
+        report = run_scale(args.scale_rows)  # sizes, checked by options.CHECKS
         print(format_scale(report))
         _write_raw(report, args.out, "scale")
     elif args.speed:

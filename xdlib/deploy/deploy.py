@@ -29,6 +29,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .. import options
+from ..options import Parser
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -236,15 +239,20 @@ def run(run_dirs: list[Path], rows: int | None = None, threads: int | None = Non
     return frame, checks, raw
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xdlib.deploy", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m xdlib.deploy", description=__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("runs", nargs="*", help="run folders (or --params)")
     parser.add_argument("--params", help="a params file whose fine-tunings keep their model (params/deploy.yaml)")
-    parser.add_argument("--executor", default="inline", help="the sweep's executor with --params (inline or direct)")
-    parser.add_argument("--rows", type=int, default=None, help="test rows (default: the run's max_eval_samples)")
-    parser.add_argument("--threads", type=int, default=None)
+    options.add(parser, "--executor", default="inline", help="the sweep's executor with --params (inline or direct)")
+    options.add(parser, "--rows", default=None, help="test rows (default: the run's max_eval_samples)")
+    options.add(parser, "--threads", default=None, help="inference threads (default: every core)")
     parser.add_argument("--out", default="results", help="tables/deploy.* and benchmarks/deploy-<date>.json go here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     from ..errors import UserError, one_line
     from .export import check, run_task
