@@ -389,3 +389,31 @@ def test_every_checked_option_refuses_a_bad_value_in_one_line(value, tmp_path):
         assert "Traceback" not in done.stderr and not done.stdout.strip(), done.stdout
         cases += 1
     assert cases >= 6  # the table's options on every command that has them
+
+
+def test_a_run_that_cannot_start_leaves_nothing_behind(tmp_path, capsys, monkeypatch):
+    """A Hub-only task with the Hub unreachable: one line, exit status 2, and no run folder, stage folder or lock
+    file left in the store (a later run is not misled into 'a killed run resumes')."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    runs = tmp_path / "runs"
+    args = ["run", "teacher", "--params", "params/smoke.yaml", "-p", "source_task=rte", "-p", f"runs_dir={runs}"]
+    assert _main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Hub" in err, err
+    assert not [p for p in runs.rglob("*") if p.is_file()] and not (runs / "teacher").exists(), list(runs.rglob("*"))
+
+
+def test_a_killed_teacher_cache_build_leaves_no_temporary_folder_after_the_next_start(tmp_path, monkeypatch):
+    """A build killed before its rename leaves `.<key>.<random>/`; the next call for that cache removes it under the
+    cache's lock, whether it builds the cache or finds it complete."""
+    from xdlib import teacher_cache
+
+    path = tmp_path / "teacher-outputs" / "key"
+    path.mkdir(parents=True)
+    (tmp_path / "teacher-outputs" / ".key.x1y2").mkdir()
+    (tmp_path / "teacher-outputs" / ".key.x1y2" / "hidden.npy").write_bytes(b"half")
+    (tmp_path / "teacher-outputs" / ".other.z9").mkdir()  # another cache's: not this call's to remove
+    monkeypatch.setattr(teacher_cache, "_cache_is_current", lambda p, source: True)
+    monkeypatch.setattr(teacher_cache.TeacherCache, "open", classmethod(lambda cls, p: "opened"))
+    assert teacher_cache.build_teacher_cache(None, None, [], None, 64, path, "cpu") == "opened"
+    assert sorted(p.name for p in (tmp_path / "teacher-outputs").iterdir()) == [".other.z9", "key"]

@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -180,6 +181,22 @@ def locked(path: str | Path) -> Iterator[Any]:
             yield handle
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def discard_unstarted(path: str | Path, lock: bool = True) -> None:
+    """Remove what a run that could not start left: its folder (config.yaml, never a checkpoint or DONE) and, with
+    `lock`, its lock file while that journals no making. A user error before any training leaves nothing behind."""
+    path = Path(path)
+    if path.is_dir() and not (path / "DONE").exists() and not (path / "checkpoints").exists():
+        shutil.rmtree(path, ignore_errors=True)
+    journal = path.parent.parent / ".locks" / f"{path.parent.name}-{path.name}.lock"
+    if lock and journal.is_file() and journal.stat().st_size == 0:
+        journal.unlink(missing_ok=True)
+    for folder in [path.parent] + ([journal.parent] if lock else []):  # made for this run alone: removed if empty
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (other runs), or gone
+            pass
 
 
 def made(handle) -> None:

@@ -132,14 +132,21 @@ def build_teacher_cache(
     distillations that share a teacher (l6-h256 and l6-h384 of one grid) started at once build it once; the second
     waits, then opens it. The lock's journal gets a line per build (`runs.made`)."""
     path = Path(path)
-    if _cache_is_current(path, source):
+    if _cache_is_current(path, source) and not _leftovers(path):
         return TeacherCache.open(path)
     with runs.locked(path) as lock:
+        for leftover in _leftovers(path):  # a killed build's temporary folder: under the lock, no build is running
+            shutil.rmtree(leftover, ignore_errors=True)
         if not _cache_is_current(path, source):  # else made by another process meanwhile
             _write_teacher_cache(teacher, tokenizer, rows, task, max_length, path, device, dtype, batch_size, layers,
                                  tokenized_dir, source)  # fmt: skip
             runs.made(lock)
     return TeacherCache.open(path)
+
+
+def _leftovers(path: Path) -> list[Path]:
+    """The temporary folders of builds of this cache that were killed before their rename (`.<name>.<random>`)."""
+    return [p for p in path.parent.glob(f".{path.name}.*") if p.is_dir()] if path.parent.is_dir() else []
 
 
 @torch.inference_mode()

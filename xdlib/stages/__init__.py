@@ -27,6 +27,7 @@ from pathlib import Path
 from .. import dist, runs
 from ..config import ENGINE_VERSION, Config, fields_of, slug
 from ..devices import resolve_device
+from ..errors import UserError
 from ..tasks import get_task
 
 # isort: off
@@ -132,6 +133,16 @@ def ensure(stage_name: str, cfg: Config, *, on_update=None, _checked: bool = Fal
     upstream_stage = spec.upstream(cfg)
     upstream = {upstream_stage: ensure(upstream_stage, cfg, _checked=True)} if upstream_stage else {}
     device = resolve_device(cfg.device)
+    fresh = not path.exists()  # a run that cannot start (a user error) leaves no folder behind
+    try:
+        return _make(stage_name, cfg, spec, path, upstream, device, on_update, fresh)
+    except UserError:
+        if fresh and dist.is_main():  # its lock file too, while it journals no making (every process that waits on
+            runs.discard_unstarted(path)  # it has the same config, so the same error: none of them makes the run)
+        raise
+
+
+def _make(stage_name: str, cfg: Config, spec: Stage, path: Path, upstream: dict, device, on_update, fresh) -> Path:
     with runs.locked(path) if dist.is_main() else nullcontext() as lock:
         action, problem = _action(path, spec)
         if dist.broadcast(action == "reuse"):  # made by another process meanwhile
@@ -142,13 +153,18 @@ def ensure(stage_name: str, cfg: Config, *, on_update=None, _checked: bool = Fal
         rank, world = dist.rank_world()
         run = Run(path, device, upstream, {"seed": cfg.seed})
         config = stage_config(stage_name, cfg)
-        with runs.open_run(path, config, device, run.seeds, write=run.writer) as provenance:
-            run.write_json("run_id.json", id_payload(stage_name, cfg))
-            spec.runner(cfg, run, **({"on_update": on_update} if on_update is not None else {}))
-            provenance["upstream"] = {k: v.name for k, v in upstream.items()} or None
-            provenance["world_size"] = world
-            provenance["engine_version"] = ENGINE_VERSION  # in the run id too; the report groups by it
-            dist.barrier()  # every rank is done computing before DONE marks the run complete
+        try:
+            with runs.open_run(path, config, device, run.seeds, write=run.writer) as provenance:
+                run.write_json("run_id.json", id_payload(stage_name, cfg))
+                spec.runner(cfg, run, **({"on_update": on_update} if on_update is not None else {}))
+                provenance["upstream"] = {k: v.name for k, v in upstream.items()} or None
+                provenance["world_size"] = world
+                provenance["engine_version"] = ENGINE_VERSION  # in the run id too; the report groups by it
+                dist.barrier()  # every rank is done computing before DONE marks the run complete
+        except UserError:
+            if fresh and run.writer:  # under the lock: no other process is making this run now
+                runs.discard_unstarted(path, lock=False)
+            raise
         if run.writer:
             shutil.rmtree(path / "checkpoints", ignore_errors=True)
             runs.made(lock)
