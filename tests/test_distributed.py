@@ -174,3 +174,50 @@ def test_bad_launches_are_one_line(env, args, message, monkeypatch, capsys, tmp_
     assert main(["run", "teacher", "-p", f"runs_dir={tmp_path}", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+
+
+LAUNCH_ERRORS = {  # (overrides, what the one line names): the config, the device, and an error met inside the ranks
+    "config": (["-p", "logit_loss=cosine"], "logit_loss"),
+    "device": (["-p", "device=cuda"], "CUDA"),
+    "in the ranks": (["-p", "source_task=rte"], "Hub"),
+}
+
+
+def _launch(how: str, overrides: list[str], store: Path) -> subprocess.CompletedProcess:
+    if how == "torchrun":
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "xdlib"]
+    else:
+        command = [sys.executable, "-m", "xdlib"]
+    command += ["run", "teacher", "--params", "params/smoke.yaml", "-p", f"runs_dir={store}", *overrides]
+    command += ["--nproc-per-node", "2"] if how == "xdlib" else []
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+
+
+@pytest.mark.parametrize("case", sorted(LAUNCH_ERRORS))
+def test_a_two_process_launch_fails_on_a_user_error_like_one_process(case, tmp_path):
+    """`xdlib run STAGE --nproc-per-node 2`: the config and device are checked before any rank starts, and a user
+    error met inside the ranks is rank 0's one line: the whole stderr is that line, exit status 2, no traceback.
+    Under plain torchrun only rank 0 prints it (torchrun adds its own report of the failed ranks after it)."""
+    overrides, named = LAUNCH_ERRORS[case]
+    done = _launch("xdlib", overrides, tmp_path / "a")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
+    assert lines[0].startswith("error: ") and named in lines[0] and "Traceback" not in done.stderr
+    done = _launch("torchrun", overrides, tmp_path / "b")
+    assert done.returncode != 0
+    assert sum(line.startswith("error: ") for line in done.stderr.splitlines()) == 1, done.stderr[-3000:]
+
+
+def test_xdlib_starts_its_own_ranks(params, tmp_path):
+    """`xdlib run teacher --nproc-per-node 2` makes the run with two ranks (world size 2 in its provenance), as
+    torchrun does, and prints its folder once."""
+    path, _ = params
+    command = [sys.executable, "-m", "xdlib", "run", "teacher", "--params", str(path), "--nproc-per-node", "2",
+               "-p", f"runs_dir={tmp_path / 'runs'}", "-p", f"cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = (tmp_path / "runs" / "teacher").iterdir()
+    assert yaml.safe_load((run / "provenance.json").read_text())["world_size"] == 2
+    assert done.stdout.count(str(run)) == 1, done.stdout

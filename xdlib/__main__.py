@@ -102,6 +102,7 @@ def build_parser() -> Parser:
     p_run.add_argument("stage")
     p_run.add_argument("--params")
     p_run.add_argument("-p", dest="overrides", action="append", default=[])
+    options.add(p_run, "--nproc-per-node", default=1, help="processes (DDP ranks) this command starts itself")
     p_explain = sub.add_parser("explain", help="a run's id, what was hashed, and whether it is reused, made or remade")
     p_explain.add_argument("target", help="a run folder, or a stage (teacher, distill, stilts, finetune) with -p")
     p_explain.add_argument("--params")
@@ -144,6 +145,8 @@ def cmd_params(args) -> int:
 
 def cmd_run(args) -> int:
     cfg = load_config(args.stage, args.params, parse_overrides(args.overrides))  # errors before torch is imported
+    if args.nproc_per_node > 1 and "RANK" not in os.environ:
+        return launch(args, cfg)
     from .stages import ensure
 
     path = ensure(args.stage, cfg)
@@ -277,6 +280,43 @@ COMMANDS = {
 }
 
 
+def launch(args, cfg: Config) -> int:
+    """`xdlib run STAGE --nproc-per-node N`: the config and the device are checked once, here; then N ranks of this
+    same command start through torch.distributed.run's API (what torchrun does, standalone on this machine). A
+    rank's user error is the one line rank 0 prints, and exit status 2, not a launcher traceback."""
+    from .devices import resolve_device
+
+    resolve_device(cfg.device)  # `device: cuda` without CUDA: one line before any rank starts
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    for name in ("torch.distributed.elastic", "torch.distributed.launcher"):  # their failure lines, not ours
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    argv = ["-m", "xdlib", "run", args.stage] + (["--params", args.params] if args.params else [])
+    argv += [x for pair in args.overrides for x in ("-p", pair)] + (["--debug"] if args.debug else [])
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=args.nproc_per_node, run_id="xdlib",
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
+                          monitor_interval=0.5)  # fmt: skip
+    try:
+        elastic_launch(config, sys.executable)(*argv)
+    except ChildFailedError as err:
+        codes = sorted({f.exitcode for f in err.failures.values()})
+        if 2 in codes:
+            return 2  # a user error: rank 0 printed its one line
+        print(f"error: {len(err.failures)} of {args.nproc_per_node} ranks failed (exit status "
+              f"{', '.join(map(str, codes))}); their output is above", file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+def _rank() -> int:
+    """This process's rank under a launcher (torchrun, accelerate, srun, `--nproc-per-node`); 0 alone."""
+    for name in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("XDLIB_DEBUG", "") not in ("", "0")
@@ -286,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:  # the user's input (or the machine's): exit 2, one line
         if debug:
             raise
-        print(f"error: {one_line(err)}", file=sys.stderr)
+        if _rank() == 0:  # every rank meets the same error: one line, from rank 0
+            print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `python -m xdlib tasks | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # and Python's exit flush stays quiet

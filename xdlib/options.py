@@ -62,6 +62,7 @@ def _device(text: str) -> str:
 
 # option -> its check; every command declares its valued options through `add` below
 CHECKS: dict[str, Callable[[str], object]] = {
+    "--nproc-per-node": _count(1),  # run: ranks it starts itself
     "--workers": _count(1),  # sweep, study: parallel jobs of the local executor
     "--gpus-per-cell": _count(1),  # sweep, study
     "--executor": _choice("inline", "direct", "local", "slurm"),  # sweep, study (deploy narrows it itself)
