@@ -38,7 +38,7 @@ notebooks: $(VENV)/.installed  ## after changing a config field or a notebooks/*
 test: $(VENV)/.installed  ## every test tier that runs on a CPU
 	$(PY) -m pytest -q --durations=12
 
-test-fast: $(VENV)/.installed
+test-fast: $(VENV)/.installed  ## the inner loop (under 2 min on 2 cores): every test but the slow and notebook ones
 	$(PY) -m pytest -q -m "not slow and not notebooks"
 
 lint: $(VENV)/.installed

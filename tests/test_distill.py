@@ -86,6 +86,7 @@ def test_finetune_reuses_the_distilled_student(distilled):
     assert metrics["test_accuracy"] > 0.6
 
 
+@pytest.mark.slow  # in make test, not in make test-fast (over 5 s)
 def test_resume_after_interruption_gives_identical_weights(tmp_path, tiny_encoder):
     from conftest import smoke_params
 

@@ -194,6 +194,7 @@ def _launch(how: str, overrides: list[str], store: Path) -> subprocess.Completed
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
 
 
+@pytest.mark.slow  # process launches: in make test, not in make test-fast
 @pytest.mark.parametrize("case", sorted(LAUNCH_ERRORS))
 def test_a_two_process_launch_fails_on_a_user_error_like_one_process(case, tmp_path):
     """`xdlib run STAGE --nproc-per-node 2`: the config and device are checked before any rank starts, and a user
@@ -209,6 +210,7 @@ def test_a_two_process_launch_fails_on_a_user_error_like_one_process(case, tmp_p
     assert sum(line.startswith("error: ") for line in done.stderr.splitlines()) == 1, done.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_xdlib_starts_its_own_ranks(params, tmp_path):
     """`xdlib run teacher --nproc-per-node 2` makes the run with two ranks (world size 2 in its provenance), as
     torchrun does, and prints its folder once."""

@@ -28,6 +28,7 @@ def tiny_classifier(tmp_path_factory, tiny_encoder):
     return run
 
 
+@pytest.mark.slow  # ONNX export: in make test, not in make test-fast
 def test_onnx_fp32_gives_the_logits_of_pytorch(tiny_classifier, tmp_path):
     out = export(tiny_classifier, tmp_path / "onnx")
     meta = json.loads((out / "export.json").read_text())
@@ -39,6 +40,7 @@ def test_onnx_fp32_gives_the_logits_of_pytorch(tiny_classifier, tmp_path):
     assert onnx.predict(TEXTS) == hf.predict(TEXTS)
 
 
+@pytest.mark.slow  # ONNX export: in make test, not in make test-fast
 def test_int8_quantises_the_runs_own_fp32_export(tiny_classifier, tmp_path):
     """With RUN_DIR/onnx there, int8 quantises that graph (no second torch.onnx export; export.json says so) and
     predicts as an int8 made from a fresh export; an fp32 export of another model is not used."""

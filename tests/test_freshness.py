@@ -163,6 +163,7 @@ def test_reopen_removes_what_was_derived_from_the_run(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == ["metrics.json", "model"]
 
 
+@pytest.mark.slow  # in make test, not in make test-fast (over 5 s)
 def test_an_export_of_weights_since_remade_is_redone(tmp_path, tiny_encoder):
     """RUN_DIR/onnx records the digest of the weights it was exported from: after the run's model is remade it is
     neither quantised to int8 nor reused, but exported again; an export of the current weights is reused."""

@@ -4,6 +4,7 @@ upstream run without its model is trained again only when a stage below it still
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 
 from xdlib.sweep import sweep
@@ -13,6 +14,7 @@ def _states(status) -> list[str]:
     return list(status["state"])
 
 
+@pytest.mark.slow  # in make test, not in make test-fast (over 5 s)
 def test_metrics_only_upstream_is_rerun_only_when_needed(tmp_path, base_params):
     values = base_params | {"name": "reuse", "grid": {"target_task": ["toy-sentiment", "toy-regression"]}}
     params = tmp_path / "reuse.yaml"
