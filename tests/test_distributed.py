@@ -205,6 +205,8 @@ def test_a_two_process_launch_fails_on_a_user_error_like_one_process(case, tmp_p
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
     assert lines[0].startswith("error: ") and named in lines[0] and "Traceback" not in done.stderr
+    if case == "in the ranks":  # torchrun's ranks meet it as the config and device errors: checked twice is enough
+        return
     done = _launch("torchrun", overrides, tmp_path / "b")
     assert done.returncode != 0
     assert sum(line.startswith("error: ") for line in done.stderr.splitlines()) == 1, done.stderr[-3000:]

@@ -36,3 +36,17 @@ def test_metrics_only_upstream_is_rerun_only_when_needed(tmp_path, base_params):
     (sentiment,) = runs.glob("finetune/toy-sentiment-*")
     assert (sentiment / "DONE").stat().st_mtime_ns == stamps[sentiment.name]  # the complete cell was not rerun
     assert (regression / "DONE").is_file()
+
+
+@pytest.mark.slow
+def test_the_local_executor_runs_a_two_cell_sweep(tmp_path, base_params):
+    """`--executor local` (submitit's LocalExecutor, 2 workers): both cells done through their notebooks in
+    subprocesses, every run complete in the store; a rerun of the same grid in this process finds them all."""
+    values = base_params | {"name": "local", "grid": {"target_task": ["toy-sentiment", "toy-regression"]}}
+    params = tmp_path / "local.yaml"
+    params.write_text(yaml.safe_dump(values))
+    status = sweep(params, executor="local", workers=2)
+    assert _states(status) == ["done", "done"], status[["state", "error"]]
+    runs = Path(base_params["runs_dir"])
+    assert len(list(runs.glob("finetune/*/DONE"))) == 2 and len(list(runs.glob("*/*/notebook.ipynb"))) == 4
+    assert _states(sweep(params, executor="direct")) == ["complete", "complete"]
