@@ -285,24 +285,34 @@ def launch(args, cfg: Config) -> int:
     same command start through torch.distributed.run's API (what torchrun does, standalone on this machine). A
     rank's user error is the one line rank 0 prints, and exit status 2, not a launcher traceback."""
     from .devices import resolve_device
+    from .preflight import check_device
 
-    resolve_device(cfg.device)  # `device: cuda` without CUDA: one line before any rank starts
+    device = resolve_device(cfg.device)
+    if str(device).startswith("cuda"):  # one GPU per rank: `device: cuda` without N of them, one line, before
+        check_device(f"cuda:{args.nproc_per_node - 1}")  # any rank starts
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc_per_node)))  # as torchrun
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     for name in ("torch.distributed.elastic", "torch.distributed.launcher"):  # their failure lines, not ours
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    argv = ["-m", "xdlib", "run", args.stage] + (["--params", args.params] if args.params else [])
-    argv += [x for pair in args.overrides for x in ("-p", pair)] + (["--debug"] if args.debug else [])
+    argv = ["-m", "xdlib"] + (["--debug"] if args.debug else []) + ["run", args.stage]
+    argv += (["--params", args.params] if args.params else []) + [x for pair in args.overrides for x in ("-p", pair)]
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=args.nproc_per_node, run_id="xdlib",
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
                           monitor_interval=0.5)  # fmt: skip
     try:
         elastic_launch(config, sys.executable)(*argv)
     except ChildFailedError as err:
-        codes = sorted({f.exitcode for f in err.failures.values()})
-        if 2 in codes:
+        failures = err.failures  # global rank -> its failure
+        codes = sorted({f.exitcode for f in failures.values()})
+        if 0 in failures and failures[0].exitcode == 2:
             return 2  # a user error: rank 0 printed its one line
+        if 2 in codes:  # a user error that rank 0 did not print (met by another rank alone, or rank 0 stopped first)
+            ranks = ", ".join(str(r) for r, f in sorted(failures.items()) if f.exitcode == 2)
+            print(f"error: rank {ranks} stopped on a user error that rank 0 did not print; rerun with "
+                  "XDLIB_DEBUG=1 to see each rank's message", file=sys.stderr)  # fmt: skip
+            return 2
         print(f"error: {len(err.failures)} of {args.nproc_per_node} ranks failed (exit status "
               f"{', '.join(map(str, codes))}); their output is above", file=sys.stderr)  # fmt: skip
         return 1

@@ -175,28 +175,37 @@ def locked(path: str | Path) -> Iterator[Any]:
     path = Path(path)
     locks = path.parent.parent / ".locks"
     locks.mkdir(parents=True, exist_ok=True)
-    with open(locks / f"{path.parent.name}-{path.name}.lock", "a") as handle:
+    name = locks / f"{path.parent.name}-{path.name}.lock"
+    while True:
+        handle = open(name, "a")
         fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield handle
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        try:  # the file locked is still the one at this name (a holder may unlink it: `discard_unstarted`)
+            if os.stat(name).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    try:
+        yield handle
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
-def discard_unstarted(path: str | Path, lock: bool = True) -> None:
-    """Remove what a run that could not start left: its folder (config.yaml, never a checkpoint or DONE) and, with
-    `lock`, its lock file while that journals no making. A user error before any training leaves nothing behind."""
+def discard_unstarted(path: str | Path, handle=None) -> None:
+    """Remove what a run that could not start left, called under its lock (`handle`, the held lock file): its folder
+    (config.yaml; never one with a checkpoint or DONE: a killed run resumes), the stage folder if that was made for
+    it alone, and the lock file while it journals no making (`locked` re-checks the file it locked, so a process
+    that waited on this one takes a fresh lock). A user error before any training leaves nothing behind."""
     path = Path(path)
     if path.is_dir() and not (path / "DONE").exists() and not (path / "checkpoints").exists():
         shutil.rmtree(path, ignore_errors=True)
-    journal = path.parent.parent / ".locks" / f"{path.parent.name}-{path.name}.lock"
-    if lock and journal.is_file() and journal.stat().st_size == 0:
-        journal.unlink(missing_ok=True)
-    for folder in [path.parent] + ([journal.parent] if lock else []):  # made for this run alone: removed if empty
-        try:
-            folder.rmdir()
-        except OSError:  # not empty (other runs), or gone
-            pass
+    try:
+        path.parent.rmdir()  # made for this run alone
+    except OSError:  # other runs in it, or gone
+        pass
+    if handle is not None and os.fstat(handle.fileno()).st_size == 0:
+        Path(handle.name).unlink(missing_ok=True)
 
 
 def made(handle) -> None:

@@ -134,12 +134,7 @@ def ensure(stage_name: str, cfg: Config, *, on_update=None, _checked: bool = Fal
     upstream = {upstream_stage: ensure(upstream_stage, cfg, _checked=True)} if upstream_stage else {}
     device = resolve_device(cfg.device)
     fresh = not path.exists()  # a run that cannot start (a user error) leaves no folder behind
-    try:
-        return _make(stage_name, cfg, spec, path, upstream, device, on_update, fresh)
-    except UserError:
-        if fresh and dist.is_main():  # its lock file too, while it journals no making (every process that waits on
-            runs.discard_unstarted(path)  # it has the same config, so the same error: none of them makes the run)
-        raise
+    return _make(stage_name, cfg, spec, path, upstream, device, on_update, fresh)
 
 
 def _make(stage_name: str, cfg: Config, spec: Stage, path: Path, upstream: dict, device, on_update, fresh) -> Path:
@@ -163,7 +158,7 @@ def _make(stage_name: str, cfg: Config, spec: Stage, path: Path, upstream: dict,
                 dist.barrier()  # every rank is done computing before DONE marks the run complete
         except UserError:
             if fresh and run.writer:  # under the lock: no other process is making this run now
-                runs.discard_unstarted(path, lock=False)
+                runs.discard_unstarted(path, lock)
             raise
         if run.writer:
             shutil.rmtree(path / "checkpoints", ignore_errors=True)
