@@ -214,13 +214,13 @@ def study_run_ids(status) -> set[str]:
 
 
 def cmd_sweep(args) -> int:
-    code, status = run_sweep(args, parse_overrides(args.overrides))
+    overrides = parse_overrides(args.overrides)
+    code, status = run_sweep(args, overrides)
     if args.command == "study" and not args.dry_run:
-        cfg = load_config("finetune", args.params, parse_overrides(args.overrides))
-        runs_dir = Path(cfg.runs_dir)
+        runs_dir = Path(load_config("finetune", args.params, overrides).runs_dir)
         values = load_params(args.params)
         name = str(values.get("name") or Path(args.params).stem)
-        own = "runs_dir" in values or "runs_dir" in parse_overrides(args.overrides)
+        own = "runs_dir" in values or "runs_dir" in overrides
         code = run_report(str(runs_dir), str(study_report_dir(name, runs_dir, own)), study_run_ids(status)) or code
     return code
 
@@ -313,7 +313,7 @@ def launch(args, cfg: Config) -> int:
             print(f"error: rank {ranks} stopped on a user error that rank 0 did not print; rerun with "
                   "XDLIB_DEBUG=1 to see each rank's message", file=sys.stderr)  # fmt: skip
             return 2
-        print(f"error: {len(err.failures)} of {args.nproc_per_node} ranks failed (exit status "
+        print(f"error: {len(failures)} of {args.nproc_per_node} ranks failed (exit status "
               f"{', '.join(map(str, codes))}); their output is above", file=sys.stderr)  # fmt: skip
         return 1
     return 0

@@ -205,12 +205,18 @@ def paired_difference(mine: pd.DataFrame, other: pd.DataFrame, targets: list[str
     out["per_target"] = ", ".join(f"{t} {d:+.1f}" for t, d in per_target.items())
     if len(per_target) > 1:
         out["spread"] = per_target.std(ddof=1)
-    if out["seeds"] > 1:
-        from scipy import stats
-
-        half = stats.t.ppf(0.975, out["seeds"] - 1) * by_seed.std(ddof=1) / math.sqrt(out["seeds"])
-        out.update(low=out["mean"] - half, high=out["mean"] + half)
+    out["low"], out["high"] = t_interval(by_seed)
     return out
+
+
+def t_interval(values: pd.Series) -> tuple[float, float]:
+    """The 95% Student-t interval of the mean of `values` (n - 1 degrees of freedom); NaN with fewer than two."""
+    if len(values) < 2:
+        return np.nan, np.nan
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    return values.mean() - half, values.mean() + half
 
 
 def _teacher_sources(runs: pd.DataFrame) -> set[str]:
@@ -224,11 +230,7 @@ def _teacher_sources(runs: pd.DataFrame) -> set[str]:
 
 
 def matched(
-    ft: pd.DataFrame,
-    keys: pd.DataFrame,
-    mine: pd.DataFrame,
-    student: str,
-    fields: pd.Series | None = None,
+    ft: pd.DataFrame, keys: pd.DataFrame, mine: pd.DataFrame, student: str, fields: pd.Series | None = None
 ) -> pd.DataFrame:
     """The runs of kind `student` whose every field of their own run id (`run_fields`, `fields` where given) equals
     the row's (one row at most: those fields are its key). The undistilled twin of a student that is the whole of

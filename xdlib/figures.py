@@ -132,13 +132,14 @@ def _number_points(ax, xs: pd.Series, ys: pd.Series) -> None:
     """Number each point (1, 2, ... in order) beside it; points that nearly coincide (within 3% of either axis'
     span) get their numbers stacked, so that each stays readable."""
     xs, ys = list(xs), list(ys)
+    drawn = [y for y in ys if y == y]  # NaN: not drawn
     xspan = (max(xs) - min(xs)) or 1.0
-    yspan = (max(y for y in ys if y == y) - min(y for y in ys if y == y)) if any(y == y for y in ys) else 1.0
+    yspan = (max(drawn) - min(drawn) if drawn else 0.0) or 1.0
     placed: list[tuple[float, float]] = []
     for i, (x, y) in enumerate(zip(xs, ys)):
         if x != x or y != y:  # NaN: not drawn
             continue
-        near = sum(abs(x - px) < 0.03 * xspan and abs(y - py) < 0.03 * (yspan or 1.0) for px, py in placed)
+        near = sum(abs(x - px) < 0.03 * xspan and abs(y - py) < 0.03 * yspan for px, py in placed)
         ax.annotate(str(i + 1), (x, y), xytext=(6, 4 + 11 * near), textcoords="offset points", fontsize=9)
         placed.append((x, y))
 
@@ -203,12 +204,15 @@ def scaling_figure(table: pd.DataFrame, path: Path) -> Path:
         for xi, yi in zip(x, rows["mean"]):
             ax.annotate(f"{yi:.1f}", (xi, yi), xytext=(7, 5), textcoords="offset points", fontsize=8, color=color,
                         bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})  # fmt: skip
-        levels = [(name, style, label, rows[name].dropna()) for name, style, label in
-                  (("undistilled_mean", (0, (6, 3)), "twin"), ("stilts_mean", (3, (1, 3)), "STILTs"))]  # fmt: skip
-        for _, style, label, level in levels:  # dashes and dots offset: two equal levels both stay visible
+        controls = (
+            ("undistilled_mean", (0, (6, 3)), "twin", "0.3"),
+            ("stilts_mean", (3, (1, 3)), "STILTs", "tab:purple"),
+        )
+        for column, style, label, line_color in controls:  # dashes and dots offset: equal levels both stay visible
+            level = rows[column].dropna()
             if len(level):
-                ax.axhline(level.iloc[0], color="0.3" if label == "twin" else "tab:purple", linestyle=style,
-                           linewidth=1.4, label=f"{label} {level.iloc[0]:.1f}")  # fmt: skip
+                ax.axhline(level.iloc[0], color=line_color, linestyle=style, linewidth=1.4,
+                           label=f"{label} {level.iloc[0]:.1f}")  # fmt: skip
         _size_axis(ax, x)
         ax.set_ylabel("mean over non-source targets, test x100")
         ax.set_title(recipe.replace(" -> ", " ->\n", 1), fontsize=10)
@@ -222,7 +226,9 @@ def scaling_figure(table: pd.DataFrame, path: Path) -> Path:
     ax.set_ylabel("source dev score, % of the teacher's")
     ax.set_title("Source retention (dev)", fontsize=10)
     ax.legend(loc="best", fontsize=7)
-    fig.suptitle("Scaling: distilled students as the transfer set grows (error bars: 95% t interval over 3 seeds)")
+    seeds = sorted(set(table["seeds"]))
+    over = f"{seeds[0]} seeds" if len(seeds) == 1 else "fine-tuning seeds"
+    fig.suptitle(f"Scaling: distilled students as the transfer set grows (error bars: 95% t interval over {over})")
     return save(fig, path)
 
 

@@ -27,7 +27,6 @@ def _count(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text!r} is not allowed; allowed: a whole number >= {minimum}")
         return value
 
-    check.__name__ = f"a whole number >= {minimum}"
     return check
 
 
@@ -48,7 +47,6 @@ def _choice(*allowed: str) -> Callable[[str], str]:
             raise argparse.ArgumentTypeError(f"{text!r} is not allowed; allowed: {', '.join(allowed)}")
         return text
 
-    check.__name__ = "one of " + ", ".join(allowed)
     return check
 
 
@@ -65,7 +63,7 @@ CHECKS: dict[str, Callable[[str], object]] = {
     "--nproc-per-node": _count(1),  # run: ranks it starts itself
     "--workers": _count(1),  # sweep, study: parallel jobs of the local executor
     "--gpus-per-cell": _count(1),  # sweep, study
-    "--executor": _choice("inline", "direct", "local", "slurm"),  # sweep, study (deploy narrows it itself)
+    "--executor": _choice("inline", "direct", "local", "slurm"),  # sweep, study, deploy (its --params sweep)
     "--size": _choice("smoke", "quick", "medium", "full"),  # bench
     "--speed-rows": _count(1),  # bench
     "--scale-rows": _sizes,  # bench

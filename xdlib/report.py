@@ -46,6 +46,7 @@ from .runs import atomic_write, damage, fault
 from .scaling import scaling_markdown, scaling_table
 
 log = logging.getLogger(__name__)
+CHANCE = "chance (best constant prediction)"  # its row in the score tables
 TABLES = ("results_matrix", "results_long", "augmentation", "architectures", "headline", "runs")
 
 
@@ -261,9 +262,6 @@ def results_tables(ft: pd.DataFrame, split: str = "test") -> tuple[pd.DataFrame,
     md["Avg"] = [f"{v:.1f}" if not pd.isna(v) else "n/a" for v in matrix["Avg"]]
     scores = "Test" if split == "test" else f"{split.capitalize()} (the split fine-tuning selects on)"
     return long, matrix, md.to_markdown() + f"\n\n{scores} score x100. {MATRIX_NOTE}"
-
-
-CHANCE = "chance (best constant prediction)"
 
 
 def learnt_table(long: pd.DataFrame) -> pd.DataFrame:

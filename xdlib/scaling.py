@@ -12,7 +12,6 @@ distillation. Pure functions of the run store's frame (`report.collect`).
 from __future__ import annotations
 
 import hashlib
-import math
 
 import numpy as np
 import pandas as pd
@@ -26,6 +25,7 @@ from .comparison import (
     matched,
     paired_difference,
     run_fields,
+    t_interval,
 )
 
 TRANSFER_SET = ("augmentation", "augment_max_examples")
@@ -44,13 +44,7 @@ def _mean_interval(runs: pd.DataFrame, targets: list[str]) -> tuple[float, float
     mean, _, seeds = _over_targets(runs, targets)
     runs = runs[_target(runs).isin(targets)]
     per_seed = runs.assign(s=finetune_seed(runs), t=_target(runs)).pivot_table(index="s", columns="t", values="score")
-    per_seed = per_seed.dropna().mean(axis=1)
-    if len(per_seed) < 2:
-        return mean, np.nan, np.nan, seeds
-    from scipy import stats
-
-    half = stats.t.ppf(0.975, len(per_seed) - 1) * per_seed.std(ddof=1) / math.sqrt(len(per_seed))
-    return mean, per_seed.mean() - half, per_seed.mean() + half, seeds
+    return (mean, *t_interval(per_seed.dropna().mean(axis=1)), seeds)
 
 
 def scaling_table(frame: pd.DataFrame, ft: pd.DataFrame, split: str = "test") -> pd.DataFrame:
@@ -106,10 +100,9 @@ def _interval(mean, low, high, seeds) -> str:
 def scaling_markdown(table: pd.DataFrame, split: str = "test") -> str:
     if table.empty:
         return ""
-    retention = "source_dev_retention"
     out = pd.DataFrame({
         "recipe": table["recipe"], "transfer rows": table["transfer_rows"],
-        "source retention": [f"{v:.1%}" if not pd.isna(v) else "n/a" for v in table[retention]],
+        "source retention": [f"{v:.1%}" if not pd.isna(v) else "n/a" for v in table["source_dev_retention"]],
         "mean over targets [95% t CI]": [
             "n/a" if pd.isna(m) else f"{m:.1f}" + ("" if pd.isna(lo) else f" [{lo:.1f}, {hi:.1f}]") + f" ({n} seeds)"
             for m, lo, hi, n in zip(table["mean"], table["ci95_low"], table["ci95_high"], table["seeds"])],

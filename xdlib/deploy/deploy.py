@@ -244,7 +244,7 @@ def build_parser() -> Parser:
                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("runs", nargs="*", help="run folders (or --params)")
     parser.add_argument("--params", help="a params file whose fine-tunings keep their model (params/deploy.yaml)")
-    options.add(parser, "--executor", default="inline", help="the sweep's executor with --params (inline or direct)")
+    options.add(parser, "--executor", default="inline", help="the sweep's executor with --params (as xdlib sweep's)")
     options.add(parser, "--rows", default=None, help="test rows (default: the run's max_eval_samples)")
     options.add(parser, "--threads", default=None, help="inference threads (default: every core)")
     parser.add_argument("--out", default="results", help="tables/deploy.* and benchmarks/deploy-<date>.json go here")

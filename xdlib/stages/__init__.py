@@ -134,10 +134,6 @@ def ensure(stage_name: str, cfg: Config, *, on_update=None, _checked: bool = Fal
     upstream = {upstream_stage: ensure(upstream_stage, cfg, _checked=True)} if upstream_stage else {}
     device = resolve_device(cfg.device)
     fresh = not path.exists()  # a run that cannot start (a user error) leaves no folder behind
-    return _make(stage_name, cfg, spec, path, upstream, device, on_update, fresh)
-
-
-def _make(stage_name: str, cfg: Config, spec: Stage, path: Path, upstream: dict, device, on_update, fresh) -> Path:
     with runs.locked(path) if dist.is_main() else nullcontext() as lock:
         action, problem = _action(path, spec)
         if dist.broadcast(action == "reuse"):  # made by another process meanwhile
