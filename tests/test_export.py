@@ -16,12 +16,12 @@ TEXTS = ["good film", "a bad , dull film with a good cast", "great", ("good plot
 
 @pytest.fixture(scope="module")
 def tiny_classifier(tmp_path_factory, tiny_encoder):
-    """A tiny BERT with a seeded 3-class head, as a run folder (model/ and config.yaml)."""
+    """A tiny BERT with a seeded 2-class head, as a toy-sentiment run folder (model/ and config.yaml)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     run = tmp_path_factory.mktemp("run")
     torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_encoder, num_labels=3)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_encoder, num_labels=2)
     model.save_pretrained(run / "model")
     AutoTokenizer.from_pretrained(tiny_encoder).save_pretrained(run / "model")
     (run / "config.yaml").write_text("source_task: toy-sentiment\n")
@@ -36,7 +36,7 @@ def test_onnx_fp32_gives_the_logits_of_pytorch(tiny_classifier, tmp_path):
     assert meta["task"] == "toy-sentiment"
     onnx, hf = serve.load(out, batch_size=3), serve.load(tiny_classifier / "model", batch_size=3)
     a, b = onnx.logits(TEXTS), hf.logits(TEXTS)  # batches of 3 and 1, each padded to its own longest
-    assert a.shape == (4, 3) and abs(a - b).max() < 1e-4
+    assert a.shape == (4, 2) and abs(a - b).max() < 1e-4
     assert onnx.predict(TEXTS) == hf.predict(TEXTS)
 
 
@@ -64,7 +64,7 @@ def test_int8_quantises_the_runs_own_fp32_export(tiny_classifier, tmp_path):
 
 
 def test_export_refuses_in_one_line(tiny_classifier, tmp_path):
-    """No model, a token task's model, and an output folder in the way: exit 2, one line naming what is allowed;
+    """No model, a token task's model, an output folder in the way, and a head that is not its run task's: exit 2, one line naming what is allowed;
     --force replaces the folder."""
     token_run = tmp_path / "token-run"
     token_run.mkdir()
@@ -78,6 +78,11 @@ def test_export_refuses_in_one_line(tiny_classifier, tmp_path):
         ([str(tiny_classifier), "--out", str(taken)], "already exists", "--force"),
     ]
     (tmp_path / "empty").mkdir()
+    other = tmp_path / "other-task"
+    other.mkdir()
+    (other / "model").symlink_to(tiny_classifier / "model")
+    (other / "config.yaml").write_text("target_task: toy-regression\n")
+    cases.append(([str(other)], "has a head of 2 labels, but its run's task toy-regression has 1", "the run's own"))
     for args, what, allowed in cases:
         done = subprocess.run([sys.executable, "-m", "xdlib", "export", *args], capture_output=True, text=True)
         lines = done.stderr.strip().splitlines()
@@ -191,3 +196,83 @@ def test_export_notebook_measures_a_study(base_params, tmp_path):
     assert targets[1]["value"] == pytest.approx(frame["int8 delta (points)"].iloc[1:].mean(), abs=0.01)
     assert [t["met"] for t in targets] == [targets[0]["value"] >= 2, targets[1]["value"] >= -0.5,
                                            targets[2]["value"] >= -1.5]  # fmt: skip
+
+
+COMMIT_KILL = """
+import os, signal, sys
+from pathlib import Path
+from xdlib.deploy.export import _commit
+calls, kill_at = [0], int(sys.argv[1])
+rename = Path.rename
+def killing_rename(self, target):
+    if calls[0] == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    calls[0] += 1
+    return rename(self, target)
+Path.rename = killing_rename
+_commit(Path(sys.argv[2]), Path(sys.argv[3]))
+"""
+
+
+@pytest.mark.parametrize("kill_at", [0, 1, 2])  # before the first rename, between the two, after both (no kill)
+def test_a_kill_in_the_commit_leaves_the_previous_export_or_none(kill_at, tmp_path):
+    """An export replacing another is killed (SIGKILL) at each step of its commit: the output folder is the previous
+    export whole, or absent, or the new one whole; never a mix. The leftovers are `.onnx.*` folders that the next
+    export into it removes (`_remove_leftovers`, under its lock)."""
+    from xdlib.deploy.export import _leftovers, _remove_leftovers
+
+    out, tmp = tmp_path / "onnx", tmp_path / ".onnx.new"
+    for folder, tag in ((out, "old"), (tmp, "new")):
+        folder.mkdir()
+        for name in ("model.onnx", "export.json", "tokenizer.json"):
+            (folder / name).write_text(tag)
+    done = subprocess.run([sys.executable, "-c", COMMIT_KILL, str(kill_at), str(tmp), str(out)])
+    assert done.returncode == (0 if kill_at == 2 else -9)
+    expected = {0: "old", 1: None, 2: "new"}[kill_at]
+    if expected is None:
+        assert not out.exists()
+    else:
+        assert {p.name: p.read_text() for p in out.iterdir()} == dict.fromkeys(
+            ("model.onnx", "export.json", "tokenizer.json"), expected
+        )
+    assert len(_leftovers(out)) == {0: 2, 1: 2, 2: 0}[kill_at]  # the new one and the (empty, then whole) old one
+    _remove_leftovers(out)
+    assert not _leftovers(out) and sorted(p.name for p in tmp_path.iterdir()) == (["onnx"] if expected else [])
+
+
+@pytest.mark.slow  # two deploy processes and an ONNX export
+def test_a_killed_deploy_leaves_the_tables_and_its_rerun_completes(tiny_classifier, tmp_path):
+    """`python -m xdlib.deploy RUN` killed while it exports: the committed tables are untouched, no raw JSON is
+    written, RUN/onnx is absent (not half-written); the same command then completes, and removes the killed export's
+    temporary folder."""
+    import shutil
+    import signal
+    import time
+
+    from xdlib.deploy.export import _current_meta
+
+    run, out = tmp_path / "run", tmp_path / "results"
+    shutil.copytree(tiny_classifier, run)
+    (out / "tables").mkdir(parents=True)
+    committed = {name: f"committed {name}\n" for name in ("deploy.csv", "deploy.md")}
+    for name, text in committed.items():
+        (out / "tables" / name).write_text(text)
+    command = [sys.executable, "-m", "xdlib.deploy", str(run), "--rows", "8", "--threads", "1", "--out", str(out)]
+    killed = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(run.glob(".onnx.*")):  # the fp32 export is being written
+        assert killed.poll() is None, killed.communicate()[1][-3000:]
+        assert time.time() < deadline, "no export started within 120 s"
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert {p.name: p.read_text() for p in (out / "tables").iterdir()} == committed
+    assert not (out / "benchmarks").exists() and not (run / "onnx").exists() and list(run.glob(".onnx.*"))
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not list(run.glob(".onnx*.*")), "a killed export's temporary folder is left"
+    for folder in ("onnx", "onnx-int8"):
+        assert _current_meta(run / folder, run / "model") is not None
+    assert "| toy-sentiment |" in (out / "tables" / "deploy.md").read_text()
+    assert len(list((out / "benchmarks").glob("deploy-*.json"))) == 1

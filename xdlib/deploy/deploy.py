@@ -42,10 +42,12 @@ SPEEDUP_B1, MEAN_DELTA, WORST_DELTA = 2.0, -0.5, -1.5
 
 
 def _latency(predictor, texts: list, batch: int, repeats: int) -> float:
-    """Median seconds per call of `batch` texts, over consecutive slices of the test texts (one warm-up call)."""
+    """Median seconds per call of `batch` texts, over consecutive slices of the test texts (one warm-up call); with
+    fewer texts than `batch` (a small --rows), the texts repeated to fill one batch."""
     from ..bench.timing import timed
 
     predictor.batch_size = batch
+    texts = texts * -(-batch // len(texts))  # ceil: at least one whole batch
     slices = [texts[i : i + batch] for i in range(0, len(texts) - batch + 1, batch)][:repeats]
     chunks = itertools.cycle(slices)  # the warm-up takes the first slice; each slice is then timed once
     return timed(lambda: predictor.logits(next(chunks)), len(slices))["median"]

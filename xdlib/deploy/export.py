@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import warnings
@@ -83,6 +84,10 @@ def check(run_dir: str | Path, out: str | Path | None, force: bool, int8: bool =
     task = run_task(run_dir)
     if task and task.kind not in KINDS:
         raise ExportError(f"{run_dir} is a {task.kind} model ({task.name}); allowed: {', '.join(KINDS)} heads")
+    labels = len(json.loads((model_dir / "config.json").read_text()).get("id2label") or {0: 0, 1: 1})
+    if task and labels != task.num_labels:  # a model folder put into a run of another task
+        raise ExportError(f"{model_dir} has a head of {labels} labels, but its run's task {task.name} has "
+                          f"{task.num_labels}; allowed: the run's own model")  # fmt: skip
     out = Path(out) if out else default_out(run_dir, int8)
     if out.exists() and not force:
         raise ExportError(f"{out} already exists; allowed: another --out, or --force to replace it")
@@ -124,10 +129,55 @@ def exported(run_dir: str | Path, int8: bool = False) -> Path:
     run_dir = Path(run_dir)
     folder = default_out(run_dir, int8)
     model_dir = run_dir / "model" if (run_dir / "model").is_dir() else run_dir
+    precision = "int8" if int8 else "fp32"
     meta = _current_meta(folder, model_dir)
-    if meta and meta.get("precision") == ("int8" if int8 else "fp32"):
+    if meta and meta.get("precision") == precision and not _leftovers(folder):
         return folder
+    with _locked(folder.parent):  # another process's export of this run may have made it meanwhile
+        meta = _current_meta(folder, model_dir)
+        if meta and meta.get("precision") == precision:
+            _remove_leftovers(folder)
+            return folder
     return export(run_dir, folder, int8=int8, force=True)
+
+
+@contextmanager
+def _locked(folder: Path):
+    """An exclusive lock on the folder an export is written into (flock on the folder itself: no lock file), held
+    from the first check to the rename: two exports into one folder take turns, and neither removes what the other
+    is writing."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock, also when the process is killed
+
+
+def _leftovers(out: Path) -> list[Path]:
+    """What killed exports into `out` left beside it: `.<name>.<random>` folders (an export not yet renamed, or the
+    previous export being replaced). Never read; removed under the lock by the next export into `out`."""
+    return [p for p in out.parent.glob(f".{out.name}.*") if p.is_dir()] if out.parent.is_dir() else []
+
+
+def _remove_leftovers(out: Path) -> None:
+    for leftover in _leftovers(out):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _commit(tmp: Path, out: Path) -> None:
+    """`tmp`, complete, becomes `out`. Two renames in one folder: at any instant `out` is the previous export, the
+    new one, or absent (a kill between the renames; the next export makes it again), never a mix of the two."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        out.rename(old)  # onto the empty folder just made: atomic
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old)
 
 
 def export(run_dir: str | Path, out: str | Path | None = None, int8: bool = False, force: bool = False) -> Path:
@@ -135,15 +185,13 @@ def export(run_dir: str | Path, out: str | Path | None = None, int8: bool = Fals
     the run's fp32 export (RUN_DIR/onnx) when there is one."""
     model_dir, out, task = check(run_dir, out, force, int8)
     try:
-        import onnxruntime
+        import onnxruntime  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError as err:
         raise ExportError(f"export needs onnxruntime and onnxscript ({err.name} is missing); allowed: "
                           "pip install -e '.[deploy]'") from None  # fmt: skip
-    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from .. import __version__
     from ..models import pretrained  # why here: torch and transformers, once the run folder is checked
     from ..runs import weights_digest
 
@@ -152,43 +200,53 @@ def export(run_dir: str | Path, out: str | Path | None = None, int8: bool = Fals
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     example = tokenizer(["a short one", "and a longer second example sentence"], padding=True, return_tensors="pt")
     names = [n for n in INPUTS if n in example]
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent if out.parent.exists() else None))
-    try:
-        fp32 = (_fp32_export_of(Path(run_dir), model_dir) if int8 else None) or tmp / (
-            "model-fp32.onnx" if int8 else "model.onnx"
-        )
-        dims = {n: {0: torch.export.Dim("batch"), 1: torch.export.Dim("seq")} for n in names}
-        # "torchvision is not installed. Skipping torchvision::nms" and the like; "axis name seq will not be used":
-        # every input shares batch and seq
-        with _errors_only("torch.onnx", "onnx_ir", "onnxscript"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            warnings.simplefilter("ignore", FutureWarning)  # torch.export internals, not ours
-            if fp32.parent == tmp:
-                torch.onnx.export(model, (), str(fp32), kwargs={n: example[n] for n in names}, input_names=names,
-                                  output_names=["logits"], opset_version=OPSET, dynamo=True, dynamic_shapes=dims,
-                                  verbose=False, report=False)  # fmt: skip
-        if int8:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            settings = {k: v for k, v in INT8.items() if k != "weight_type"}
-            with _errors_only(""):  # not a root-logger line per unquantised tensor, nor its advice
-                quantize_dynamic(fp32, tmp / "model.onnx", weight_type=QuantType[INT8["weight_type"]], **settings)
-            for extra in tmp.glob("model-fp32.onnx*"):  # the fp32 graph made here, and its external data
-                extra.unlink()
-        tokenizer.save_pretrained(tmp)
-        model.config.save_pretrained(tmp)
-        (tmp / "export.json").write_text(json.dumps({
-            "source_run": Path(run_dir).resolve().name, "source_model": str(model_dir.resolve()),
-            "source_weights": weights,
-            "task": task.name if task else None,
-            "inputs": names, "opset": OPSET, "precision": "int8" if int8 else "fp32",
-            "quantization": {"method": "onnxruntime.quantization.quantize_dynamic", **INT8} if int8 else None,
-            "quantized_from": str(fp32) if int8 and fp32.parent != tmp else None,
-            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "xdlib_version": __version__,
-        }, indent=1))  # fmt: skip
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)  # complete or absent: a killed export leaves no half-written folder under `out`
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with _locked(out.parent):
+        _remove_leftovers(out)  # a killed export's: under the lock, no export into `out` is running
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # beside `out`: the rename is atomic
+        try:
+            _write(model, tokenizer, example, names, tmp, Path(run_dir), model_dir, weights, task, int8)
+            _commit(tmp, out)  # complete or absent: a killed export leaves no half-written folder under `out`
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _write(model, tokenizer, example, names, tmp, run_dir, model_dir, weights, task, int8) -> None:
+    """The export's files, in the temporary folder `tmp`."""
+    import onnxruntime
+    import torch
+
+    from .. import __version__
+
+    fp32 = (_fp32_export_of(Path(run_dir), model_dir) if int8 else None) or tmp / (
+        "model-fp32.onnx" if int8 else "model.onnx"
+    )
+    dims = {n: {0: torch.export.Dim("batch"), 1: torch.export.Dim("seq")} for n in names}
+    # "torchvision is not installed. Skipping torchvision::nms" and the like; "axis name seq will not be used":
+    # every input shares batch and seq
+    with _errors_only("torch.onnx", "onnx_ir", "onnxscript"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", FutureWarning)  # torch.export internals, not ours
+        if fp32.parent == tmp:
+            torch.onnx.export(model, (), str(fp32), kwargs={n: example[n] for n in names}, input_names=names,
+                              output_names=["logits"], opset_version=OPSET, dynamo=True, dynamic_shapes=dims,
+                              verbose=False, report=False)  # fmt: skip
+    if int8:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        settings = {k: v for k, v in INT8.items() if k != "weight_type"}
+        with _errors_only(""):  # not a root-logger line per unquantised tensor, nor its advice
+            quantize_dynamic(fp32, tmp / "model.onnx", weight_type=QuantType[INT8["weight_type"]], **settings)
+        for extra in tmp.glob("model-fp32.onnx*"):  # the fp32 graph made here, and its external data
+            extra.unlink()
+    tokenizer.save_pretrained(tmp)
+    model.config.save_pretrained(tmp)
+    (tmp / "export.json").write_text(json.dumps({
+        "source_run": Path(run_dir).resolve().name, "source_model": str(model_dir.resolve()),
+        "source_weights": weights,
+        "task": task.name if task else None,
+        "inputs": names, "opset": OPSET, "precision": "int8" if int8 else "fp32",
+        "quantization": {"method": "onnxruntime.quantization.quantize_dynamic", **INT8} if int8 else None,
+        "quantized_from": str(fp32) if int8 and fp32.parent != tmp else None,
+        "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "xdlib_version": __version__,
+    }, indent=1))  # fmt: skip
