@@ -403,6 +403,29 @@ def test_a_run_that_cannot_start_leaves_nothing_behind(tmp_path, capsys, monkeyp
     assert not [p for p in runs.rglob("*") if p.is_file()] and not (runs / "teacher").exists(), list(runs.rglob("*"))
 
 
+def test_two_processes_that_cannot_start_one_run_leave_nothing_behind(tmp_path, monkeypatch):
+    """Four processes (threads here: flock locks belong to an open file, so threads exclude each other as processes
+    do) start the same run, which cannot start: each fails in its one line, and whichever discards last, no folder
+    or lock file is left (a waiter re-opens a lock file that the holder unlinked)."""
+    import concurrent.futures
+    import contextlib
+    import io
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    runs = tmp_path / "runs"
+    args = ["run", "teacher", "--params", "params/smoke.yaml", "-p", "source_task=rte", "-p", f"runs_dir={runs}"]
+
+    def start(_):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            return _main(args), err.getvalue()
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(start, range(4)))
+    assert [status for status, _ in results] == [2] * 4, results
+    assert not [p for p in runs.rglob("*") if p.is_file()] and not (runs / "teacher").exists(), list(runs.rglob("*"))
+
+
 def test_a_killed_teacher_cache_build_leaves_no_temporary_folder_after_the_next_start(tmp_path, monkeypatch):
     """A build killed before its rename leaves `.<key>.<random>/`; the next call for that cache removes it under the
     cache's lock, whether it builds the cache or finds it complete."""

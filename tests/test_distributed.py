@@ -86,23 +86,54 @@ def single(params, tmp_path_factory) -> Path:
     return store
 
 
+def _rank_pid(launcher: int, rank: int) -> int | None:
+    """The process below `launcher` whose environment says RANK=`rank` (a worker, not its launcher)."""
+    for pid in _descendants(launcher):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in env and b"-m" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return pid
+    return None
+
+
 @pytest.mark.slow
 def test_two_processes_match_one_and_resume_after_a_kill(params, single, tmp_path, capsys):
+    """`xdlib run finetune --nproc-per-node 2`: rank 1 is killed inside a distillation phase; rank 0 and the
+    launcher stop within 60 s (not at the 30-minute collective timeout) with one line naming the killed rank; a
+    single-process resume is refused; torchrun with 2 processes resumes to the single process's weights."""
     path, values = params
 
     multi = tmp_path / "multi"
     # the single process's teacher (its 2-process training is the accelerate test's): the distillations then start
     # from the same teacher outputs, and only the DDP reduction can tell them apart
     shutil.copytree(single / "runs" / "teacher", multi / "runs" / "teacher")
-    launch = _torchrun(path, multi)
+    command = [sys.executable, "-m", "xdlib", "run", "finetune", "--params", str(path), "--nproc-per-node", "2",
+               "-p", f"runs_dir={multi / 'runs'}", "-p", f"cache_dir={multi / 'cache'}"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    launch = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)  # fmt: skip
     deadline = time.time() + 300
     while not any((multi / "runs" / "distill").glob("*/checkpoints/*/last/trainer.json")):  # inside a phase
-        assert launch.poll() is None, launch.communicate()[0][-3000:]
+        assert launch.poll() is None, launch.communicate()[1][-3000:]
         assert time.time() < deadline, "no distillation checkpoint within 300 s"
         time.sleep(0.05)
-    for pid in [launch.pid, *_descendants(launch.pid)]:  # torchrun starts its workers in sessions of their own
-        os.kill(pid, signal.SIGKILL)
-    launch.wait()
+    rank1 = _rank_pid(launch.pid, 1)
+    assert rank1 is not None, "no worker with RANK=1"
+    os.kill(rank1, signal.SIGKILL)
+    killed = time.time()
+    try:
+        err = launch.communicate(timeout=60)[1]
+    except subprocess.TimeoutExpired:
+        for pid in [launch.pid, *_descendants(launch.pid)]:
+            os.kill(pid, signal.SIGKILL)
+        pytest.fail("the launcher and rank 0 still ran 60 s after rank 1 was killed")
+    stopped = time.time() - killed
+    assert launch.returncode == 1 and not _descendants(launch.pid), err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: rank 1 was killed (SIGKILL)") and "resume" in last, err[-3000:]
+    assert stopped < 60
     time.sleep(0.5)  # the killed workers' files are closed
     assert not list((multi / "runs" / "distill").glob("*/DONE")), "killed too late: the distillation had finished"
 
@@ -225,3 +256,78 @@ def test_xdlib_starts_its_own_ranks(params, tmp_path):
     (run,) = (tmp_path / "runs" / "teacher").iterdir()
     assert yaml.safe_load((run / "provenance.json").read_text())["world_size"] == 2
     assert done.stdout.count(str(run)) == 1, done.stdout
+
+
+def _launcher(monkeypatch, codes: dict[int, int] | None = None) -> dict:
+    """`elastic_launch` replaced: it records what it was asked to start, and fails as `codes` (rank -> exit status,
+    negative for a signal) say."""
+    import torch.distributed.launcher.api as api
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    seen: dict = {}
+
+    def elastic_launch(config, entrypoint):
+        def start(*argv):
+            seen.update(config=config, entrypoint=entrypoint, argv=list(argv))
+            if codes:
+                failures = {r: ProcessFailure(local_rank=r, pid=0, exitcode=c, error_file="") for r, c in codes.items()}
+                raise ChildFailedError("xdlib", failures)
+
+        return start
+
+    monkeypatch.setattr(api, "elastic_launch", elastic_launch)
+    return seen
+
+
+def test_the_ranks_get_the_same_command_with_debug_before_it(monkeypatch, tmp_path):
+    from xdlib.__main__ import main
+
+    monkeypatch.delenv("RANK", raising=False)
+    seen = _launcher(monkeypatch)
+    args = ["run", "teacher", "--params", "params/smoke.yaml", "--nproc-per-node", "2", "-p", f"runs_dir={tmp_path}"]
+    assert main(["--debug", *args]) == 0
+    assert seen["argv"] == ["-m", "xdlib", "--debug", "run", "teacher", "--params", "params/smoke.yaml", "-p",
+                            f"runs_dir={tmp_path}"]  # fmt: skip
+    assert seen["config"].nproc_per_node == 2 and seen["config"].max_restarts == 0
+    assert main(args) == 0 and "--debug" not in seen["argv"]
+
+
+FAILURES = {  # the ranks' exit statuses -> (the launcher's exit status, its line: None, or what it holds and lacks)
+    "rank 0's user error": ({0: 2, 1: -15}, 2, None),  # rank 0 printed it
+    "rank 1's user error alone": ({1: 2}, 2, ("rank 1 stopped on a user error that rank 0 did not print", "")),
+    "rank 1 killed": ({0: -15, 1: -9}, 1, ("rank 1 was killed (SIGKILL), of 2 ranks", "rank 0")),
+    "rank 0 failed": ({0: 1}, 1, ("rank 0 exited with status 1, of 2 ranks", "rank 1")),
+    "both stopped from outside": ({0: -15, 1: -15}, 1, ("rank 0 was killed (SIGTERM); rank 1 was killed", "x")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FAILURES))
+def test_the_launcher_turns_the_ranks_failures_into_one_line(case, monkeypatch, tmp_path, capsys):
+    from xdlib.__main__ import main
+
+    codes, status, line = FAILURES[case]
+    monkeypatch.delenv("RANK", raising=False)
+    _launcher(monkeypatch, codes)
+    args = ["run", "teacher", "--params", "params/smoke.yaml", "--nproc-per-node", "2", "-p", f"runs_dir={tmp_path}"]
+    assert main(args) == status
+    err = capsys.readouterr().err
+    if line is None:
+        assert err == ""
+        return
+    has, lacks = line
+    assert err.startswith("error: ") and err.count("\n") == 1 and has in err, err
+    assert not lacks or lacks not in err, err
+
+
+def test_n_ranks_on_cuda_need_n_devices_before_any_starts(monkeypatch, tmp_path, capsys):
+    from xdlib.__main__ import main
+
+    monkeypatch.delenv("RANK", raising=False)
+    seen = _launcher(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    args = ["run", "teacher", "--params", "params/smoke.yaml", "-p", f"runs_dir={tmp_path}", "-p", "device=cuda"]
+    assert main([*args, "--nproc-per-node", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("error: --nproc-per-node 2 with device=cuda needs 2 CUDA devices (one per rank); this machine has "
+                   "1; allowed: --nproc-per-node 1 to 1, or device=cpu\n") and not seen  # fmt: skip

@@ -284,12 +284,17 @@ def launch(args, cfg: Config) -> int:
     """`xdlib run STAGE --nproc-per-node N`: the config and the device are checked once, here; then N ranks of this
     same command start through torch.distributed.run's API (what torchrun does, standalone on this machine). A
     rank's user error is the one line rank 0 prints, and exit status 2, not a launcher traceback."""
-    from .devices import resolve_device
-    from .preflight import check_device
+    import torch
 
-    device = resolve_device(cfg.device)
-    if str(device).startswith("cuda"):  # one GPU per rank: `device: cuda` without N of them, one line, before
-        check_device(f"cuda:{args.nproc_per_node - 1}")  # any rank starts
+    from .devices import resolve_device
+
+    n = args.nproc_per_node
+    if str(resolve_device(cfg.device)).startswith("cuda"):  # one GPU per rank, checked before any rank starts
+        count = torch.cuda.device_count()
+        if n > count:
+            allowed = f"--nproc-per-node 1 to {count}, or device=cpu" if count else "device=cpu"
+            raise ConfigError(f"--nproc-per-node {n} with device={cfg.device} needs {n} CUDA devices (one per rank); "
+                              f"this machine has {count}; allowed: {allowed}")  # fmt: skip
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc_per_node)))  # as torchrun
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -313,10 +318,27 @@ def launch(args, cfg: Config) -> int:
             print(f"error: rank {ranks} stopped on a user error that rank 0 did not print; rerun with "
                   "XDLIB_DEBUG=1 to see each rank's message", file=sys.stderr)  # fmt: skip
             return 2
-        print(f"error: {len(failures)} of {args.nproc_per_node} ranks failed (exit status "
-              f"{', '.join(map(str, codes))}); their output is above", file=sys.stderr)  # fmt: skip
+        print(f"error: {_failed(failures)}, of {args.nproc_per_node} ranks; the launcher stopped the others. Rerun "
+              "the same command to resume from the last checkpoint (each rank's output is above)", file=sys.stderr)  # fmt: skip
         return 1
     return 0
+
+
+def _failed(failures: dict) -> str:
+    """'rank 1 was killed (SIGKILL)', 'rank 0 exited with status 1': each rank that failed, as the launcher saw it,
+    less those it stopped itself (SIGTERM) once another had failed."""
+    import signal
+
+    def how(code: int) -> str:
+        if code < 0:
+            try:
+                return f"was killed ({signal.Signals(-code).name})"
+            except ValueError:
+                return f"was killed (signal {-code})"
+        return f"exited with status {code}"
+
+    first = {r: f for r, f in failures.items() if f.exitcode != -signal.SIGTERM} or failures  # SIGTERM: the
+    return "; ".join(f"rank {rank} {how(f.exitcode)}" for rank, f in sorted(first.items()))  # launcher's stop
 
 
 def _rank() -> int:

@@ -133,8 +133,8 @@ def ensure(stage_name: str, cfg: Config, *, on_update=None, _checked: bool = Fal
     upstream_stage = spec.upstream(cfg)
     upstream = {upstream_stage: ensure(upstream_stage, cfg, _checked=True)} if upstream_stage else {}
     device = resolve_device(cfg.device)
-    fresh = not path.exists()  # a run that cannot start (a user error) leaves no folder behind
     with runs.locked(path) if dist.is_main() else nullcontext() as lock:
+        fresh = not path.exists()  # under the lock: a run that cannot start (a user error) leaves no folder behind
         action, problem = _action(path, spec)
         if dist.broadcast(action == "reuse"):  # made by another process meanwhile
             return path
