@@ -237,10 +237,14 @@ def _write_raw(report: dict, out: str, kind: str) -> None:
 
 def cmd_bench(args) -> int:
     if args.scale:
+        import torch
+
         from .bench.scale import format_scale
         from .bench.scale import run as run_scale
+        from .runs import environment
 
         report = run_scale(args.scale_rows)  # sizes, checked by options.CHECKS
+        report["environment"] = environment(torch.device("cpu"))  # git sha, versions, machine: with the figures
         print(format_scale(report))
         _write_raw(report, args.out, "scale")
     elif args.speed:
