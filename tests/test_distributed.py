@@ -119,8 +119,8 @@ def test_two_processes_match_one_and_resume_after_a_kill(params, single, tmp_pat
         assert launch.poll() is None, launch.communicate()[1][-3000:]
         assert time.time() < deadline, "no distillation checkpoint within 300 s"
         time.sleep(0.05)
-    rank1 = _rank_pid(launch.pid, 1)
-    assert rank1 is not None, "no worker with RANK=1"
+    rank0, rank1 = (_rank_pid(launch.pid, r) for r in (0, 1))
+    assert rank0 is not None and rank1 is not None, "no workers with RANK=0 and 1"
     os.kill(rank1, signal.SIGKILL)
     killed = time.time()
     try:
@@ -130,7 +130,7 @@ def test_two_processes_match_one_and_resume_after_a_kill(params, single, tmp_pat
             os.kill(pid, signal.SIGKILL)
         pytest.fail("the launcher and rank 0 still ran 60 s after rank 1 was killed")
     stopped = time.time() - killed
-    assert launch.returncode == 1 and not _descendants(launch.pid), err[-3000:]
+    assert launch.returncode == 1 and not Path(f"/proc/{rank0}").exists(), err[-3000:]  # rank 0 ended too
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: rank 1 was killed (SIGKILL)") and "resume" in last, err[-3000:]
     assert stopped < 60
@@ -258,17 +258,21 @@ def test_xdlib_starts_its_own_ranks(params, tmp_path):
     assert done.stdout.count(str(run)) == 1, done.stdout
 
 
-def _launcher(monkeypatch, codes: dict[int, int] | None = None) -> dict:
+def _launcher(monkeypatch, codes: dict[int, int] | None = None, said: dict[int, str] | None = None) -> dict:
     """`elastic_launch` replaced: it records what it was asked to start, and fails as `codes` (rank -> exit status,
-    negative for a signal) say."""
+    negative for a signal) say, each rank in `said` having written its user error's line as errors.guarded does."""
     import torch.distributed.launcher.api as api
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from xdlib.errors import ERROR_DIR
 
     seen: dict = {}
 
     def elastic_launch(config, entrypoint):
         def start(*argv):
             seen.update(config=config, entrypoint=entrypoint, argv=list(argv))
+            for rank, text in (said or {}).items():
+                (Path(os.environ[ERROR_DIR]) / f"rank-{rank}.txt").write_text(text)
             if codes:
                 failures = {r: ProcessFailure(local_rank=r, pid=0, exitcode=c, error_file="") for r, c in codes.items()}
                 raise ChildFailedError("xdlib", failures)
@@ -292,31 +296,54 @@ def test_the_ranks_get_the_same_command_with_debug_before_it(monkeypatch, tmp_pa
     assert main(args) == 0 and "--debug" not in seen["argv"]
 
 
-FAILURES = {  # the ranks' exit statuses -> (the launcher's exit status, its line: None, or what it holds and lacks)
-    "rank 0's user error": ({0: 2, 1: -15}, 2, None),  # rank 0 printed it
-    "rank 1's user error alone": ({1: 2}, 2, ("rank 1 stopped on a user error that rank 0 did not print", "")),
-    "rank 1 killed": ({0: -15, 1: -9}, 1, ("rank 1 was killed (SIGKILL), of 2 ranks", "rank 0")),
-    "rank 0 failed": ({0: 1}, 1, ("rank 0 exited with status 1, of 2 ranks", "rank 1")),
-    "both stopped from outside": ({0: -15, 1: -15}, 1, ("rank 0 was killed (SIGTERM); rank 1 was killed", "x")),
+LINE = "bad value 'x' for teacher_lr; allowed: a number > 0"
+# fmt: off
+FAILURES = {  # the ranks' exit statuses, the user errors they wrote -> the launcher's exit status, its line, not in it
+    "rank 0's user error": ({0: 2, 1: -15}, {0: LINE}, 2, f"error: {LINE}", ""),
+    "rank 1's user error, rank 0 stopped first": ({0: -15, 1: 2}, {1: LINE}, 2, f"error: {LINE}", ""),
+    "both ranks' user errors": ({0: 2, 1: 2}, {0: LINE, 1: "rank 1's"}, 2, f"error: {LINE}", "rank 1's"),
+    "rank 1 killed": ({0: -15, 1: -9}, {}, 1,
+                      "error: rank 1 was killed (SIGKILL), of 2 ranks; the launcher stopped the others. Rerun", "rank 0"),
+    "rank 0 failed": ({0: 1}, {}, 1, "error: rank 0 exited with status 1, of 2 ranks; the launcher stopped", "rank 1"),
+    "both failed": ({0: 1, 1: 1}, {}, 1, "error: rank 0 exited with status 1; rank 1 exited with status 1, of 2 ranks. "
+                    "Rerun", "launcher stopped"),
+    "both stopped from outside": ({0: -15, 1: -15}, {}, 1,
+                                  "error: rank 0 was killed (SIGTERM); rank 1 was killed (SIGTERM), of 2 ranks. Rerun",
+                                  "launcher stopped"),
 }
+# fmt: on
 
 
 @pytest.mark.parametrize("case", sorted(FAILURES))
 def test_the_launcher_turns_the_ranks_failures_into_one_line(case, monkeypatch, tmp_path, capsys):
+    """A user error any rank met is its one line, once, whichever rank stopped first; any other failure names each
+    rank that failed and how, less those the launcher stopped."""
     from xdlib.__main__ import main
+    from xdlib.errors import ERROR_DIR
 
-    codes, status, line = FAILURES[case]
+    codes, said, status, has, lacks = FAILURES[case]
     monkeypatch.delenv("RANK", raising=False)
-    _launcher(monkeypatch, codes)
+    threads = os.environ.get("OMP_NUM_THREADS")
+    _launcher(monkeypatch, codes, said)
     args = ["run", "teacher", "--params", "params/smoke.yaml", "--nproc-per-node", "2", "-p", f"runs_dir={tmp_path}"]
     assert main(args) == status
     err = capsys.readouterr().err
-    if line is None:
-        assert err == ""
-        return
-    has, lacks = line
-    assert err.startswith("error: ") and err.count("\n") == 1 and has in err, err
+    assert err.startswith(has) and err.count("\n") == 1, err
+    assert status != 2 or err == has + "\n", err
     assert not lacks or lacks not in err, err
+    assert ERROR_DIR not in os.environ and os.environ.get("OMP_NUM_THREADS") == threads  # as before the launch
+
+
+def test_nproc_per_node_under_a_launcher_must_match_its_ranks(monkeypatch, tmp_path, capsys):
+    from xdlib.__main__ import main
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    args = ["run", "teacher", "--params", "params/smoke.yaml", "--nproc-per-node", "2", "-p", f"runs_dir={tmp_path}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --nproc-per-node 2 under a launcher that started 4 ranks; allowed:"), err
+    assert err.count("\n") == 1 and not list(tmp_path.iterdir())
 
 
 def test_n_ranks_on_cuda_need_n_devices_before_any_starts(monkeypatch, tmp_path, capsys):

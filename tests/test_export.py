@@ -63,7 +63,7 @@ def test_int8_quantises_the_runs_own_fp32_export(tiny_classifier, tmp_path):
     assert _fp32_export_of(run, run / "model") == run / "onnx" / "model.onnx"
 
 
-def test_export_refuses_in_one_line(tiny_classifier, tmp_path):
+def test_export_refuses_in_one_line(tiny_classifier, tmp_path, capsys):
     """No model, a token task's model, an output folder in the way, and a head that is not its run task's: exit 2, one line naming what is allowed;
     --force replaces the folder."""
     token_run = tmp_path / "token-run"
@@ -83,11 +83,19 @@ def test_export_refuses_in_one_line(tiny_classifier, tmp_path):
     (other / "model").symlink_to(tiny_classifier / "model")
     (other / "config.yaml").write_text("target_task: toy-regression\n")
     cases.append(([str(other)], "has a head of 2 labels, but its run's task toy-regression has 1", "the run's own"))
-    for args, what, allowed in cases:
-        done = subprocess.run([sys.executable, "-m", "xdlib", "export", *args], capture_output=True, text=True)
-        lines = done.stderr.strip().splitlines()
-        assert done.returncode == 2 and len(lines) == 1 and what in lines[0] and allowed in lines[0], done.stderr
+    from xdlib.__main__ import main
+
+    for args, what, allowed in cases:  # in this process: the command's own error path, as a subprocess would take
+        assert main(["export", *args]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and what in lines[0] and allowed in lines[0], lines
     assert export(tiny_classifier, taken, force=True) == taken and (taken / "model.onnx").is_file()
+    from xdlib.deploy.export import ExportError, check
+
+    for out in (tiny_classifier / "model", tiny_classifier, tiny_classifier.parent):  # the model, its run, above
+        with pytest.raises(ExportError, match="is or holds the model it exports .* allowed: a folder outside it"):
+            check(tiny_classifier, out, force=True)
+    assert (tiny_classifier / "model" / "config.json").is_file()
 
 
 @pytest.mark.slow
@@ -115,8 +123,8 @@ def test_int8_agrees_with_fp32_on_a_real_task(tmp_path):
     AutoTokenizer.from_pretrained(path).save_pretrained(run / "model")
     (run / "config.yaml").write_text("source_task: rt-polarity\n")
     texts, labels = [r["text"] for r in data["test"]], [r["label"] for r in data["test"]]
-    fp32 = serve.load(export(run, tmp_path / "fp32"), max_length=48).predict(texts)
-    int8 = serve.load(export(run, tmp_path / "int8", int8=True), max_length=48).predict(texts)
+    fp32 = serve.load(export(run), max_length=48).predict(texts)  # RUN/onnx, which int8 then quantises
+    int8 = serve.load(export(run, int8=True), max_length=48).predict(texts)
     agree = sum(a == b for a, b in zip(fp32, int8)) / len(texts)
     accuracy = sum(p == y for p, y in zip(fp32, labels)) / len(texts)
     assert accuracy > 0.6 and agree >= 0.95, (accuracy, agree)
@@ -140,7 +148,7 @@ def test_a_finetune_run_with_save_model_exports(base_params, tmp_path):
     assert accuracy == pytest.approx(json.loads((path / "metrics.json").read_text())["test_accuracy"])
 
 
-def test_deploy_refuses_in_one_line(tiny_classifier, tmp_path):
+def test_deploy_refuses_in_one_line(tiny_classifier, tmp_path, capsys):
     """The benchmark's mistakes: no runs named, a params file whose fine-tunings drop their model or whose target
     has a head export does not support, a run without a model, a model folder that is not a run (no task to score
     it on); exit 2, one line, before anything is trained or exported."""
@@ -154,10 +162,33 @@ def test_deploy_refuses_in_one_line(tiny_classifier, tmp_path):
         ([str(tmp_path / "empty")], "has no model", "allowed: a teacher or distill run"),
         ([str(tiny_classifier / "model")], "is not a run", "allowed: run folders"),
     ]
-    for args, what, allowed in cases:
-        done = subprocess.run([sys.executable, "-m", "xdlib.deploy", *args], capture_output=True, text=True)
-        lines = done.stderr.strip().splitlines()
-        assert done.returncode == 2 and len(lines) == 1 and what in lines[0] and allowed in lines[0], done.stderr
+    from xdlib.deploy import main
+
+    for args, what, allowed in cases:  # in this process: the command's own error path, as a subprocess would take
+        assert main(args) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and what in lines[0] and allowed in lines[0], lines
+
+
+def test_deploy_of_a_run_whose_data_is_out_of_reach_is_one_line(tiny_classifier, tmp_path, capsys, monkeypatch):
+    """A run of a Hub-only task (rte, 2 labels) offline: its data's one line and exit 2, before anything is exported;
+    the same for a run store whose local task file has gone."""
+    import shutil
+
+    from xdlib.deploy import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("XDLIB_HUB_MIRROR", raising=False)
+    hub, local = tmp_path / "hub", tmp_path / "local"
+    for run, config, what in [(hub, "target_task: rte\n", "nyu-mll/glue/rte needs the Hugging Face Hub"),
+                        (local, f"local_tasks:\n  mine:\n    train: {tmp_path / 'gone.csv'}\n    kind: single\n"
+                                "target_task: mine\n", "gone.csv: no such file")]:  # fmt: skip
+        shutil.copytree(tiny_classifier, run)
+        (run / "config.yaml").write_text(config)
+        assert main([str(run), "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and what in err, err
+        assert not (run / "onnx").exists() and not (tmp_path / "out").exists()
 
 
 @pytest.mark.notebooks
@@ -217,11 +248,12 @@ _commit(Path(sys.argv[2]), Path(sys.argv[3]))
 @pytest.mark.parametrize("kill_at", [0, 1, 2])  # before the first rename, between the two, after both (no kill)
 def test_a_kill_in_the_commit_leaves_the_previous_export_or_none(kill_at, tmp_path):
     """An export replacing another is killed (SIGKILL) at each step of its commit: the output folder is the previous
-    export whole, or absent, or the new one whole; never a mix. The leftovers are `.onnx.*` folders that the next
-    export into it removes (`_remove_leftovers`, under its lock)."""
-    from xdlib.deploy.export import _leftovers, _remove_leftovers
+    export whole, or absent, or the new one whole; never a mix. The leftovers are `.onnx.xdlib-export-*` folders that
+    the next export into it removes (`_remove_leftovers`, under its lock); no other folder is touched."""
+    from xdlib.deploy.export import TMP, _leftovers, _remove_leftovers
 
-    out, tmp = tmp_path / "onnx", tmp_path / ".onnx.new"
+    out, tmp = tmp_path / "onnx", tmp_path / f".onnx.{TMP}new"
+    (tmp_path / ".onnx.bak").mkdir()  # a user's folder of that name stays
     for folder, tag in ((out, "old"), (tmp, "new")):
         folder.mkdir()
         for name in ("model.onnx", "export.json", "tokenizer.json"):
@@ -237,42 +269,54 @@ def test_a_kill_in_the_commit_leaves_the_previous_export_or_none(kill_at, tmp_pa
         )
     assert len(_leftovers(out)) == {0: 2, 1: 2, 2: 0}[kill_at]  # the new one and the (empty, then whole) old one
     _remove_leftovers(out)
-    assert not _leftovers(out) and sorted(p.name for p in tmp_path.iterdir()) == (["onnx"] if expected else [])
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert not _leftovers(out) and left == [".onnx.bak"] + (["onnx"] if expected else [])
 
 
-@pytest.mark.slow  # two deploy processes and an ONNX export
-def test_a_killed_deploy_leaves_the_tables_and_its_rerun_completes(tiny_classifier, tmp_path):
-    """`python -m xdlib.deploy RUN` killed while it exports: the committed tables are untouched, no raw JSON is
-    written, RUN/onnx is absent (not half-written); the same command then completes, and removes the killed export's
-    temporary folder."""
-    import shutil
+def _deploy_until(command: list[str], done, what: str) -> None:
+    """Start `command` and SIGKILL it as soon as `done()` holds (polled every 20 ms)."""
     import signal
     import time
 
-    from xdlib.deploy.export import _current_meta
+    killed = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not done():
+        assert killed.poll() is None, f"it ended before {what}: " + killed.communicate()[1][-3000:]
+        assert time.time() < deadline, f"not {what} within 120 s"
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
 
-    run, out = tmp_path / "run", tmp_path / "results"
-    shutil.copytree(tiny_classifier, run)
+
+@pytest.mark.slow  # two deploy processes and four ONNX exports
+def test_a_killed_deploy_leaves_the_tables_and_its_rerun_completes(tiny_classifier, tmp_path):
+    """`python -m xdlib.deploy A B` killed once A is exported and measured, while B's export is being written: the
+    committed tables are untouched, no raw JSON is written, B/onnx is absent (not half-written). The same command
+    then completes, reusing A's complete exports, and no killed export's temporary folder is left."""
+    import shutil
+
+    from xdlib.deploy.export import TMP, _current_meta
+
+    (a, b), out = (tmp_path / "a", tmp_path / "b"), tmp_path / "results"
+    for run in (a, b):
+        shutil.copytree(tiny_classifier, run)
     (out / "tables").mkdir(parents=True)
     committed = {name: f"committed {name}\n" for name in ("deploy.csv", "deploy.md")}
     for name, text in committed.items():
         (out / "tables" / name).write_text(text)
-    command = [sys.executable, "-m", "xdlib.deploy", str(run), "--rows", "8", "--threads", "1", "--out", str(out)]
-    killed = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not list(run.glob(".onnx.*")):  # the fp32 export is being written
-        assert killed.poll() is None, killed.communicate()[1][-3000:]
-        assert time.time() < deadline, "no export started within 120 s"
-        time.sleep(0.02)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
+    command = [sys.executable, "-m", "xdlib.deploy", str(a), str(b), "--rows", "8", "--threads", "1", "--out", str(out)]
+
+    _deploy_until(command, lambda: list(b.glob(f".onnx.{TMP}*")), "exporting B after measuring A")
     assert {p.name: p.read_text() for p in (out / "tables").iterdir()} == committed
-    assert not (out / "benchmarks").exists() and not (run / "onnx").exists() and list(run.glob(".onnx.*"))
+    assert not (out / "benchmarks").exists() and not (b / "onnx").exists() and list(b.glob(f".onnx.{TMP}*"))
+    made = {f: (a / f / "export.json").stat().st_mtime_ns for f in ("onnx", "onnx-int8")}  # complete, reused below
 
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert not list(run.glob(".onnx*.*")), "a killed export's temporary folder is left"
-    for folder in ("onnx", "onnx-int8"):
-        assert _current_meta(run / folder, run / "model") is not None
-    assert "| toy-sentiment |" in (out / "tables" / "deploy.md").read_text()
+    assert not list(tmp_path.glob(f"*/.onnx*.{TMP}*")), "a killed export's temporary folder is left"
+    assert {f: (a / f / "export.json").stat().st_mtime_ns for f in made} == made
+    for run in (a, b):
+        for folder in ("onnx", "onnx-int8"):
+            assert _current_meta(run / folder, run / "model") is not None
+    assert (out / "tables" / "deploy.md").read_text().count("| toy-sentiment |") == 2
     assert len(list((out / "benchmarks").glob("deploy-*.json"))) == 1

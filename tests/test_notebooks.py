@@ -93,8 +93,7 @@ def test_every_notebook_runs_under_papermill(tmp_path, base_params):
         assert all(math.isfinite(v) for v in values)
         floor = {"teacher": 0.8, "distill": 0.7, "finetune": 0.5}[stage]  # accuracy, accuracy, pearson
         assert values[1] > floor, (stage, metrics)
-    with pytest.raises(papermill.PapermillExecutionError, match="unknown notebook parameter"):
-        _execute("teacher", tmp_path / "bad.ipynb", {"learning_rate": 1.0})
+    # a bad parameter under papermill: test_bad_input.py's notebook cases
     out = _execute("report", tmp_path / "report.ipynb", {"runs_dir": str(runs), "out_dir": str(tmp_path / "results")})
     assert any("complete runs" in o.get("text", "") for c in out.cells for o in c.get("outputs", []))
     assert (tmp_path / "results" / "tables" / "results_matrix.csv").is_file()

@@ -39,10 +39,11 @@ def _markers():
         for i, line in enumerate(lines):
             for file, pairs in MARKER.findall(line):
                 block = []
-                for above in reversed(lines[:i]):  # the paragraph or table the marker follows
+                for above in reversed(lines[:i]):  # the paragraph or table the marker follows, less other markers
                     if not above.strip():
                         break
-                    block.append(above)
+                    if not above.startswith("<!--"):
+                        block.append(above)
                 for pair in pairs.split(", "):
                     path, _, value = pair.rpartition("=")
                     yield pytest.param(doc, file, path, value, "\n".join(block), id=f"{doc.name}:{file[19:]}:{path}")
@@ -66,4 +67,4 @@ def test_a_quoted_figure_is_in_its_raw_file_and_in_the_text(doc, file, path, val
 
 def test_the_docs_carry_markers_for_each_raw_file_they_quote_figures_from():
     files = {file for param in _markers() for file in [param.values[1]]}
-    assert len(list(_markers())) >= 20 and len(files) >= 6, files
+    assert len(list(_markers())) >= 45 and len(files) >= 6, files  # as many as the docs hold: none dropped unseen

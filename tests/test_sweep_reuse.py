@@ -41,12 +41,19 @@ def test_metrics_only_upstream_is_rerun_only_when_needed(tmp_path, base_params):
 @pytest.mark.slow
 def test_the_local_executor_runs_a_two_cell_sweep(tmp_path, base_params):
     """`--executor local` (submitit's LocalExecutor, 2 workers): both cells done through their notebooks in
-    subprocesses, every run complete in the store; a rerun of the same grid in this process finds them all."""
+    subprocesses, every run complete in the store; a rerun of the same grid in this process finds them all. The
+    shared teacher and distillation are made here first (their notebooks run in the papermill test), so each
+    worker runs its cell's fine-tuning notebook only."""
+    from xdlib.config import Config
+    from xdlib.stages import ensure
+
     values = base_params | {"name": "local", "grid": {"target_task": ["toy-sentiment", "toy-regression"]}}
     params = tmp_path / "local.yaml"
     params.write_text(yaml.safe_dump(values))
+    ensure("distill", Config.from_dict(base_params))
     status = sweep(params, executor="local", workers=2)
     assert _states(status) == ["done", "done"], status[["state", "error"]]
     runs = Path(base_params["runs_dir"])
-    assert len(list(runs.glob("finetune/*/DONE"))) == 2 and len(list(runs.glob("*/*/notebook.ipynb"))) == 4
+    assert len(list(runs.glob("*/*/DONE"))) == 4  # one teacher, one distillation, two fine-tunings
+    assert len(list(runs.glob("finetune/*/notebook.ipynb"))) == 2  # each made by a worker, through its notebook
     assert _states(sweep(params, executor="direct")) == ["complete", "complete"]

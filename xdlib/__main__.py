@@ -21,13 +21,14 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
 
 from . import options
 from .config import Config, ConfigError, describe, load_config, load_params
-from .errors import UserError, one_line
+from .errors import ERROR_DIR, guarded
 from .options import Parser
 
 
@@ -147,6 +148,11 @@ def cmd_run(args) -> int:
     cfg = load_config(args.stage, args.params, parse_overrides(args.overrides))  # errors before torch is imported
     if args.nproc_per_node > 1 and "RANK" not in os.environ:
         return launch(args, cfg)
+    world = os.environ.get("WORLD_SIZE", "1")
+    if args.nproc_per_node > 1 and world != str(args.nproc_per_node):  # under a launcher that started its own
+        raise ConfigError(f"--nproc-per-node {args.nproc_per_node} under a launcher that started {world} ranks; "
+                          "allowed: --nproc-per-node without a launcher (xdlib starts the ranks), or the launcher's "
+                          "own rank count (torchrun --nproc-per-node N) without it")  # fmt: skip
     from .stages import ensure
 
     path = ensure(args.stage, cfg)
@@ -299,7 +305,6 @@ def launch(args, cfg: Config) -> int:
             allowed = f"--nproc-per-node 1 to {count}, or device=cpu" if count else "device=cpu"
             raise ConfigError(f"--nproc-per-node {n} with device={cfg.device} needs {n} CUDA devices (one per rank); "
                               f"this machine has {count}; allowed: {allowed}")  # fmt: skip
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc_per_node)))  # as torchrun
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -310,27 +315,29 @@ def launch(args, cfg: Config) -> int:
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=args.nproc_per_node, run_id="xdlib",
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
                           monitor_interval=0.5)  # fmt: skip
-    try:
-        elastic_launch(config, sys.executable)(*argv)
-    except ChildFailedError as err:
-        failures = err.failures  # global rank -> its failure
-        codes = sorted({f.exitcode for f in failures.values()})
-        if 0 in failures and failures[0].exitcode == 2:
-            return 2  # a user error: rank 0 printed its one line
-        if 2 in codes:  # a user error that rank 0 did not print (met by another rank alone, or rank 0 stopped first)
-            ranks = ", ".join(str(r) for r, f in sorted(failures.items()) if f.exitcode == 2)
-            print(f"error: rank {ranks} stopped on a user error that rank 0 did not print; rerun with "
-                  "XDLIB_DEBUG=1 to see each rank's message", file=sys.stderr)  # fmt: skip
-            return 2
-        print(f"error: {_failed(failures)}, of {args.nproc_per_node} ranks; the launcher stopped the others. Rerun "
-              "the same command to resume from the last checkpoint (each rank's output is above)", file=sys.stderr)  # fmt: skip
-        return 1
+    from unittest import mock
+
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // n))  # as torchrun
+    with tempfile.TemporaryDirectory(prefix="xdlib-ranks-") as notes:
+        # the ranks' environment: their threads, and where each writes its user error (errors.guarded); this
+        # process's own environment is as it was once they end (a caller's later processes keep every core)
+        with mock.patch.dict(os.environ, {"OMP_NUM_THREADS": threads, ERROR_DIR: notes}):
+            try:
+                elastic_launch(config, sys.executable)(*argv)
+            except ChildFailedError as err:
+                said = sorted(Path(notes).glob("rank-*.txt"), key=lambda p: int(p.stem.split("-")[1]))
+                if said:  # a user error: the same one line as a single process, printed once, here
+                    print(f"error: {said[0].read_text()}", file=sys.stderr)
+                    return 2
+                print(f"error: {_failed(err.failures, n)}. Rerun the same command to resume from the last "
+                      "checkpoint (each rank's output is above)", file=sys.stderr)  # fmt: skip
+                return 1
     return 0
 
 
-def _failed(failures: dict) -> str:
-    """'rank 1 was killed (SIGKILL)', 'rank 0 exited with status 1': each rank that failed, as the launcher saw it,
-    less those it stopped itself (SIGTERM) once another had failed."""
+def _failed(failures: dict, n: int) -> str:
+    """'rank 1 was killed (SIGKILL), of 2 ranks; the launcher stopped the others': each rank that failed, as the
+    launcher saw it, less those it stopped itself (SIGTERM) once another had failed."""
     import signal
 
     def how(code: int) -> str:
@@ -341,56 +348,17 @@ def _failed(failures: dict) -> str:
                 return f"was killed (signal {-code})"
         return f"exited with status {code}"
 
-    first = {r: f for r, f in failures.items() if f.exitcode != -signal.SIGTERM} or failures  # SIGTERM: the
-    return "; ".join(f"rank {rank} {how(f.exitcode)}" for rank, f in sorted(first.items()))  # launcher's stop
-
-
-def _rank() -> int:
-    """This process's rank under a launcher (torchrun, accelerate, srun, `--nproc-per-node`); 0 alone."""
-    for name in ("RANK", "SLURM_PROCID"):
-        if os.environ.get(name, "").isdigit():
-            return int(os.environ[name])
-    return 0
+    first = {r: f for r, f in failures.items() if f.exitcode != -signal.SIGTERM}  # SIGTERM: the launcher's stop
+    said = "; ".join(f"rank {rank} {how(f.exitcode)}" for rank, f in sorted((first or failures).items()))
+    if not first:  # every failed rank was stopped from outside (a SIGTERM to the job, not from the launcher)
+        return f"{said}, of {n} ranks"
+    return f"{said}, of {n} ranks" + ("; the launcher stopped the others" if len(first) < n else "")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    debug = args.debug or os.environ.get("XDLIB_DEBUG", "") not in ("", "0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        return COMMANDS[args.command](args)
-    except UserError as err:  # the user's input (or the machine's): exit 2, one line
-        if debug:
-            raise
-        if _rank() == 0:  # every rank meets the same error: one line, from rank 0
-            print(f"error: {one_line(err)}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # `python -m xdlib tasks | head`: the reader has all it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # and Python's exit flush stays quiet
-        return 0
-    except Exception as err:  # a failure at run time: one line, the traceback with --debug or XDLIB_DEBUG=1
-        if debug:
-            raise
-        if _disk_full(err):  # the machine's state, not our bug: what to do about it
-            where = f" writing {err.filename}" if isinstance(err, OSError) and err.filename else ""
-            print(f"error: the disk is full{where}; free space and rerun the same command: the run resumes from "
-                  "its last checkpoint, and nothing half-written is counted", file=sys.stderr)  # fmt: skip
-            return 1
-        print(f"error: {type(err).__name__}: {one_line(err)} (--debug or XDLIB_DEBUG=1 shows where)", file=sys.stderr)
-        return 1
-
-
-def _disk_full(err: BaseException) -> bool:
-    """ENOSPC or EDQUOT, also wrapped (safetensors and torch.save report it in their own exception types)."""
-    import errno
-
-    while err is not None:
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if "No space left on device" in str(err) or "Disk quota exceeded" in str(err):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
+    return guarded(lambda: COMMANDS[args.command](args), args.debug)
 
 
 if __name__ == "__main__":

@@ -97,7 +97,9 @@ def main_first(fn, *args, **kwargs) -> Any:
     if error is not None:
         raise error
     if failed is not None:
-        raise RuntimeError(f"rank 0 failed: {failed}")
+        from .errors import PeerFailed
+
+        raise PeerFailed(f"rank 0 failed: {failed}")
     if not is_main():
         result = fn(*args, **kwargs)
     return result

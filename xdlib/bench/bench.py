@@ -43,15 +43,15 @@ from .timing import matmul_peak, timed, timed_each
 SIZES = {
     # rows: augmentation rows in the transfer set (plus teacher_rows source rows); dev_rows: dev and test rows (the
     # distillation selects on dev at every phase); real: rt-polarity sentences timed for the real length
-    # distribution; students: the shapes timed for inference
-    "smoke": {"rows": 64, "repeats": 1, "teacher_rows": 64, "dev_rows": 100, "max_length": 64, "scaling": False,
-              "real": 64, "students": ("l6-h256",)},
+    # distribution; students: the shapes timed for inference; step: batch x length of the timed training step
+    "smoke": {"rows": 64, "repeats": 1, "teacher_rows": 64, "dev_rows": 50, "max_length": 32, "scaling": False,
+              "real": 32, "students": ("l6-h256",), "step": (8, 64)},
     "quick": {"rows": 192, "repeats": 3, "teacher_rows": 192, "dev_rows": 100, "max_length": 128, "scaling": False,
-              "real": 32, "students": ("l6-h256", "l6-h384", "l12-h384")},
+              "real": 32, "students": ("l6-h256", "l6-h384", "l12-h384"), "step": (32, 128)},
     "medium": {"rows": 512, "repeats": 3, "teacher_rows": 1000, "dev_rows": 300, "max_length": 128, "scaling": False,
-               "real": 256, "students": ("l6-h256", "l6-h384", "l12-h384")},
+               "real": 256, "students": ("l6-h256", "l6-h384", "l12-h384"), "step": (32, 128)},
     "full": {"rows": 1000, "repeats": 3, "teacher_rows": 1500, "dev_rows": 300, "max_length": 128, "scaling": True,
-             "real": 256, "students": ("l6-h256", "l6-h384", "l12-h384")},
+             "real": 256, "students": ("l6-h256", "l6-h384", "l12-h384"), "step": (32, 128)},
 }  # fmt: skip
 PAPER_SPEEDUPS = {"l6-h256": 8.7, "l6-h384": 5.3, "l12-h384": 2.7}
 
@@ -128,15 +128,17 @@ def _student_trainer(device):
     return model, step
 
 
-def training_efficiency(device, dtype, repeats: int) -> dict:
-    """Achieved FLOP/s of an l6-h384 training step (batch 32 x 128) over the matmul peak."""
+def training_efficiency(device, dtype, repeats: int, shape: tuple[int, int] = (32, 128)) -> dict:
+    """Achieved FLOP/s of an l6-h384 training step (batch x length: 32 x 128 but at smoke size) over the matmul
+    peak."""
     model, step = _student_trainer(device)
-    ids = torch.randint(5, 30522, (32, 128), device=device)
+    batch, length = shape
+    ids = torch.randint(5, 30522, (batch, length), device=device)
     t = timed(lambda: step(ids), repeats, warmup=2, device=device)
     cfg = model.config
     tokens = ids.numel()
     # 3x forward FLOPs (forward + backward), layers' matmuls plus attention scores/values (4 T H per token per layer)
-    flops = 3 * tokens * (models.encoder_flops_per_token(cfg) + 4 * 128 * cfg.hidden_size * cfg.num_hidden_layers)
+    flops = 3 * tokens * (models.encoder_flops_per_token(cfg) + 4 * length * cfg.hidden_size * cfg.num_hidden_layers)
     peak = matmul_peak(device, dtype, repeats)
     return {"step": t, "flops_per_step": flops, "achieved": flops / t["median"], "peak": peak,
             "efficiency": flops / t["median"] / peak}  # fmt: skip
@@ -297,7 +299,7 @@ def run(size: str = "quick", device: str = "auto", out_dir: str | Path = "result
         report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         lengths = real_lengths(spec["real"])
         section("inference", lambda: inference(dev, spec["repeats"], lengths, size, spec["students"]))
-        section("training", lambda: training_efficiency(dev, dtype, spec["repeats"]))
+        section("training", lambda: training_efficiency(dev, dtype, spec["repeats"], spec["step"]))
         if spec["scaling"]:
             section("scaling", lambda: scaling(dev, work, spec, report["ours"]))
     report["wall_seconds"] = time.time() - started

@@ -66,9 +66,7 @@ def measure(run_dir: Path, rows: int | None = None, threads: int | None = None) 
     """Scores, agreement and latencies of one run's model as PyTorch fp32, ONNX fp32 and ONNX int8."""
     import torch
 
-    from .. import metrics
     from ..data import cap
-    from . import serve
     from .export import exported, run_config, run_task
 
     run_dir = Path(run_dir)
@@ -82,8 +80,18 @@ def measure(run_dir: Path, rows: int | None = None, threads: int | None = None) 
     folders = {"pytorch-fp32": run_dir / "model" if (run_dir / "model").is_dir() else run_dir}
     for name, int8 in (("onnx-fp32", False), ("onnx-int8", True)):  # reused when made from the weights as they are
         folders[name] = exported(run_dir, int8=int8)
-    if threads:
-        torch.set_num_threads(threads)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads or saved)
+    try:
+        return _measured(run_dir, task, test, texts, labels, folders, max_length, threads)
+    finally:
+        torch.set_num_threads(saved)  # the caller's (a notebook's) threads as they were
+
+
+def _measured(run_dir, task, test, texts, labels, folders, max_length, threads) -> dict:
+    from .. import metrics
+    from . import serve
+
     recorded = {}
     if (run_dir / "metrics.json").is_file():
         recorded = json.loads((run_dir / "metrics.json").read_text())
@@ -234,10 +242,11 @@ def run(run_dirs: list[Path], rows: int | None = None, threads: int | None = Non
     raw.parent.mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     report = {"environment": env, "threads": threads, "results": results, "targets": checks.to_dict("records")}
-    atomic_write(raw, json.dumps(report, indent=1, default=str))
-    atomic_write(out / "tables" / "deploy.csv", frame.to_csv(index=False))
     where = f"{env['device_name']}, git {str(env.get('git_sha'))[:7]}; raw: {raw.name}"
-    atomic_write(out / "tables" / "deploy.md", markdown(frame, checks, threads, where))
+    texts = {raw: json.dumps(report, indent=1, default=str), out / "tables" / "deploy.csv": frame.to_csv(index=False),
+             out / "tables" / "deploy.md": markdown(frame, checks, threads, where)}  # fmt: skip
+    for path, text in texts.items():  # every text made first: the files are replaced, each whole, in milliseconds
+        atomic_write(path, text)
     return frame, checks, raw
 
 
@@ -256,23 +265,28 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from ..errors import guarded
+
+    return guarded(lambda: _deploy(args))
+
+
+def _deploy(args) -> int:
     from ..errors import UserError, one_line
     from .export import check, run_task
 
+    if bool(args.runs) == bool(args.params):
+        raise UserError("give run folders or --params, not both or neither; allowed: python -m xdlib.deploy "
+                        "RUN_DIR... or python -m xdlib.deploy --params params/deploy.yaml")  # fmt: skip
+    for path in args.runs:  # every run checked before the first export, its test data too
+        check(path, None, force=True)
+        task = run_task(Path(path))
+        if task is None:
+            raise UserError(f"{path} is not a run (no config.yaml naming its task): nothing to score it on; "
+                            "allowed: run folders of the run store")  # fmt: skip
+        task.load()  # a Hub-only task offline, or a missing local file: its one line now, not after an export
     try:
-        if bool(args.runs) == bool(args.params):
-            raise UserError("give run folders or --params, not both or neither; allowed: python -m xdlib.deploy "
-                            "RUN_DIR... or python -m xdlib.deploy --params params/deploy.yaml")  # fmt: skip
-        for path in args.runs:  # every run checked before the first export
-            check(path, None, force=True)
-            if run_task(Path(path)) is None:
-                raise UserError(f"{path} is not a run (no config.yaml naming its task): nothing to score it on; "
-                                "allowed: run folders of the run store")  # fmt: skip
         run_dirs = sweep_runs(args.params, executor=args.executor) if args.params else [Path(p) for p in args.runs]
-    except UserError as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 2
-    except SweepFailed as err:
+    except SweepFailed as err:  # each cell's error is in the sweep's status table: this names the first
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 1
     frame, checks, raw = run(run_dirs, args.rows, args.threads, args.out)

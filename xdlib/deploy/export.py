@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 import warnings
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +88,9 @@ def check(run_dir: str | Path, out: str | Path | None, force: bool, int8: bool =
         raise ExportError(f"{model_dir} has a head of {labels} labels, but its run's task {task.name} has "
                           f"{task.num_labels}; allowed: the run's own model")  # fmt: skip
     out = Path(out) if out else default_out(run_dir, int8)
+    if out.resolve() == model_dir.resolve() or out.resolve() in model_dir.resolve().parents:
+        raise ExportError(f"--out {out} is or holds the model it exports ({model_dir}): the export would replace it; "
+                          "allowed: a folder outside it, such as the default RUN_DIR/onnx")  # fmt: skip
     if out.exists() and not force:
         raise ExportError(f"{out} already exists; allowed: another --out, or --force to replace it")
     return model_dir, out, task
@@ -141,26 +143,33 @@ def exported(run_dir: str | Path, int8: bool = False) -> Path:
     return export(run_dir, folder, int8=int8, force=True)
 
 
+LOCK = ".xdlib-export.lock"  # in the folder that exports are written into: one export there at a time
+
+
 @contextmanager
-def _locked(folder: Path):
-    """An exclusive lock on the folder an export is written into (flock on the folder itself: no lock file), held
-    from the first check to the rename: two exports into one folder take turns, and neither removes what the other
-    is writing."""
+def _locked(*folders: Path):
+    """Exclusive locks on the folders exports are written into or read from (flock on a lock file in each, opened
+    for writing so that it works on NFS too), taken in path order, held from the first check to the rename: two
+    exports into one folder take turns, neither removes what the other is writing, and an int8 export's fp32 source
+    is not replaced while it is quantised."""
     import fcntl
 
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with ExitStack() as stack:
+        for folder in sorted({f.resolve() for f in folders}):
+            folder.mkdir(parents=True, exist_ok=True)
+            handle = stack.enter_context(open(folder / LOCK, "a"))  # closed (and so released) also on a kill
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         yield
-    finally:
-        os.close(fd)  # releases the lock, also when the process is killed
+
+
+TMP = "xdlib-export-"  # `.<out name>.xdlib-export-<random>`: an export being written, or a previous one being replaced
 
 
 def _leftovers(out: Path) -> list[Path]:
-    """What killed exports into `out` left beside it: `.<name>.<random>` folders (an export not yet renamed, or the
-    previous export being replaced). Never read; removed under the lock by the next export into `out`."""
-    return [p for p in out.parent.glob(f".{out.name}.*") if p.is_dir()] if out.parent.is_dir() else []
+    """What killed exports into `out` left beside it: `.<name>.xdlib-export-<random>` folders (an export not yet
+    renamed, or the previous export being replaced). Never read; removed under the lock by the next export into
+    `out`."""
+    return [p for p in out.parent.glob(f".{out.name}.{TMP}*") if p.is_dir()] if out.parent.is_dir() else []
 
 
 def _remove_leftovers(out: Path) -> None:
@@ -173,7 +182,7 @@ def _commit(tmp: Path, out: Path) -> None:
     new one, or absent (a kill between the renames; the next export makes it again), never a mix of the two."""
     old = None
     if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.{TMP}", dir=out.parent))
         out.rename(old)  # onto the empty folder just made: atomic
     tmp.rename(out)
     if old is not None:
@@ -200,9 +209,12 @@ def export(run_dir: str | Path, out: str | Path | None = None, int8: bool = Fals
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     example = tokenizer(["a short one", "and a longer second example sentence"], padding=True, return_tensors="pt")
     names = [n for n in INPUTS if n in example]
-    with _locked(out.parent):
+    source = [default_out(Path(run_dir), False).parent] if int8 else []  # the fp32 export int8 may quantise
+    with _locked(out.parent, *source):
+        if out.exists() and not force:  # made by another export since the check
+            raise ExportError(f"{out} already exists; allowed: another --out, or --force to replace it")
         _remove_leftovers(out)  # a killed export's: under the lock, no export into `out` is running
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # beside `out`: the rename is atomic
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{TMP}", dir=out.parent))  # beside `out`: atomic rename
         try:
             _write(model, tokenizer, example, names, tmp, Path(run_dir), model_dir, weights, task, int8)
             _commit(tmp, out)  # complete or absent: a killed export leaves no half-written folder under `out`
