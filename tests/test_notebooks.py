@@ -1,5 +1,7 @@
-"""The notebooks: jupytext pairs in sync, parameters cells equal to the configs, every notebook executed through
-papermill at smoke size, and every params file dry-run (kills and reruns: test_faults.py)."""
+"""The notebooks: jupytext pairs in sync, parameters cells equal to the configs, the report and benchmark notebooks
+executed through papermill at smoke size (the stage notebooks: test_study_slice.py, test_bad_input.py,
+test_sweep_reuse.py; the export notebook: test_export.py), and every params file dry-run (kills and reruns:
+test_faults.py)."""
 
 import json
 import math
@@ -77,15 +79,20 @@ def _execute(name: str, out: Path, parameters: dict) -> nbformat.NotebookNode:
     return nbformat.read(out, as_version=4)
 
 
-def test_every_notebook_runs_under_papermill(tmp_path, base_params):
-    params = base_params | {"source_task": "toy-sentiment", "target_task": "toy-regression"}
-    from xdlib.config import fields_of
+@pytest.fixture(scope="module")
+def made_store(tmp_path_factory, tiny_encoder) -> Path:
+    """A teacher, a distillation and a fine-tuning (toy-regression) made in this process at smoke size: each
+    beats its floor. (The stage notebooks themselves run through papermill in test_study_slice.py, at a real size,
+    and in test_bad_input.py and test_sweep_reuse.py.)"""
+    from conftest import smoke_params
 
-    stage_params = {stage: {k: v for k, v in params.items() if k in {f.name for f in fields_of(stage)}}
-                    for stage in ("teacher", "distill", "finetune")}  # fmt: skip
+    from xdlib.config import Config
+    from xdlib.stages import ensure
+
+    params = smoke_params(tmp_path_factory.mktemp("store"), tiny_encoder) | {"target_task": "toy-regression"}
+    ensure("finetune", Config.from_dict(params))
     runs = Path(params["runs_dir"])
     for stage in ("teacher", "distill", "finetune"):
-        _execute(stage, tmp_path / f"{stage}.ipynb", stage_params[stage])
         (run,) = (runs / stage).iterdir()
         metrics = json.loads((run / "metrics.json").read_text())
         main = metrics["main_metric"]
@@ -93,8 +100,13 @@ def test_every_notebook_runs_under_papermill(tmp_path, base_params):
         assert all(math.isfinite(v) for v in values)
         floor = {"teacher": 0.8, "distill": 0.7, "finetune": 0.5}[stage]  # accuracy, accuracy, pearson
         assert values[1] > floor, (stage, metrics)
-    # a bad parameter under papermill: test_bad_input.py's notebook cases
-    out = _execute("report", tmp_path / "report.ipynb", {"runs_dir": str(runs), "out_dir": str(tmp_path / "results")})
+    return runs
+
+
+def test_the_report_notebook_runs_under_papermill(tmp_path, made_store):
+    out = _execute(
+        "report", tmp_path / "report.ipynb", {"runs_dir": str(made_store), "out_dir": str(tmp_path / "results")}
+    )
     assert any("complete runs" in o.get("text", "") for c in out.cells for o in c.get("outputs", []))
     assert (tmp_path / "results" / "tables" / "results_matrix.csv").is_file()
     assert (tmp_path / "results" / "figures" / "scores_matrix.png").is_file()  # transfer_matrix.png needs a twin
