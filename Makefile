@@ -1,6 +1,7 @@
 # Two commands do everything: `make study` and `make test`. Both create .venv on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+XDLIB := $(VENV)/bin/xdlib
 PARAMS ?= params/default.yaml
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
@@ -12,25 +13,25 @@ unexport PYTHONDONTWRITEBYTECODE
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --no-compile -e ".[dev,deploy]"  # no .pyc for all of torch up front: 15 s less setup
+	$(PY) -m pip install --quiet --no-compile -e ".[dev,deploy,tensorboard,mlflow]"  # no .pyc for all of torch up front: 15 s less setup
 	touch $@
 
 install: $(VENV)/.installed
 
-study: $(VENV)/.installed  ## run the embedded default study (offline, CPU): sweep, then tables and figures
-	$(PY) -m xdlib study $(PARAMS)  # each run through its notebook (papermill), kept in its run folder
+study: $(VENV)/.installed  ## run the embedded default study (offline, CPU): sweep, then tables, figures and results/report.html
+	$(XDLIB) study $(PARAMS) --html  # each run through its notebook (papermill), kept in its run folder
 
 beyond: $(VENV)/.installed  ## the beyond-paper arms (general stage, multi-source teacher): params/beyond.yaml
-	$(PY) -m xdlib study params/beyond.yaml  # its own run store: tables in results/beyond/
+	$(XDLIB) study params/beyond.yaml  # its own run store: tables in results/beyond/
 
 scaling: $(VENV)/.installed  ## the scaling study: two recipes over ~1.2k to ~32k transfer rows, 3 seeds (22 min after make study)
-	$(PY) -m xdlib study params/scaling.yaml  # reuses the default study's runs where the ids match
+	$(XDLIB) study params/scaling.yaml  # reuses the default study's runs where the ids match
 
 deploy: $(VENV)/.installed  ## the study's models as ONNX fp32 and int8: accuracy and speed (notebooks/export.ipynb)
-	$(PY) -m xdlib.deploy --params params/deploy.yaml  # fine-tunes each model once with save_model (reusing the study's runs)
+	$(XDLIB) deploy --params params/deploy.yaml  # fine-tunes each model once with save_model (reusing the study's runs)
 
 report: $(VENV)/.installed  ## rebuild results/tables and results/figures from the run store
-	$(PY) -m xdlib report
+	$(XDLIB) report --html
 
 notebooks: $(VENV)/.installed  ## after changing a config field or a notebooks/*.py: re-pair the .ipynb files
 	$(PY) -m xdlib.notebook

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Benchmark — our distillation vs a naive KD loop, students vs teachers, and the hardware limit
 #
-# Same as `python -m xdlib bench`: every ratio is between two measurements of this run on this machine (warm-up,
+# Same as `xdlib bench`: every ratio is between two measurements of this run on this machine (warm-up,
 # then median of repeats). Raw timings go to `results/benchmarks/<device>-<date>-<size>.json`.
 
 # %% tags=["parameters"]

@@ -8,7 +8,7 @@
 
 # %% tags=["parameters"]
 params = None  # a params file (YAML) for every field not set here; -p sets any field of this stage
-source_task = 'rt-polarity'  # source task name (python -m xdlib tasks lists them)
+source_task = 'rt-polarity'  # source task name (xdlib tasks lists them)
 teacher_model = 'offline:all-MiniLM-L6-v2'  # HF id, local folder, or offline:<name> packaged model
 student_arch = 'l3-h384'  # l<layers>-h<hidden>; registered: l3-h384, l6-h256, l6-h384, l12-h384
 student_init = 'offline:all-MiniLM-L6-v2'  # random, or a model (HF id, folder, offline:<name>) to copy layers from

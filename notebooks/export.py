@@ -2,14 +2,14 @@
 # # Export — every model of a study as ONNX fp32 and int8: speed and accuracy on this CPU
 #
 # Runs the params file's sweep (complete runs are reused; `params/deploy.yaml` fine-tunes each model of the default
-# study once with `save_model: true`), exports each teacher and each fine-tuned model with `python -m xdlib export`
+# study once with `save_model: true`), exports each teacher and each fine-tuned model with `xdlib export`
 # (fp32, and int8 by onnxruntime's dynamic quantisation), predicts the test rows each run was scored on with PyTorch
 # fp32, ONNX fp32 and ONNX int8, and times each at batch 1 and batch 32. Writes `results/tables/deploy.csv|md` and
-# the raw numbers to `results/benchmarks/deploy-<date>.json`. Same as `python -m xdlib.deploy --params ...`.
+# the raw numbers to `results/benchmarks/deploy-<date>.json`. Same as `xdlib deploy --params ...`.
 
 # %% tags=["parameters"]
 params = "params/deploy.yaml"  # a params file whose fine-tunings keep their model (save_model: true)
-overrides = {}  # field changes on top of the params file (as -p in python -m xdlib sweep)
+overrides = {}  # field changes on top of the params file (as -p in xdlib sweep)
 executor = "inline"  # the sweep's executor: inline (each run through its notebook) or direct
 threads = None  # threads for PyTorch and onnxruntime (None: torch's default, all cores)
 out_dir = "results"  # tables/deploy.* and benchmarks/deploy-<date>.json go here

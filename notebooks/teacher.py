@@ -7,7 +7,7 @@
 
 # %% tags=["parameters"]
 params = None  # a params file (YAML) for every field not set here; -p sets any field of this stage
-source_task = 'rt-polarity'  # source task name (python -m xdlib tasks lists them)
+source_task = 'rt-polarity'  # source task name (xdlib tasks lists them)
 teacher_model = 'offline:all-MiniLM-L6-v2'  # HF id, local folder, or offline:<name> packaged model
 teacher_epochs = 1.0  # epochs of teacher fine-tuning
 teacher_lr = 5e-05  # peak learning rate

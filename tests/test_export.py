@@ -156,7 +156,7 @@ def test_deploy_refuses_in_one_line(tiny_classifier, tmp_path, capsys):
     token = tmp_path / "token.yaml"
     token.write_text("name: t\nversion: 1\nsource_task: toy-sentiment\ntarget_task: toy-ner\nsave_model: true\n")
     cases = [
-        ([], "give run folders or --params", "allowed: python -m xdlib.deploy RUN_DIR"),
+        ([], "give run folders or --params", "allowed: xdlib deploy RUN_DIR"),
         (["--params", "params/default.yaml"], "do not keep their model", "allowed: a params file with save_model"),
         (["--params", str(token)], "toy-ner (token) have heads export", "allowed: targets with single, pair"),
         ([str(tmp_path / "empty")], "has no model", "allowed: a teacher or distill run"),

@@ -5,6 +5,9 @@ test_faults.py)."""
 
 import json
 import math
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import jupytext
@@ -103,13 +106,59 @@ def made_store(tmp_path_factory, tiny_encoder) -> Path:
     return runs
 
 
-def test_the_report_notebook_runs_under_papermill(tmp_path, made_store):
-    out = _execute(
-        "report", tmp_path / "report.ipynb", {"runs_dir": str(made_store), "out_dir": str(tmp_path / "results")}
-    )
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory, made_store) -> tuple[Path, nbformat.NotebookNode]:
+    """notebooks/report.ipynb executed over the made store: its out_dir and the executed notebook."""
+    out_dir = tmp_path_factory.mktemp("report")
+    out = _execute("report", out_dir / "report.ipynb", {"runs_dir": str(made_store), "out_dir": str(out_dir)})
+    return out_dir, out
+
+
+def test_the_report_notebook_runs_under_papermill(reported):
+    out_dir, out = reported
     assert any("complete runs" in o.get("text", "") for c in out.cells for o in c.get("outputs", []))
-    assert (tmp_path / "results" / "tables" / "results_matrix.csv").is_file()
-    assert (tmp_path / "results" / "figures" / "scores_matrix.png").is_file()  # transfer_matrix.png needs a twin
+    assert (out_dir / "tables" / "results_matrix.csv").is_file()
+    assert (out_dir / "figures" / "scores_matrix.png").is_file()  # transfer_matrix.png needs a twin
+    images = [o for c in out.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) == len(list((out_dir / "figures").glob("*.png"))) >= 3  # every figure shown inline
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+LOADED = """<script>window.addEventListener("load", () => { const all = [...document.images];
+document.title = "images " + all.filter(i => i.complete && i.naturalWidth > 0).length + "/" + all.length; });
+</script></body>"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed here (.ci/run installs Debian's chromium)")
+def test_the_html_report_opens_in_a_browser_with_every_table_and_image(reported, made_store, tmp_path):
+    """`xdlib study --html` / `xdlib report --html`: report.html, code hidden, in headless Chromium: every image
+    loads, every table is there, and the screenshot is not blank."""
+    from PIL import Image
+
+    from xdlib.report import html_report
+
+    out_dir, _ = reported
+    page = html_report(out_dir, made_store)
+    html = page.read_text()
+    assert "xdlib.report import" not in html and "build_report(" not in html  # no code cell shows
+    tables = list((out_dir / "tables").glob("*.md"))  # each under its heading, and each with rows as a table
+    assert all(f">{path.stem}<" in html for path in tables), [p.stem for p in tables if f">{p.stem}<" not in html]
+    assert html.count("<table") == sum("|" in path.read_text() for path in tables) >= 6
+    probe = tmp_path / "probe.html"
+    probe.write_text(html.replace("</body>", LOADED, 1))
+    browser = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,2400"]
+    dom = subprocess.run([*browser, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()], capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    figures = len(list((out_dir / "figures").glob("*.png")))
+    assert f"<title>images {figures}/{figures}</title>" in dom.stdout, (dom.stdout[:500], dom.stderr[-2000:])
+    shot = tmp_path / "report.png"
+    subprocess.run([*browser, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120, check=True)
+    pixels = Image.open(shot).convert("L")
+    histogram = pixels.histogram()
+    assert pixels.size == (1280, 2400) and max(histogram) < 0.97 * sum(histogram)  # not one colour: not blank
+    if os.environ.get("XDLIB_KEEP_SCREENSHOT"):  # to look at it
+        shutil.copy(shot, os.environ["XDLIB_KEEP_SCREENSHOT"])
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "params").rglob("*.yaml")), ids=lambda p: p.stem)

@@ -1,4 +1,4 @@
-"""Command line: `python -m xdlib <command>`.
+"""Command line: `xdlib <command>` (the same as `python -m xdlib <command>`); `xdlib --version`.
 
 tasks [--params F]                 every task: kind, metric, origin, split sizes, source
 params [stage]                     every parameter of a stage with its default and meaning
@@ -6,10 +6,11 @@ run <stage> [--params F] [-p k=v]  one stage (teacher | distill | stilts | finet
 explain RUN_DIR | <stage> [-p k=v]  the run id, what was hashed, and whether the run is reused, made or remade
 sweep <params.yaml> [--dry-run] [--executor inline|direct|local|slurm] [--workers N] [--gpus-per-cell N]
                                    every cell of the grid through the notebooks (papermill); status table
-report [--runs D] [--out D]        tables and figures from the complete runs only
+report [--runs D] [--out D] [--html]  tables and figures from the complete runs only (--html: OUT/report.html)
 bench [--quick] [--device D]       speed benchmark: ratios vs naive KD, teachers and the matmul peak
 export RUN_DIR [--int8] [--out D] [--force]  a run's model as an ONNX folder (xdlib.deploy.serve.load predicts with it)
-study <params.yaml>                sweep, then report (what `make study` runs)
+deploy RUN_DIR... | --params F      ONNX fp32 and int8 against PyTorch: scores and speed (docs/deploy.md)
+study <params.yaml> [--html]       sweep, then report (what `make study` runs, with --html)
 
 Each command imports what it needs when it runs (why: a bad argument is refused in one line before torch and
 transformers are imported).
@@ -57,15 +58,17 @@ def run_sweep(args, overrides: dict) -> tuple[int, object]:
     return (1 if failed else 0), status
 
 
-def run_report(runs_dir: str, out_dir: str, run_ids: set[str] | None = None) -> int:
+def run_report(runs_dir: str, out_dir: str, run_ids: set[str] | None = None, html: bool = False) -> int:
     if not any(Path(runs_dir).glob("*/*/DONE")):
         raise ConfigError(
             f"--runs {runs_dir!r} holds no complete run; allowed: a run store a sweep or make study filled"
         )
-    from .report import build_report
+    from .report import build_report, html_report
 
     for path in build_report(runs_dir, out_dir, run_ids):
         print(path)
+    if html:  # the report notebook over what was just written, code hidden: one page to open in a browser
+        print(html_report(out_dir, runs_dir))
     return 0
 
 
@@ -92,8 +95,22 @@ def list_tasks(params: str | None) -> None:
     print("hub tasks need the network; offline tasks are real data packaged on PyPI (sizes after leakage removal)")
 
 
+class _Version(argparse.Action):
+    """`xdlib --version`: computed when asked (git runs only then)."""
+
+    def __init__(self, option_strings, dest, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from . import version_line
+
+        print(version_line())
+        parser.exit()
+
+
 def build_parser() -> Parser:
-    parser = Parser(prog="python -m xdlib", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="xdlib", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=_Version, help="the package version, and the git sha in a checkout")
     sub = parser.add_subparsers(dest="command", required=True)
     p_tasks = sub.add_parser("tasks")
     p_tasks.add_argument("--params", help="also list this params file's local_tasks")
@@ -117,6 +134,13 @@ def build_parser() -> Parser:
                     help="inline (notebooks, default), direct (no notebooks), local or slurm (submitit)")  # fmt: skip
         options.add(p_sweep, "--workers", default=1, help="parallel jobs for the local executor")
         options.add(p_sweep, "--gpus-per-cell", default=1, help="local executor: processes (GPUs) that share a cell")
+        if command == "study":
+            p_sweep.add_argument("--html", action="store_true", help="also write report.html beside the tables")
+    from .deploy.deploy import build_parser as deploy_parser  # argparse only: nothing heavy
+
+    sub.add_parser("deploy", parents=[deploy_parser()], add_help=False, description=deploy_parser().description,
+                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                   help="ONNX fp32 and int8: accuracy and speed of runs or a params file's models")  # fmt: skip
     p_bench = sub.add_parser("bench")
     p_bench.add_argument("--quick", action="store_true", help="under 3 minutes on 2 cores")
     options.add(p_bench, "--size", default=None)
@@ -134,6 +158,7 @@ def build_parser() -> Parser:
     p_report = sub.add_parser("report")
     p_report.add_argument("--runs", default="results/runs")
     p_report.add_argument("--out", default="results")
+    p_report.add_argument("--html", action="store_true", help="also write OUT/report.html (the report notebook)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks (also XDLIB_DEBUG=1)")
     return parser
 
@@ -227,7 +252,8 @@ def cmd_sweep(args) -> int:
         values = load_params(args.params)
         name = str(values.get("name") or Path(args.params).stem)
         own = "runs_dir" in values or "runs_dir" in overrides
-        code = run_report(str(runs_dir), str(study_report_dir(name, runs_dir, own)), study_run_ids(status)) or code
+        out = study_report_dir(name, runs_dir, own)
+        code = run_report(str(runs_dir), str(out), study_run_ids(status), args.html) or code
     return code
 
 
@@ -284,9 +310,10 @@ COMMANDS = {
     "explain": cmd_explain,
     "sweep": cmd_sweep,
     "study": cmd_sweep,
-    "report": lambda args: run_report(args.runs, args.out),
+    "report": lambda args: run_report(args.runs, args.out, html=args.html),
     "bench": cmd_bench,
     "export": cmd_export,
+    "deploy": lambda args: __import__("xdlib.deploy.deploy", fromlist=["_deploy"])._deploy(args),
 }
 
 

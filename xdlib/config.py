@@ -38,6 +38,7 @@ from .fields import (
     opt,
     stages_problem,
 )
+from .tracking import report_to_problem
 
 OFFLINE_MINILM = "offline:all-MiniLM-L6-v2"
 # Enters every run id: raised whenever the same config trains other weights, so an old run is never reused under a
@@ -61,7 +62,7 @@ class Config:
     """Every setting of the study: the teacher, the distillation and the fine-tuning read the same object."""
 
     # data
-    source_task: str = opt("rt-polarity", "source task name (python -m xdlib tasks lists them)", section="data")
+    source_task: str = opt("rt-polarity", "source task name (xdlib tasks lists them)", section="data")
     max_length: int = opt(64, "tokens per example after truncation", low=8, high=4096, section="data")
     max_train_samples: int | None = opt(None, "cap on source training examples (debug/smoke)", low=1, section="data")
     max_eval_samples: int | None = opt(
@@ -201,6 +202,13 @@ class Config:
     runs_dir: str = opt("results/runs", "where run folders are written", check=folder_problem, section="system")
     cache_dir: str = opt("results/cache", "teacher-output caches", check=folder_problem, section="system")
     progress: bool = opt(True, "show tqdm progress bars", section="system")
+    report_to: Any = opt(
+        "none",
+        "experiment tracking, as transformers' report_to: none, tensorboard (RUN_DIR/tensorboard), mlflow "
+        "(MLFLOW_TRACKING_URI, else mlruns/ beside runs_dir), or a list of them",
+        check=report_to_problem,
+        section="system",
+    )
     checkpoint_every: int = opt(200, "optimizer steps between resumable checkpoints", low=1, section="system")
     study: str = opt("", "the params file: name and version (recorded with each run, not in its id)", section="system")
     phase_dev_eval: bool = opt(

@@ -2,7 +2,7 @@
 
 A launcher starts N copies of the same command and tells each its place in the environment (RANK, WORLD_SIZE,
 LOCAL_RANK, MASTER_ADDR, MASTER_PORT); `init_from_env` turns that into a process group: gloo on CPU, nccl on CUDA.
-Without those variables (a plain `python -m xdlib`, a notebook) nothing is initialised and every helper below is a
+Without those variables (a plain `xdlib`, a notebook) nothing is initialised and every helper below is a
 no-op, so one code path serves every launch form. Who writes and who waits is decided in `xdlib.stages`.
 """
 

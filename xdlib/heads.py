@@ -121,6 +121,7 @@ def evaluate_splits(
         else:
             values = evaluate(model, tokenizer, task, rows, max_length, device)
         out.update({f"{split}_{k}": v for k, v in values.items()})
+        out[f"{split}_rows"] = len(rows)  # what the scores were computed on (model cards, reports)
     return out
 
 

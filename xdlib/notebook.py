@@ -2,7 +2,7 @@
 
 Each stage notebook has one `parameters` cell (papermill's tag) that lists the fields a user of that stage sets
 (`NOTEBOOK_FIELDS`), with the config defaults and help, and `params`: a params file for every other field.
-Any field of the stage can still be given with `-p` (`python -m xdlib params <stage>` lists them); the cell after
+Any field of the stage can still be given with `-p` (`xdlib params <stage>` lists them); the cell after
 calls `stage_config(stage, globals())`, which rejects names that are not fields (papermill itself only warns) and
 builds the config as the command line does: defaults, then the params file, then the notebook's values. A
 listed parameter left at its default does not override the params file. `parameters_source(stage)` renders the

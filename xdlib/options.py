@@ -1,5 +1,5 @@
 """The checks of every command-line option that takes a value, in one table shared by every command (`xdlib ...`
-and `python -m xdlib.deploy`): a bad value is refused by argparse in one line that names the option, the value and
+and `xdlib deploy`): a bad value is refused by argparse in one line that names the option, the value and
 what is allowed, before anything is imported or run. Config fields (`-p key=value`, params files) have their own
 checks in config.py."""
 

@@ -16,6 +16,7 @@ from . import models, references
 from .config import Config, ConfigError
 from .models import layer_map
 from .tasks import check_hub_mirror, get_task, hub_mirror, mirror_files, task_names
+from .tracking import check_installed
 from .transfer import check_augmentation_name
 
 
@@ -81,6 +82,7 @@ def preflight(cfg: Config, stage: str = "finetune", network: bool = True) -> Non
         references.check_model_reachable(cfg.student, "student", network)
     if network:  # a dry run may plan for another machine (params/gpu.yaml on a laptop)
         check_device(cfg.device)
+        check_installed(cfg.report_to)  # each tracker's extra
     if distils:
         arch = models.architecture(cfg.student_arch, cfg.student_heads)
         teacher_layers = getattr(references.model_config(cfg.teacher_model, network), "num_hidden_layers", None)

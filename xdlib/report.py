@@ -398,3 +398,29 @@ def build_report(
     md = frame[[c for c in keep if c in frame]].to_markdown(index=False)
     written += _write(frame, tables, "runs", md, digits=None)  # every value as recorded (learning rates: 5e-05)
     return written
+
+
+def html_report(out_dir: str | Path = "results", runs_dir: str | Path = "results/runs") -> Path:
+    """out_dir/report.html: notebooks/report.ipynb executed over the tables and figures out_dir holds (it builds
+    nothing) and converted by nbconvert with the code cells hidden, every table and figure inline (images embedded).
+    Written whole or not at all."""
+    import tempfile
+
+    import nbformat
+    import papermill
+    from nbconvert import HTMLExporter
+
+    from .notebook import NOTEBOOKS
+
+    out_dir = Path(out_dir).resolve()
+    with tempfile.TemporaryDirectory() as tmp:
+        executed = Path(tmp) / "report.ipynb"
+        papermill.execute_notebook(str(NOTEBOOKS / "report.ipynb"), str(executed), progress_bar=False,
+                                   parameters={"runs_dir": str(runs_dir), "out_dir": str(out_dir), "build": False},
+                                   cwd=str(NOTEBOOKS.parent), log_output=False)  # fmt: skip
+        notebook = nbformat.read(executed, as_version=4)
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    html, _ = exporter.from_notebook_node(notebook)
+    path = out_dir / "report.html"
+    atomic_write(path, html)
+    return path

@@ -34,7 +34,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import dist, runs
+from . import dist, runs, tracking
 from .config import ConfigError
 from .data import length_grouped_batches
 from .devices import autocast
@@ -190,7 +190,11 @@ def train(
             values = torch.stack(pending)
             if world > 1:
                 torch.distributed.all_reduce(values)
-            state.setdefault("losses", []).extend(round(x, 6) for x in (values / world).tolist())
+            losses = [round(x, 6) for x in (values / world).tolist()]
+            state.setdefault("losses", []).extend(losses)
+            first = state["update"] - len(losses) + 1  # the updates these losses are of (the phase's own count)
+            tracking.log_series(f"{desc}/loss", range(first, state["update"] + 1), losses)
+            tracking.log({f"{desc}/lr": scheduler.get_last_lr()[0]}, state["update"])
             pending.clear()
 
     def run_eval() -> None:
@@ -203,6 +207,7 @@ def train(
         score = dist.broadcast(float(evaluate()) if rank == 0 else None)  # one number, one decision for all ranks
         module.train()
         state["history"].append({"update": state["update"], "dev": score})
+        tracking.log({f"{desc}/dev": score}, state["update"])
         better = state["best_score"] is None or (
             score > state["best_score"] if higher_is_better else score < state["best_score"]
         )

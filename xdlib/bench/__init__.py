@@ -1,4 +1,4 @@
-"""The benchmark (`python -m xdlib bench`, notebooks/benchmark.ipynb; docs/benchmark.md, docs/scale.md).
+"""The benchmark (`xdlib bench`, notebooks/benchmark.ipynb; docs/benchmark.md, docs/scale.md).
 
 - `bench`: our distillation vs a naive KD loop, students vs teachers, the matmul peak (`run`, `format_table`);
 - `speed`: the `--speed` section (a base-size teacher at the paper's batch);

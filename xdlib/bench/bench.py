@@ -1,6 +1,6 @@
 """Benchmark: our distillation against a naive KD loop, students against teachers, and the machine's own limit.
 
-`python -m xdlib bench [--size quick|full|smoke] [--device auto|cpu|cuda]` (or notebooks/benchmark.ipynb) prints a
+`xdlib bench [--size quick|full|smoke] [--device auto|cpu|cuda]` (or notebooks/benchmark.ipynb) prints a
 table of ratios and writes results/benchmarks/<device>-<date>.json (machine, threads, versions, every raw timing)
 and <device>-<date>-scaling.png. Every timing: warm-up first, then `repeats` measurements, median and min/max;
 every ratio is between two measurements of this process on this machine.

@@ -1,6 +1,6 @@
 """The benchmark's `scale` section: transfer sets of 10k to 1M rows with a tiny teacher, each size in a fresh process.
 
-`python -m xdlib bench --scale [--scale-rows 10000,100000,1000000]` prints, per size: peak resident memory (all of
+`xdlib bench --scale [--scale-rows 10000,100000,1000000]` prints, per size: peak resident memory (all of
 it, and its anonymous part: the memory-mapped Arrow files and teacher cache are page cache the kernel can drop),
 teacher-cache bytes per unit against the bound (layers used x teacher width x 2 bytes + logits), tokenisation
 rows/s and distillation rows/s. The rows are synthetic sentences written straight to Arrow on disk, so no step

@@ -1,6 +1,6 @@
 """The benchmark's `speed` section: distillation from a base-size teacher at the paper's batch, ours vs naive KD.
 
-`python -m xdlib bench --speed [--device cuda]` (a GPU is what it is for; `--speed-rows` sets the transfer set):
+`xdlib bench --speed [--device cuda]` (a GPU is what it is for; `--speed-rows` sets the transfer set):
 
 - teacher: BERT-base shape (12 x 768), randomly initialised (this measures speed, not accuracy);
 - student: l6-h384; transfer set: 20k synthetic sentences of 8-60 words (Arrow); batch 128; max_length 128;

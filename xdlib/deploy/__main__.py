@@ -1,4 +1,4 @@
-"""`python -m xdlib.deploy`: the deployment benchmark (`make deploy`; xdlib/deploy/deploy.py)."""
+"""`python -m xdlib.deploy`, the same as `xdlib deploy`: the deployment benchmark (`make deploy`; xdlib/deploy/deploy.py)."""
 
 import sys
 

@@ -1,7 +1,8 @@
 """Deployment benchmark: what ONNX and int8 cost a model in speed and accuracy, on this CPU.
 
-    python -m xdlib.deploy --params params/deploy.yaml [--threads N] [--out results]   (notebooks/export.ipynb)
-    python -m xdlib.deploy RUN_DIR [RUN_DIR ...] [--rows N] [--threads N] [--out results]
+    xdlib deploy --params params/deploy.yaml [--threads N] [--out results]   (notebooks/export.ipynb)
+    xdlib deploy RUN_DIR [RUN_DIR ...] [--rows N] [--threads N] [--out results]
+    (`xdlib deploy` is the same command)
 
 With --params: run the params file's sweep (complete runs are reused; its fine-tunings need `save_model: true`),
 then measure its teachers on their source task and every fine-tuned model on its target. With run dirs: those runs
@@ -251,7 +252,7 @@ def run(run_dirs: list[Path], rows: int | None = None, threads: int | None = Non
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="python -m xdlib.deploy", description=__doc__,
+    parser = Parser(prog="xdlib deploy", description=__doc__,
                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("runs", nargs="*", help="run folders (or --params)")
     parser.add_argument("--params", help="a params file whose fine-tunings keep their model (params/deploy.yaml)")
@@ -275,8 +276,8 @@ def _deploy(args) -> int:
     from .export import check, run_task
 
     if bool(args.runs) == bool(args.params):
-        raise UserError("give run folders or --params, not both or neither; allowed: python -m xdlib.deploy "
-                        "RUN_DIR... or python -m xdlib.deploy --params params/deploy.yaml")  # fmt: skip
+        raise UserError("give run folders or --params, not both or neither; allowed: xdlib deploy "
+                        "RUN_DIR... or xdlib deploy --params params/deploy.yaml")  # fmt: skip
     for path in args.runs:  # every run checked before the first export, its test data too
         check(path, None, force=True)
         task = run_task(Path(path))

@@ -1,7 +1,7 @@
 """Export a run's model to ONNX (`torch.onnx.export`, the dynamo exporter) and quantise it to int8 (onnxruntime's
 `quantize_dynamic`): a folder that onnxruntime loads with the model's tokenizer (`xdlib.deploy.serve.load`).
 
-`python -m xdlib export RUN_DIR [--int8] [--out DIR] [--force]`. The folder holds `model.onnx` (fp32, or int8
+`xdlib export RUN_DIR [--int8] [--out DIR] [--force]`. The folder holds `model.onnx` (fp32, or int8
 weights with --int8), the tokenizer files, the model's `config.json` and `export.json` (source run, the digest of
 its weights, task, opset, quantisation settings, versions). Sequence heads only (single sentence, pair,
 regression): token and QA heads need their own post-processing, and are refused in one line.
@@ -26,7 +26,7 @@ KINDS = ("single", "pair", "regression")
 # Dynamic int8 quantisation of the weights of MatMul/Gemm nodes (one scale per output channel), activations
 # quantised on the fly, signed 8-bit. Per channel, not per tensor: with one scale per tensor the distilled students
 # lost 1.0-5.0 points of rt-polarity accuracy (int8 agreeing with fp32 on 89.7-95.0%); per channel, 0.7 gained to
-# 1.0 lost, 98.7-99.0% agreeing (central and general-stage students; `python -m xdlib.deploy`).
+# 1.0 lost, 98.7-99.0% agreeing (central and general-stage students; `xdlib deploy`).
 INT8 = {"weight_type": "QInt8", "per_channel": True, "reduce_range": False, "op_types_to_quantize": ["MatMul", "Gemm"]}
 
 
@@ -253,7 +253,7 @@ def _write(model, tokenizer, example, names, tmp, run_dir, model_dir, weights, t
             extra.unlink()
     tokenizer.save_pretrained(tmp)
     model.config.save_pretrained(tmp)
-    (tmp / "export.json").write_text(json.dumps({
+    meta = {
         "source_run": Path(run_dir).resolve().name, "source_model": str(model_dir.resolve()),
         "source_weights": weights,
         "task": task.name if task else None,
@@ -261,4 +261,9 @@ def _write(model, tokenizer, example, names, tmp, run_dir, model_dir, weights, t
         "quantization": {"method": "onnxruntime.quantization.quantize_dynamic", **INT8} if int8 else None,
         "quantized_from": str(fp32) if int8 and fp32.parent != tmp else None,
         "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "xdlib_version": __version__,
-    }, indent=1))  # fmt: skip
+    }  # fmt: skip
+    (tmp / "export.json").write_text(json.dumps(meta, indent=1))
+    if (Path(run_dir) / "config.yaml").is_file():  # a run's model: its card, for the export
+        from .. import cards
+
+        cards.write(tmp, run_dir, export=meta)

@@ -47,7 +47,7 @@ def load(path: str | Path, max_length: int = 128, batch_size: int = 32, threads:
     path = Path(path)
     if not (path / "model.onnx").is_file() and not (path / "config.json").is_file():
         raise UserError(f"{path} holds no model.onnx and no config.json; allowed: an exported ONNX folder "
-                        "(python -m xdlib export) or an HF model folder")  # fmt: skip
+                        "(xdlib export) or an HF model folder")  # fmt: skip
     tokenizer = AutoTokenizer.from_pretrained(path)
     regression = AutoConfig.from_pretrained(path).num_labels == 1
     if (path / "model.onnx").is_file():

@@ -24,7 +24,7 @@ import shutil
 from contextlib import nullcontext
 from pathlib import Path
 
-from .. import dist, runs
+from .. import dist, runs, tracking
 from ..config import ENGINE_VERSION, Config, fields_of, slug
 from ..devices import resolve_device
 from ..errors import UserError
@@ -145,9 +145,19 @@ def ensure(stage_name: str, cfg: Config, *, on_update=None, _checked: bool = Fal
         run = Run(path, device, upstream, {"seed": cfg.seed})
         config = stage_config(stage_name, cfg)
         try:
-            with runs.open_run(path, config, device, run.seeds, write=run.writer) as provenance:
+            names = tracking.reporters(cfg.report_to) if run.writer else []  # rank 0 logs
+            with (
+                runs.open_run(path, config, device, run.seeds, write=run.writer) as provenance,
+                tracking.tracking(names, path, stage_name, config, cfg.runs_dir) as tracker,
+            ):
                 run.write_json("run_id.json", id_payload(stage_name, cfg))
                 spec.runner(cfg, run, **({"on_update": on_update} if on_update is not None else {}))
+                if run.writer and (path / "model" / "config.json").is_file():  # a saved model: its card, remade with it
+                    from .. import cards
+
+                    cards.write(path / "model", path)
+                if tracker is not None:  # metrics.json is written, DONE not yet (read_metrics reads complete runs)
+                    tracker.finish(json.loads((path / "metrics.json").read_text()))
                 provenance["upstream"] = {k: v.name for k, v in upstream.items()} or None
                 provenance["world_size"] = world
                 provenance["engine_version"] = ENGINE_VERSION  # in the run id too; the report groups by it

@@ -24,7 +24,7 @@ class DataError(UserError, ValueError):
 class Task:
     name: str
     kind: str
-    source: str  # where the data comes from, for `python -m xdlib tasks` and the README
+    source: str  # where the data comes from, for `xdlib tasks` and the README
     loader: Callable[[], dict[str, Split]]
     labels: tuple[str, ...] = ()  # class or tag names; empty for regression and qa
     metric: str = "accuracy"  # main metric: registered in metrics.METRICS for this kind

