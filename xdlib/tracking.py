@@ -175,6 +175,11 @@ def tracking(names: list[str], run_dir: Path, stage: str, config: dict, runs_dir
     token = _current.set(tracker)
     try:
         yield tracker
+    except BaseException:  # a failed or interrupted run: its MLflow run says so (a resume sets it running again)
+        if tracker is not None and tracker._mlflow is not None:
+            client, run_id = tracker._mlflow
+            client.set_terminated(run_id, status="FAILED")
+        raise
     finally:
         _current.reset(token)
         if tracker is not None:
