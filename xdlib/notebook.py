@@ -22,6 +22,19 @@ from .config import Config, ConfigError, describe, load_config
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 STAGE_NOTEBOOKS = {"teacher": "teacher", "distill": "distill", "finetune": "finetune"}
+
+
+def require_report_notebook() -> Path:
+    """notebooks/report.ipynb, which `--html` executes; one line when xdlib is installed without its notebooks."""
+    from .errors import UserError
+
+    path = NOTEBOOKS / "report.ipynb"
+    if not path.is_file():  # an installed wheel holds the package, not the notebooks
+        raise UserError(f"--html needs {path}, which is not there (xdlib is installed without its notebooks); "
+                        "allowed: run from a checkout (pip install -e .), or leave out --html")  # fmt: skip
+    return path
+
+
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 _COMMON = ("max_eval_samples", "seed", "device", "runs_dir")
 NOTEBOOK_FIELDS = {  # what a user of each stage sets; every other field comes from `params` or `-p`

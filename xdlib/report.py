@@ -410,12 +410,9 @@ def html_report(out_dir: str | Path = "results", runs_dir: str | Path = "results
     import papermill
     from nbconvert import HTMLExporter
 
-    from .errors import UserError
-    from .notebook import NOTEBOOKS
+    from .notebook import NOTEBOOKS, require_report_notebook
 
-    if not (NOTEBOOKS / "report.ipynb").is_file():  # an installed wheel holds the package, not the notebooks
-        raise UserError(f"--html needs {NOTEBOOKS / 'report.ipynb'}, which is not there (xdlib is installed without "
-                        "its notebooks); allowed: run from a checkout (pip install -e .), or leave out --html")  # fmt: skip
+    require_report_notebook()
     out_dir = Path(out_dir).resolve()
     with tempfile.TemporaryDirectory() as tmp:
         executed = Path(tmp) / "report.ipynb"

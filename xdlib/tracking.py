@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextvars
 import importlib.util
 import json
+import logging
 import os
 import re
 import time
@@ -26,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+logger = logging.getLogger(__name__)
 REPORTERS = ("none", "tensorboard", "mlflow")
 PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}  # reporter -> the package it needs (and its extra)
 _current: contextvars.ContextVar[Tracker | None] = contextvars.ContextVar("xdlib_tracker", default=None)
@@ -103,10 +105,14 @@ class Tracker:
             client = MlflowClient(tracking_uri=uri)
             record = self.run_dir / "mlflow.json"
             known = json.loads(record.read_text()) if record.is_file() else {}
-            if known.get("tracking_uri") == uri:  # a resumed run: its MLflow run goes on
-                run_id = known["run_id"]
-                client.update_run(run_id, status="RUNNING")
-            else:
+            run_id = None
+            if known.get("tracking_uri") == uri:  # a resumed run: its MLflow run goes on, if it is still there
+                try:
+                    client.update_run(known["run_id"], status="RUNNING")
+                    run_id = known["run_id"]
+                except Exception:  # deleted from the store meanwhile: a new MLflow run below
+                    run_id = None
+            if run_id is None:
                 name = "xdlib"
                 experiment = client.get_experiment_by_name(name)
                 experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
@@ -124,14 +130,27 @@ class Tracker:
         return self._mlflow
 
     # ---- both --------------------------------------------------------------------------------------------------
+    def _off(self, name: str, err: Exception) -> None:
+        """A tracker that fails (an unreachable MLflow server, a full disk) is turned off with one warning: the run
+        itself goes on, its results unchanged."""
+        logger.warning("report_to=%s failed (%s: %s); the run goes on without it", name, type(err).__name__, err)
+        self.names = [n for n in self.names if n != name]
+
     def scalars(self, points: list[tuple[str, int, float]]) -> None:
         """(name, step, value) points to every tracker of the run."""
+        for name in list(self.names):
+            try:
+                self._scalars(name, points)
+            except Exception as err:
+                self._off(name, err)
+
+    def _scalars(self, tracker: str, points: list[tuple[str, int, float]]) -> None:
         points = [(_tag(name), int(step), float(value)) for name, step, value in points]
-        if "tensorboard" in self.names:
+        if tracker == "tensorboard":
             writer = self.writer()
             for name, step, value in points:
                 writer.add_scalar(name, value, step)
-        if "mlflow" in self.names:
+        if tracker == "mlflow":
             from mlflow.entities import Metric
 
             client, run_id = self.mlflow()
@@ -145,7 +164,15 @@ class Tracker:
         final = {_tag(f"final/{k}"): float(v) for k, v in (metrics or {}).items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool)}  # fmt: skip
         self.scalars([(k, 0, v) for k, v in final.items()])
-        if "tensorboard" in self.names:
+        for name in list(self.names):
+            try:
+                self._finish(name, final)
+            except Exception as err:
+                self._off(name, err)
+        self.close()
+
+    def _finish(self, tracker: str, final: dict) -> None:
+        if tracker == "tensorboard":
             from torch.utils.tensorboard.summary import hparams
 
             writer = self.writer()
@@ -155,12 +182,11 @@ class Tracker:
             import yaml
 
             writer.add_text("config", "```\n" + yaml.safe_dump(self.config, sort_keys=True) + "```")
-        if "mlflow" in self.names:
+        if tracker == "mlflow":
             client, run_id = self.mlflow()
             if (self.run_dir / "metrics.json").is_file():
                 client.log_artifact(run_id, str(self.run_dir / "metrics.json"))
             client.set_terminated(run_id)
-        self.close()
 
     def close(self) -> None:
         if self._writer is not None:
@@ -178,7 +204,10 @@ def tracking(names: list[str], run_dir: Path, stage: str, config: dict, runs_dir
     except BaseException:  # a failed or interrupted run: its MLflow run says so (a resume sets it running again)
         if tracker is not None and tracker._mlflow is not None:
             client, run_id = tracker._mlflow
-            client.set_terminated(run_id, status="FAILED")
+            try:
+                client.set_terminated(run_id, status="FAILED")
+            except Exception as err:  # never in place of the run's own error
+                logger.warning("report_to=mlflow: could not mark %s failed (%s)", run_id, err)
         raise
     finally:
         _current.reset(token)
