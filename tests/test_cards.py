@@ -21,6 +21,7 @@ def store(tmp_path_factory, tiny_encoder):
     return ensure("finetune", Config.from_dict(params)), params
 
 
+@pytest.mark.slow  # the store below: a tiny teacher, distillation and fine-tuning
 def test_every_saved_model_of_a_run_has_a_card_with_its_numbers(store):
     finetune, _ = store
     runs = finetune.parent.parent
@@ -41,6 +42,7 @@ def test_every_saved_model_of_a_run_has_a_card_with_its_numbers(store):
     assert "x faster than its teacher" in distilled and "gradual unfreezing" in distilled
 
 
+@pytest.mark.slow  # the store below: a tiny teacher, distillation and fine-tuning
 def test_a_card_is_rebuilt_when_its_run_is_remade(store):
     finetune, params = store
     (teacher,) = finetune.parent.parent.glob("teacher/*")
@@ -49,6 +51,7 @@ def test_a_card_is_rebuilt_when_its_run_is_remade(store):
     assert cards.check(teacher / "model" / "README.md")["library_name"] == "transformers"
 
 
+@pytest.mark.slow  # the store below: a tiny teacher, distillation and fine-tuning
 def test_an_onnx_export_has_its_own_card(store):
     from xdlib.deploy.export import export
 

@@ -18,6 +18,7 @@ def _scalars(folder):
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
+@pytest.mark.slow  # in make test, not in make test-fast (over 5 s)
 def test_tensorboard_holds_each_phases_loss_lr_and_dev_scores(base_params):
     params = base_params | {"report_to": "tensorboard"}
     path = ensure("distill", Config.from_dict(params))
@@ -40,6 +41,7 @@ def test_tensorboard_holds_each_phases_loss_lr_and_dev_scores(base_params):
     assert any(tag.endswith("/loss") for tag in _scalars(teacher / "tensorboard"))
 
 
+@pytest.mark.slow  # in make test, not in make test-fast (over 5 s)
 def test_a_resumed_run_continues_its_curves(base_params, tmp_path, monkeypatch):
     """A distillation killed inside a phase is FAILED in MLflow; resumed, the same MLflow run is FINISHED, and every
     phase's curve holds each of its updates' losses once or (between its last checkpoint and the kill) twice at the
@@ -76,6 +78,7 @@ def test_a_resumed_run_continues_its_curves(base_params, tmp_path, monkeypatch):
     assert len(list((path / "tensorboard").glob("events.*"))) == 2  # the killed session's file and the resumed one
 
 
+@pytest.mark.slow  # in make test, not in make test-fast (over 5 s)
 def test_mlflow_finds_the_run_with_its_metrics_tags_and_artefact(base_params, tmp_path, monkeypatch):
     import mlflow
 
@@ -140,6 +143,7 @@ def test_nothing_is_logged_without_a_tracker(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow  # in make test, not in make test-fast (over 5 s)
 def test_a_remade_run_starts_new_curves(base_params, monkeypatch):
     """A complete run whose model is gone is trained again: its old event files go, its curves start afresh, and it
     logs to a new MLflow run."""
