@@ -283,3 +283,23 @@ def test_multi_source_teacher_is_trained_on_each_source_in_turn(tmp_path, tiny_e
         from xdlib.preflight import preflight
 
         preflight(Config.from_dict(params | {"teacher_sources": ["toy-sentiment"]}), network=False)
+
+
+@pytest.mark.slow  # in make test, not in make test-fast (over 5 s)
+def test_a_fine_tuning_is_interrupted_where_asked_and_resumes(tmp_path, tiny_encoder):
+    """`ensure("finetune", cfg, on_update=...)` reaches the fine-tuning's own loop (a kill there leaves no complete
+    run), and the rerun completes it."""
+    from conftest import smoke_params
+
+    cfg = Config.from_dict(smoke_params(tmp_path, tiny_encoder) | {"checkpoint_every": 2})
+    ensure("distill", cfg)
+
+    def kill(update):
+        if update == 3:
+            raise Interrupted("simulated kill")
+
+    with pytest.raises(Interrupted):
+        ensure("finetune", cfg, on_update=kill)
+    run_dir = runs.run_dir(cfg.runs_dir, "finetune", run_id("finetune", cfg))
+    assert not runs.is_complete(run_dir) and list((run_dir / "checkpoints").glob("*/trainer.json"))
+    assert runs.is_complete(ensure("finetune", cfg))

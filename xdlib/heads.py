@@ -137,6 +137,7 @@ def fit_task(
     desc: str,
     qa: QAOptions | None = None,
     word_embeddings: bool = True,
+    on_update=None,
 ) -> dict:
     """Fine-tune `model` on data['train'], selecting on data['dev'] by the task's main metric. The summary's
     `dev_metrics` are every dev metric of the selected weights when all evaluations ran in this call (else None).
@@ -170,6 +171,7 @@ def fit_task(
         higher_is_better=task.higher_is_better,
         device=device,
         desc=desc,
+        on_update=on_update,
     )
     # train keeps the first evaluation with the best score; a resumed run lacks the ones before the kill
     complete = len(scored) == len(summary["history"])

@@ -75,7 +75,7 @@ def finetune_student(cfg: Config, run, on_update=None) -> None:
         model, tokenizer = fresh_head_from(references.resolve_model(ref), task.head, task.num_labels, seed)
     settings = loop_settings(cfg, "finetune", seed)
     summary, metrics = fit_and_score(cfg, run, model, tokenizer, task, data, settings, f"finetune {task.name}",
-                                     word_embeddings=cfg.finetune_word_embeddings)  # fmt: skip
+                                     word_embeddings=cfg.finetune_word_embeddings, on_update=on_update)  # fmt: skip
     metrics.update(
         stage="finetune",
         student=cfg.student,
