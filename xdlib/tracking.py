@@ -97,7 +97,7 @@ class Tracker:
         if self._mlflow is None:
             from mlflow.tracking import MlflowClient
 
-            from .runs import git_state
+            from . import git_state
 
             uri = os.environ.get("MLFLOW_TRACKING_URI") or (self.runs_dir.resolve().parent / "mlruns").as_uri()
             if uri.startswith("file:"):  # MLflow 3 keeps its file store working only when asked (a database URI in
