@@ -142,7 +142,8 @@ def build_parser() -> Parser:
             p_sweep.add_argument("--html", action="store_true", help="also write report.html beside the tables")
     from .deploy.deploy import build_parser as deploy_parser  # argparse only: nothing heavy
 
-    sub.add_parser("deploy", parents=[deploy_parser()], add_help=False, description=deploy_parser().description,
+    deploy = deploy_parser()
+    sub.add_parser("deploy", parents=[deploy], add_help=False, description=deploy.description,
                    formatter_class=argparse.RawDescriptionHelpFormatter,
                    help="ONNX fp32 and int8: accuracy and speed of runs or a params file's models")  # fmt: skip
     p_bench = sub.add_parser("bench")
@@ -311,6 +312,12 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_deploy(args) -> int:
+    from .deploy.deploy import _deploy  # `python -m xdlib.deploy`'s own command, under this one's error contract
+
+    return _deploy(args)
+
+
 COMMANDS = {
     "tasks": lambda args: list_tasks(args.params) or 0,
     "params": cmd_params,
@@ -321,7 +328,7 @@ COMMANDS = {
     "report": lambda args: run_report(args.runs, args.out, html=args.html),
     "bench": cmd_bench,
     "export": cmd_export,
-    "deploy": lambda args: __import__("xdlib.deploy.deploy", fromlist=["_deploy"])._deploy(args),
+    "deploy": cmd_deploy,
 }
 
 
@@ -385,9 +392,9 @@ def _failed(failures: dict, n: int) -> str:
 
     first = {r: f for r, f in failures.items() if f.exitcode != -signal.SIGTERM}  # SIGTERM: the launcher's stop
     said = "; ".join(f"rank {rank} {how(f.exitcode)}" for rank, f in sorted((first or failures).items()))
-    if not first:  # every failed rank was stopped from outside (a SIGTERM to the job, not from the launcher)
-        return f"{said}, of {n} ranks"
-    return f"{said}, of {n} ranks" + ("; the launcher stopped the others" if len(first) < n else "")
+    # none first: every failed rank was stopped from outside (a SIGTERM to the job), not by the launcher
+    stopped = "; the launcher stopped the others" if first and len(first) < n else ""
+    return f"{said}, of {n} ranks{stopped}"
 
 
 def main(argv: list[str] | None = None) -> int:

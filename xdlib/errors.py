@@ -8,8 +8,10 @@ exception. A traceback is for our own bugs (and for --debug / XDLIB_DEBUG=1).
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from contextlib import contextmanager
 
 
 def one_line(err: BaseException) -> str:
@@ -58,13 +60,10 @@ def guarded(fn, debug: bool = False) -> int:
         if debug:
             raise
         if os.environ.get(ERROR_DIR):
-            if not isinstance(err, PeerFailed):
-                from pathlib import Path
+            if not isinstance(err, PeerFailed):  # whole or absent: the launcher never reads half a line
+                from .runs import atomic_write
 
-                note = Path(os.environ[ERROR_DIR]) / f"rank-{rank()}.txt"
-                tmp = note.with_suffix(".tmp")
-                tmp.write_text(one_line(err))
-                tmp.rename(note)  # whole or absent: the launcher never reads half a line
+                atomic_write(os.path.join(os.environ[ERROR_DIR], f"rank-{rank()}.txt"), one_line(err))
         elif rank() == 0:  # every rank meets the same error: one line, from rank 0
             print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
@@ -94,3 +93,17 @@ def disk_full(err: BaseException) -> bool:
             return True
         err = err.__cause__ or err.__context__
     return False
+
+
+@contextmanager
+def errors_only(*names: str):
+    """The named loggers (the root logger for "") print errors only, inside the block."""
+    loggers = [logging.getLogger(n or None) for n in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)

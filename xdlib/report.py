@@ -410,26 +410,21 @@ def html_report(out_dir: str | Path = "results", runs_dir: str | Path = "results
     import papermill
     from nbconvert import HTMLExporter
 
-    from .notebook import NOTEBOOKS, require_report_notebook
+    from .errors import errors_only
+    from .notebook import require_report_notebook
 
-    require_report_notebook()
+    notebook_path = require_report_notebook()
     out_dir = Path(out_dir).resolve()
-    logging.getLogger("papermill").setLevel(logging.WARNING)  # its "Executing notebook with kernel" line says nothing
-    with tempfile.TemporaryDirectory() as tmp:
+    # not papermill's "Executing notebook with kernel", nor nbconvert's "alternative text is missing" per figure
+    with errors_only("papermill", "traitlets"), tempfile.TemporaryDirectory() as tmp:
         executed = Path(tmp) / "report.ipynb"
-        papermill.execute_notebook(str(NOTEBOOKS / "report.ipynb"), str(executed), progress_bar=False,
+        papermill.execute_notebook(str(notebook_path), str(executed), progress_bar=False,
                                    parameters={"runs_dir": str(runs_dir), "out_dir": str(out_dir), "build": False},
-                                   cwd=str(NOTEBOOKS.parent), log_output=False,
+                                   cwd=str(notebook_path.parent.parent), log_output=False,
                                    extra_arguments=["--IPKernelApp.log_level=ERROR"])  # fmt: skip
         notebook = nbformat.read(executed, as_version=4)
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
-    quiet = logging.getLogger("traitlets")  # not "alternative text is missing" per figure: each has its heading
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
+        exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
         html, _ = exporter.from_notebook_node(notebook)
-    finally:
-        quiet.setLevel(level)
     path = out_dir / "report.html"
     atomic_write(path, html)
     return path

@@ -2,7 +2,7 @@
 
     xdlib deploy --params params/deploy.yaml [--threads N] [--out results]   (notebooks/export.ipynb)
     xdlib deploy RUN_DIR [RUN_DIR ...] [--rows N] [--threads N] [--out results]
-    (`xdlib deploy` is the same command)
+    (`python -m xdlib.deploy` is the same command)
 
 With --params: run the params file's sweep (complete runs are reused; its fine-tunings need `save_model: true`),
 then measure its teachers on their source task and every fine-tuned model on its target. With run dirs: those runs

@@ -10,7 +10,6 @@ regression): token and QA heads need their own post-processing, and are refused 
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import tempfile
 import warnings
@@ -18,7 +17,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..errors import UserError, errors_only
 
 OPSET = 18
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -55,20 +54,6 @@ def run_task(run_dir: Path, config: dict | None = None):
 def default_out(run_dir: str | Path, int8: bool) -> Path:
     """Where an export goes unless told: RUN_DIR/onnx, or RUN_DIR/onnx-int8."""
     return Path(run_dir) / ("onnx-int8" if int8 else "onnx")
-
-
-@contextmanager
-def _errors_only(*names: str):
-    """The named loggers (the root logger for "") print errors only, inside the block."""
-    loggers = [logging.getLogger(n or None) for n in names]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
 
 
 def check(run_dir: str | Path, out: str | Path | None, force: bool, int8: bool = False) -> tuple[Path, Path, Any]:
@@ -236,7 +221,7 @@ def _write(model, tokenizer, example, names, tmp, run_dir, model_dir, weights, t
     dims = {n: {0: torch.export.Dim("batch"), 1: torch.export.Dim("seq")} for n in names}
     # "torchvision is not installed. Skipping torchvision::nms" and the like; "axis name seq will not be used":
     # every input shares batch and seq
-    with _errors_only("torch.onnx", "onnx_ir", "onnxscript"), warnings.catch_warnings():
+    with errors_only("torch.onnx", "onnx_ir", "onnxscript"), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", FutureWarning)  # torch.export internals, not ours
         if fp32.parent == tmp:
@@ -247,7 +232,7 @@ def _write(model, tokenizer, example, names, tmp, run_dir, model_dir, weights, t
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         settings = {k: v for k, v in INT8.items() if k != "weight_type"}
-        with _errors_only(""):  # not a root-logger line per unquantised tensor, nor its advice
+        with errors_only(""):  # not a root-logger line per unquantised tensor, nor its advice
             quantize_dynamic(fp32, tmp / "model.onnx", weight_type=QuantType[INT8["weight_type"]], **settings)
         for extra in tmp.glob("model-fp32.onnx*"):  # the fp32 graph made here, and its external data
             extra.unlink()
