@@ -50,7 +50,6 @@ PIPELINES = {"single": "text-classification", "pair": "text-classification", "re
 AUTO_CLASSES = {"single": "AutoModelForSequenceClassification", "pair": "AutoModelForSequenceClassification",
                 "regression": "AutoModelForSequenceClassification", "token": "AutoModelForTokenClassification",
                 "qa": "AutoModelForQuestionAnswering"}  # fmt: skip
-LICENSE_FIELD = "license"
 
 
 def _model(ref: str | None) -> tuple[str | None, str | None]:
@@ -213,7 +212,7 @@ def build(run_dir: str | Path, export: dict | None = None):
         lineage, cfg.get("student_init")
     )
     base, base_licence = _model(base_ref)
-    teacher, teacher_licence = _model(cfg.get("teacher_model"))
+    _, teacher_licence = _model(cfg.get("teacher_model"))
     licence = base_licence or (teacher_licence if base_ref in (None, "random") else None)  # random: its tokenizer
     name = f"{run_dir.name}{' (ONNX ' + export['precision'] + ')' if export else ''}"
     evals = []
@@ -327,7 +326,7 @@ def check(path: str | Path) -> dict[str, Any]:
 
     card = ModelCard.load(path)
     data = card.data.to_dict()
-    missing = [k for k in (LICENSE_FIELD, "library_name", "pipeline_tag", "tags") if not data.get(k)]
+    missing = [k for k in ("license", "library_name", "pipeline_tag", "tags") if not data.get(k)]
     if missing:
         raise ValueError(f"{path}: card metadata lacks {missing}")
     if data.get("model-index"):

@@ -118,14 +118,16 @@ class Tracker:
                 experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
                 tags = {"stage": self.stage, "run_id": self.run_dir.name, "git_sha": str(git_state()["git_sha"]),
                         "study": str(self.config.get("study", ""))}  # fmt: skip
-                run_id = client.create_run(experiment_id, tags=tags, run_name=f"{self.stage}/{self.run_dir.name}")
-                run_id = run_id.info.run_id
+                created = client.create_run(experiment_id, tags=tags, run_name=f"{self.stage}/{self.run_dir.name}")
+                run_id = created.info.run_id
                 from mlflow.entities import Param
+
+                from .runs import atomic_write
 
                 params = [Param(k, str(v)[:6000]) for k, v in _flat(self.config).items()]
                 for i in range(0, len(params), 100):  # log_batch takes at most 100 params at a time
                     client.log_batch(run_id, params=params[i : i + 100])
-                record.write_text(json.dumps({"tracking_uri": uri, "run_id": run_id}))
+                atomic_write(record, json.dumps({"tracking_uri": uri, "run_id": run_id}))  # whole, as every run file
             self._mlflow = client, run_id
         return self._mlflow
 
