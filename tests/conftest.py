@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -10,7 +15,54 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-torch.set_num_threads(2)
+# One thread: the toy models gain nothing from a second, and the study slice runs beside these tests (below): a
+# 2-thread OpenMP team that shares a core spins at every barrier (a toy chain took 100 s instead of 4 s)
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parent.parent
+_SLICE: dict = {}  # the study slice's child process, its folder and its log, once started
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Once the tests to run are known (after -m and -k): if one reads the study slice, start it in a child process
+    (tests/study_slice.py), one thread, so that its 80 s run beside the toy tests instead of after them."""
+    if config.option.collectonly or not any("study_slice" in getattr(i, "fixturenames", ()) for i in items):
+        return
+    folder = Path(tempfile.mkdtemp(prefix="xdlib-study-slice-"))
+    log = open(folder / "log.txt", "w")  # noqa: SIM115 (the child writes it; closed at unconfigure)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    child = subprocess.Popen([sys.executable, str(ROOT / "tests" / "study_slice.py"), str(folder)], cwd=ROOT, env=env,
+                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    _SLICE.update(child=child, folder=folder, log=log)
+
+
+def pytest_unconfigure(config):
+    if _SLICE:
+        if _SLICE["child"].poll() is None:  # the session ended first (an interrupt, -x): stop it and its kernels
+            os.killpg(_SLICE["child"].pid, 9)
+            _SLICE["child"].wait()
+        _SLICE["log"].close()
+        shutil.rmtree(_SLICE["folder"], ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def study_slice() -> Path:
+    """The study slice's folder (runs/ and cache/), once its sweep has ended; its status.json has each cell's state."""
+    if not _SLICE:  # not started at collection (a test selected some other way): run it here
+        import study_slice
+
+        folder = Path(tempfile.mkdtemp(prefix="xdlib-study-slice-"))
+        study_slice.main(folder)
+        return folder
+    child, folder = _SLICE["child"], _SLICE["folder"]
+    start = time.time()
+    while child.poll() is None and time.time() - start < 900:
+        time.sleep(0.5)
+    log = (folder / "log.txt").read_text()[-4000:]
+    assert child.poll() == 0 and (folder / "status.json").is_file(), (
+        f"the study slice failed (status {child.poll()}):\n{log}"
+    )
+    return folder
 
 
 def make_tiny_encoder(
@@ -49,8 +101,8 @@ def smoke_params(tmp_path: Path, encoder: Path) -> dict:
         "source_task": "toy-sentiment",
         "teacher_model": str(encoder),
         "max_length": 32,
-        "teacher_epochs": 8.0,
-        "teacher_lr": 1e-3,
+        "teacher_epochs": 3.0,  # the toy teacher is at 100% dev accuracy after 3 epochs at this rate
+        "teacher_lr": 3e-3,
         "teacher_batch_size": 16,
         "student_arch": "l2-h32",
         "student_init": "random",

@@ -55,11 +55,11 @@ def test_explain_says_why_a_run_is_reused_made_or_remade(teacher_run, capsys, tm
     out = capsys.readouterr().out
     assert f"teacher run {path.name}" in out and "run_id.json is the payload computed now" in out
     assert f"teacher   {path.name}: reuse (a complete run has this id" in out
-    assert '"teacher_lr": 0.001' in out  # the hashed payload is printed
+    assert '"teacher_lr": 0.003' in out  # the hashed payload is printed
 
     store = ["-p", f"runs_dir={cfg.runs_dir}", "-p", f"teacher_model={cfg.teacher_model}", "-p", "progress=false"]
     small = [x for k, v in SMALL.items() for x in ("-p", f"{k}={v}")]
-    fixed = ["-p", "source_task=toy-sentiment", "-p", "max_length=32", "-p", "teacher_lr=0.001", "-p", "warmup_ratio=0"]
+    fixed = ["-p", "source_task=toy-sentiment", "-p", "max_length=32", "-p", "teacher_lr=0.003", "-p", "warmup_ratio=0"]
     fixed += ["-p", "teacher_batch_size=16", "-p", "evals_per_epoch=2", "-p", "patience=20"]
     assert main(["explain", "distill", *store, *small, *fixed]) == 0
     lines = capsys.readouterr().out.splitlines()
