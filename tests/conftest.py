@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -19,50 +17,98 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # 2-thread OpenMP team that shares a core spins at every barrier (a toy chain took 100 s instead of 4 s)
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent.parent
-_SLICE: dict = {}  # the study slice's child process, its folder and its log, once started
+# Work that takes a minute or more and needs nothing from the tests: each runs in a child process (tests/<name>.py
+# FOLDER, one thread) started as soon as a test that reads it is collected, beside the toy tests instead of after
+# them. The fixture of that name waits for it and gives its folder.
+BACKGROUND = ("study_slice", "benchmark_smoke")
+_started: dict[str, tuple[subprocess.Popen, Path]] = {}
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(config, items):
-    """Once the tests to run are known (after -m and -k): if one reads the study slice, start it in a child process
-    (tests/study_slice.py), one thread, so that its 80 s run beside the toy tests instead of after them."""
-    if config.option.collectonly or not any("study_slice" in getattr(i, "fixturenames", ()) for i in items):
-        return
-    folder = Path(tempfile.mkdtemp(prefix="xdlib-study-slice-"))
-    log = open(folder / "log.txt", "w")  # noqa: SIM115 (the child writes it; closed at unconfigure)
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _die_with_parent() -> None:
+    """In the child, before it runs: SIGKILL when the test process ends, however it ends (PR_SET_PDEATHSIG)."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def _start(name: str, config) -> None:
+    """tests/<name>.py in a child process on one thread, in a folder under pytest's base temp."""
+    folder = config._tmp_path_factory.mktemp(name)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    child = subprocess.Popen([sys.executable, str(ROOT / "tests" / "study_slice.py"), str(folder)], cwd=ROOT, env=env,
-                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    _SLICE.update(child=child, folder=folder, log=log)
+    with open(folder / "log.txt", "w") as log:
+        child = subprocess.Popen([sys.executable, str(ROOT / "tests" / f"{name}.py"), str(folder)], cwd=ROOT,
+                                 env=env, stdout=log, stderr=subprocess.STDOUT,
+                                 preexec_fn=_die_with_parent if sys.platform == "linux" else None)  # fmt: skip
+    _started[name] = child, folder
+
+
+def pytest_collection_finish(session):
+    """Once the tests to run are known (after -m, -k, --lf): start the background work that one of them reads."""
+    if session.config.option.collectonly:
+        return
+    for name in BACKGROUND:
+        if any(name in item.fixturenames for item in session.items):
+            _start(name, session.config)
 
 
 def pytest_unconfigure(config):
-    if _SLICE:
-        if _SLICE["child"].poll() is None:  # the session ended first (an interrupt, -x): stop it and its kernels
-            os.killpg(_SLICE["child"].pid, 9)
-            _SLICE["child"].wait()
-        _SLICE["log"].close()
-        shutil.rmtree(_SLICE["folder"], ignore_errors=True)
+    """The session ended before some background work did (an interrupt, -x): stop it and the kernels it started."""
+    for child, _ in _started.values():
+        if child.poll() is None:
+            for pid in [*descendants(child.pid), child.pid]:
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+            child.wait()
+
+
+def _finished(name: str, config) -> Path:
+    """The folder of background work `name` once its child has ended well; started here if it was not at collection
+    (a test selected some other way)."""
+    if name not in _started:
+        _start(name, config)
+    child, folder = _started[name]
+    try:
+        child.wait(timeout=900)
+    except subprocess.TimeoutExpired:
+        pass
+    log = (folder / "log.txt").read_text()[-4000:]
+    assert child.poll() == 0, f"tests/{name}.py failed ({child.poll()}):\n{log}"
+    return folder
 
 
 @pytest.fixture(scope="session")
-def study_slice() -> Path:
-    """The study slice's folder (runs/ and cache/), once its sweep has ended; its status.json has each cell's state."""
-    if not _SLICE:  # not started at collection (a test selected some other way): run it here
-        import study_slice
-
-        folder = Path(tempfile.mkdtemp(prefix="xdlib-study-slice-"))
-        study_slice.main(folder)
-        return folder
-    child, folder = _SLICE["child"], _SLICE["folder"]
-    start = time.time()
-    while child.poll() is None and time.time() - start < 900:
-        time.sleep(0.5)
-    log = (folder / "log.txt").read_text()[-4000:]
-    assert child.poll() == 0 and (folder / "status.json").is_file(), (
-        f"the study slice failed (status {child.poll()}):\n{log}"
-    )
+def study_slice(pytestconfig) -> Path:
+    """The study slice's folder (runs/, cache/, status.json, log.txt), once every cell of its sweep is done."""
+    folder = _finished("study_slice", pytestconfig)
+    status = json.loads((folder / "status.json").read_text())
+    assert all(cell["state"] == "done" for cell in status), status
     return folder
+
+
+@pytest.fixture(scope="session")
+def benchmark_smoke(pytestconfig) -> Path:
+    """notebooks/benchmark.ipynb executed at smoke size: the folder with bench.ipynb and its raw JSON."""
+    return _finished("benchmark_smoke", pytestconfig)
 
 
 def make_tiny_encoder(

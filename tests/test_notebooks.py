@@ -1,7 +1,7 @@
 """The notebooks: jupytext pairs in sync, parameters cells equal to the configs, the report and benchmark notebooks
-executed through papermill at smoke size (the stage notebooks: test_study_slice.py, test_bad_input.py,
-test_sweep_reuse.py; the export notebook: test_export.py), and every params file dry-run (kills and reruns:
-test_faults.py)."""
+executed through papermill at smoke size (the benchmark's beside the other tests: tests/benchmark_smoke.py; the
+stage notebooks: test_study_slice.py, test_bad_input.py, test_sweep_reuse.py; the export notebook: test_export.py),
+and every params file dry-run (kills and reruns: test_faults.py)."""
 
 import json
 import math
@@ -13,7 +13,6 @@ from pathlib import Path
 
 import jupytext
 import nbformat
-import papermill
 import pytest
 
 from xdlib.config import ConfigError
@@ -74,13 +73,6 @@ def test_notebook_runs_are_one_config_each(tmp_path):
         stage_configs("finetune", {"runs": [{"lr": 1.0}]})
     with pytest.raises(ConfigError, match=r"unknown notebook parameter\(s\) 'runs' for the teacher notebook"):
         stage_configs("teacher", {"runs": []})
-
-
-def _execute(name: str, out: Path, parameters: dict) -> nbformat.NotebookNode:
-    papermill.execute_notebook(
-        str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=parameters, cwd=str(ROOT), progress_bar=False
-    )
-    return nbformat.read(out, as_version=4)
 
 
 @pytest.fixture(scope="module")
@@ -191,10 +183,11 @@ def test_every_params_file_validates_and_dry_runs(path):
 
 
 @pytest.mark.slow
-def test_benchmark_notebook_at_smoke_size(tmp_path):
-    out = _execute("benchmark", tmp_path / "bench.ipynb", {"size": "smoke", "device": "cpu", "out_dir": str(tmp_path)})
+def test_benchmark_notebook_at_smoke_size(benchmark_smoke):
+    """notebooks/benchmark.ipynb at smoke size (executed by tests/benchmark_smoke.py beside the other tests)."""
+    out = nbformat.read(benchmark_smoke / "bench.ipynb", as_version=4)
     assert any("distillation speedup vs naive KD" in o.get("text", "") for c in out.cells for o in c.get("outputs", []))
-    (raw,) = tmp_path.glob("*-smoke.json")
+    (raw,) = benchmark_smoke.glob("*-smoke.json")
     report = json.loads(raw.read_text())
     steps = report["naive"]["updates"], report["ours"]["updates"]
     # the same epochs; a stage's gradual phases split one run's updates (the naive loop rounds per stage)

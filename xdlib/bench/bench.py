@@ -161,12 +161,10 @@ def distill_config(work: Path, size: dict, rows: int, device: str, tag: str) -> 
 
 
 def ours(work: Path, size: dict, rows: int, device: str, tag: str) -> dict:
-    """End-to-end wall time of our distillation (cache build + all stages + dev evaluations), from scratch but for
-    the fine-tuned teacher."""
+    """End-to-end wall time of our distillation (cache build + all stages + dev evaluations), from scratch."""
 
-    # the teacher run is the one _teacher_run made (the same id, in the same runs_dir): teacher training is outside
-    # both methods' timings; the distill run is new (its own transfer-set size) and its teacher cache (cache_dir: tag)
     cfg = distill_config(work, size, rows, device, tag).replace(max_length=size["max_length"])
+    cfg = cfg.replace(runs_dir=str(work / f"runs-{tag}"))
     start = time.perf_counter()
     path = ensure("distill", cfg)
     wall = time.perf_counter() - start
