@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Work that takes a minute or more and needs nothing from the tests: each runs in a child process (tests/<name>.py
 # FOLDER, one thread) started as soon as a test that reads it is collected, beside the toy tests instead of after
 # them. The fixture of that name waits for it and gives its folder.
-BACKGROUND = ("study_slice", "benchmark_smoke")
+BACKGROUND = ("study_slice", "benchmark_smoke", "export_smoke")
 _started: dict[str, tuple[subprocess.Popen, Path]] = {}
 
 
@@ -109,6 +109,12 @@ def study_slice(pytestconfig) -> Path:
 def benchmark_smoke(pytestconfig) -> Path:
     """notebooks/benchmark.ipynb executed at smoke size: the folder with bench.ipynb and its raw JSON."""
     return _finished("benchmark_smoke", pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def export_smoke(pytestconfig) -> Path:
+    """notebooks/export.ipynb executed at smoke size over a tiny study: the folder with its tables in out/."""
+    return _finished("export_smoke", pytestconfig)
 
 
 def make_tiny_encoder(

@@ -196,22 +196,13 @@ def test_deploy_of_a_run_whose_data_is_out_of_reach_is_one_line(tiny_classifier,
 
 
 @pytest.mark.notebooks
-def test_export_notebook_measures_a_study(base_params, tmp_path):
-    """notebooks/export.ipynb at smoke size: a sweep with save_model, then its teacher (classification) and its
-    fine-tuned student (regression) as PyTorch fp32, ONNX fp32 and int8, from the run store."""
+def test_export_notebook_measures_a_study(export_smoke):
+    """notebooks/export.ipynb at smoke size (executed by tests/export_smoke.py beside the other tests): a sweep with
+    save_model, then its teacher (classification) and its fine-tuned student (regression) as PyTorch fp32, ONNX fp32
+    and int8, from the run store."""
     import pandas as pd
-    import papermill
-    import yaml
 
-    from xdlib.notebook import NOTEBOOKS
-
-    study = tmp_path / "deploy.yaml"
-    grid = {"target_task": ["toy-regression"], "student": ["distilled"]}
-    study.write_text(yaml.safe_dump({"name": "d", "version": 1, **base_params, "save_model": True, "grid": grid}))
-    out = tmp_path / "out"
-    papermill.execute_notebook(str(NOTEBOOKS / "export.ipynb"), str(tmp_path / "export.ipynb"), progress_bar=False,
-                               parameters={"params": str(study), "executor": "direct", "out_dir": str(out)},
-                               cwd=str(NOTEBOOKS.parent))  # fmt: skip
+    out = export_smoke / "out"
     frame = pd.read_csv(out / "tables" / "deploy.csv")
     assert list(frame["stage"]) == ["teacher", "finetune"]
     assert list(frame["task"]) == ["toy-sentiment", "toy-regression"]
