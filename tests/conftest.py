@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +20,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent.parent
 # Work that takes a minute or more and needs nothing from the tests: each runs in a child process (tests/<name>.py
-# FOLDER, one thread) started as soon as a test that reads it is collected, beside the toy tests instead of after
-# them. The fixture of that name waits for it and gives its folder.
+# FOLDER, one thread) started when the tests start, if a test that reads it is among them, beside the toy tests
+# instead of after them. The tests that read it run last; the fixture of that name waits for it and gives its folder.
 BACKGROUND = ("study_slice", "benchmark_smoke", "export_smoke")
 _started: dict[str, tuple[subprocess.Popen, Path]] = {}
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
 
 
 def descendants(pid: int) -> list[int]:
@@ -43,56 +46,69 @@ def descendants(pid: int) -> list[int]:
 
 def _die_with_parent() -> None:
     """In the child, before it runs: SIGKILL when the test process ends, however it ends (PR_SET_PDEATHSIG)."""
-    import ctypes
-    import signal
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    if _prctl(1, signal.SIGKILL) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
 
 
 def _start(name: str, config) -> None:
     """tests/<name>.py in a child process on one thread, in a folder under pytest's base temp."""
     folder = config._tmp_path_factory.mktemp(name)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     with open(folder / "log.txt", "w") as log:
         child = subprocess.Popen([sys.executable, str(ROOT / "tests" / f"{name}.py"), str(folder)], cwd=ROOT,
-                                 env=env, stdout=log, stderr=subprocess.STDOUT,
-                                 preexec_fn=_die_with_parent if sys.platform == "linux" else None)  # fmt: skip
+                                 env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=log, stderr=subprocess.STDOUT,
+                                 preexec_fn=_die_with_parent if _prctl else None)  # fmt: skip
     _started[name] = child, folder
 
 
-def pytest_collection_finish(session):
-    """Once the tests to run are known (after -m, -k, --lf): start the background work that one of them reads."""
-    if session.config.option.collectonly:
+def _stop(child: subprocess.Popen) -> None:
+    """Kill `child` and every process below it (the notebook kernels it started)."""
+    for pid in [*descendants(child.pid), child.pid]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    child.wait()
+
+
+def _reads(item, names) -> bool:
+    return any(name in getattr(item, "fixturenames", ()) for name in names)
+
+
+def pytest_collection_modifyitems(items):
+    """The tests that read background work run last, so the others run while it is made (a stable sort)."""
+    items.sort(key=lambda item: _reads(item, BACKGROUND))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session):
+    """As the tests start (after -m, -k, --lf): start the background work that one of them reads."""
+    if session.config.option.collectonly or session.config.option.setupplan or session.config.option.setuponly:
         return
     for name in BACKGROUND:
-        if any(name in item.fixturenames for item in session.items):
+        if any(_reads(item, [name]) for item in session.items):
             _start(name, session.config)
 
 
 def pytest_unconfigure(config):
-    """The session ended before some background work did (an interrupt, -x): stop it and the kernels it started."""
+    """The session ended before some background work did (an interrupt, -x): stop it."""
     for child, _ in _started.values():
         if child.poll() is None:
-            for pid in [*descendants(child.pid), child.pid]:
-                try:
-                    os.kill(pid, 9)
-                except ProcessLookupError:
-                    pass
-            child.wait()
+            _stop(child)
 
 
 def _finished(name: str, config) -> Path:
-    """The folder of background work `name` once its child has ended well; started here if it was not at collection
-    (a test selected some other way)."""
+    """The folder of background work `name` once its child has ended well; started here if it was not when the tests
+    started (a test selected some other way)."""
     if name not in _started:
         _start(name, config)
     child, folder = _started[name]
     try:
         child.wait(timeout=900)
     except subprocess.TimeoutExpired:
-        pass
+        _stop(child)
+        pytest.fail(f"tests/{name}.py still ran after 900 s; stopped. Its log: {folder / 'log.txt'}")
     log = (folder / "log.txt").read_text()[-4000:]
-    assert child.poll() == 0, f"tests/{name}.py failed ({child.poll()}):\n{log}"
+    assert child.returncode == 0, f"tests/{name}.py failed (exit status {child.returncode}):\n{log}"
     return folder
 
 

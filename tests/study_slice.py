@@ -1,7 +1,7 @@
 """The suite's one real-size run: a slice of the default study (one source, one student, two targets) on the real
-offline data, executed through the notebooks as `make study` does. It takes about 80 s on 2 cores, so conftest.py
-starts it in a child process as soon as a test that reads it is collected (`python tests/study_slice.py FOLDER`),
-and it runs beside the toy tests; the `study_slice` fixture waits for it.
+offline data, executed through the notebooks as `make study` does. It takes 80 s on 2 cores (2 minutes on the one
+thread it is given), so conftest.py runs it in a child process beside the toy tests (`python tests/study_slice.py
+FOLDER`), and the `study_slice` fixture waits for it.
 
 The sizes are the default's, capped: 600 source rows, 300 plot sentences, 500 rows per target, 300 dev/test rows.
 Two rates differ from the default's, which were chosen for its 2,000 + 2,000 rows: over 600 rows the teacher at
