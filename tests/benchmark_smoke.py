@@ -7,10 +7,11 @@ from pathlib import Path
 
 import papermill
 
-ROOT = Path(__file__).resolve().parent.parent
+from xdlib.notebook import NOTEBOOKS
 
 if __name__ == "__main__":
     folder = Path(sys.argv[1])
-    papermill.execute_notebook(str(ROOT / "notebooks" / "benchmark.ipynb"), str(folder / "bench.ipynb"), cwd=str(ROOT),
+    papermill.execute_notebook(str(NOTEBOOKS / "benchmark.ipynb"), str(folder / "bench.ipynb"),
+                               cwd=str(NOTEBOOKS.parent),
                                parameters={"size": "smoke", "device": "cpu", "out_dir": str(folder)},
                                progress_bar=False)  # fmt: skip

@@ -10,7 +10,7 @@ import papermill
 import yaml
 from conftest import make_tiny_encoder, smoke_params
 
-ROOT = Path(__file__).resolve().parent.parent
+from xdlib.notebook import NOTEBOOKS
 
 if __name__ == "__main__":
     folder = Path(sys.argv[1])
@@ -18,6 +18,7 @@ if __name__ == "__main__":
     study = folder / "deploy.yaml"
     grid = {"target_task": ["toy-regression"], "student": ["distilled"]}
     study.write_text(yaml.safe_dump({"name": "d", "version": 1, **values, "grid": grid}))
-    papermill.execute_notebook(str(ROOT / "notebooks" / "export.ipynb"), str(folder / "export.ipynb"), cwd=str(ROOT),
+    papermill.execute_notebook(str(NOTEBOOKS / "export.ipynb"), str(folder / "export.ipynb"),
+                               cwd=str(NOTEBOOKS.parent),
                                parameters={"params": str(study), "executor": "direct", "out_dir": str(folder / "out")},
                                progress_bar=False)  # fmt: skip

@@ -9,8 +9,6 @@ Two rates differ from the default's, which were chosen for its 2,000 + 2,000 row
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -35,12 +33,11 @@ def overrides(folder: Path) -> dict:
 
 def main(folder: Path) -> None:
     """The sweep; its status (state, error, log per cell) in FOLDER/status.json, written whole or not at all."""
+    from xdlib.runs import write_json
     from xdlib.sweep import sweep
 
     status = sweep("params/default.yaml", overrides(folder), executor="inline")
-    tmp = folder / "status.json.tmp"
-    tmp.write_text(json.dumps(status[["state", "error", "log"]].astype(str).to_dict("records")))
-    os.replace(tmp, folder / "status.json")
+    write_json(folder / "status.json", status[["state", "error", "log"]].astype(str).to_dict("records"))
 
 
 if __name__ == "__main__":
