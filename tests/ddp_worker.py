@@ -56,7 +56,7 @@ def run(rank: int, world: int, case: str, encoder: str, out: str, init_file: str
     else:
         n_states = model.config.num_hidden_layers + 1
         module = DistillModule(model, HiddenProjection(n_states, model.config.hidden_size, TEACHER_WIDTH, dropout=0.0))
-        module.objective = "joint"
+        module.loss_weights = {"hidden": 1.0, "logits": 1.0, "labels": 1.0}  # the joint stage
         # fixed "teacher outputs" per example: (U, L+1, H_t) hidden states and (U, C) logits
         teacher = []
         for i, e in enumerate(encoded):

@@ -100,6 +100,17 @@ CASES = {
     "NaN learning rate": (lambda t: ["run", "teacher", "-p", "teacher_lr=.nan"], "teacher_lr=nan", "finite"),
     "negative epochs": (lambda t: ["run", "teacher", "-p", "teacher_epochs=-1"], "teacher_epochs=-1", ">= 0"),
     "no equals sign": (lambda t: ["run", "teacher", "-p", "seed"], "'seed'", "key=value"),
+    "unknown pooling": (lambda t: ["run", "teacher", "-p", "pooling=max"], "pooling='max'", "auto, cls, mean"),
+    "unknown loss term in a stage spec": (
+        lambda t: ["run", "distill", "--params", _params(t, {"recipe": {"logits": {"loss": {"logit": 1.0}}}})],
+        "recipe.logits.loss: unknown loss term 'logit'",
+        "hidden, attention, logits, labels",
+    ),
+    "unknown stage in the recipe": (
+        lambda t: ["run", "distill", "--params", _params(t, {"recipe": {"hiden": {"lr": 1e-4}}})],
+        "'hiden'",
+        "general, hidden, logits, labels, joint",
+    ),
     "unknown stage": (lambda t: ["run", "student"], "'student'", "teacher, distill, stilts, finetune"),
     "unknown task": (lambda t: ["run", "finetune", "-p", "target_task=sst3", "-p", f"runs_dir={t}"], "'sst3'", "sst2"),
     "misspelt student keyword": (

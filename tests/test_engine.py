@@ -1,7 +1,8 @@
 """The engine trains on all of its data, and the same weights on any number of processes.
 
-- A stage's gradual-unfreezing phases walk its data once: every transfer row once per epoch (they used to replay the
-  stage's first slice in every phase), and a resume inside the third phase continues at the same position.
+- A stage's gradual-unfreezing phases each get their own budget (at least the floor), and each continues in the
+  stage's data where the phase before it planned to end: every transfer row once per epoch of that stream (phases
+  once replayed the stage's first slice); a resume inside the third phase continues at the same position.
 - The tokenised-set cache tells apart two tasks with the same words and other labels.
 - Two processes train a token task, and a joint-mode distillation with unlabelled rows, as one process does.
 """
@@ -23,7 +24,7 @@ from xdlib.config import Config
 from xdlib.data import encode, encode_set, length_grouped_batches
 from xdlib.stages import ensure
 from xdlib.tasks import get_task
-from xdlib.train import Interrupted
+from xdlib.train import Interrupted, schedule
 
 SMALL = {"max_train_samples": 96, "max_eval_samples": 48}  # row coverage needs no more data
 
@@ -62,51 +63,51 @@ def _record_batches(monkeypatch) -> dict[str, dict]:
     return seen
 
 
-def _stage_batches(seen: dict, stage: str) -> tuple[int, list[list[int]]]:
+def _stage_names(seen: dict, stage: str) -> list[str]:
     names = sorted(name for name in seen if name.split("-")[1] == stage)
     assert len(names) > 1, names  # gradual unfreezing: several phases
-    return seen[names[0]]["rows"], [batch for name in names for batch in seen[name]["batches"]]
+    return names
 
 
-def test_each_stage_walks_its_data_once_per_epoch_across_its_phases(tmp_path, base_params, teacher_store, monkeypatch):
+def test_each_phase_gets_its_budget_and_continues_in_its_stages_data(tmp_path, base_params, teacher_store, monkeypatch):
     seen = _record_batches(monkeypatch)
-    params = _params(base_params, teacher_store, tmp_path / "runs", distill_epochs=2.0)
+    params = _params(base_params, teacher_store, tmp_path / "runs", distill_epochs=2.0, phase_min_updates=20)
     cfg = Config.from_dict(params)
     ensure("distill", cfg)
     for stage in ("logits", "labels"):
-        n_rows, batches = _stage_batches(seen, stage)
-        per_epoch = -(-n_rows // cfg.distill_batch_size)
-        assert len(batches) == 2 * per_epoch, (stage, len(batches), per_epoch)
-        for epoch in range(2):  # every row exactly once in each epoch
-            rows = Counter(i for batch in batches[epoch * per_epoch : (epoch + 1) * per_epoch] for i in batch)
+        for name in _stage_names(seen, stage):
+            plan = schedule(seen[name]["rows"], seen[name]["settings"])
+            assert plan.budget == max(20, 2 * plan.updates_per_epoch), (name, plan)
+            # patience 20 (smoke params): no phase stops early, so each takes its whole budget, in its place
+            assert seen[name]["batches"] == _stage_plan(seen, name), name
+        stream = [b for name in _stage_names(seen, stage) for b in seen[name]["batches"]]
+        n_rows, per_epoch = seen[name]["rows"], -(-seen[name]["rows"] // cfg.distill_batch_size)
+        for epoch in range(len(stream) // per_epoch):  # every row exactly once in each epoch of the stream
+            rows = Counter(i for batch in stream[epoch * per_epoch : (epoch + 1) * per_epoch] for i in batch)
             assert sorted(rows) == list(range(n_rows)) and set(rows.values()) == {1}, (stage, epoch)
-    # the hidden stage is one phase over the same transfer rows
+    # the hidden stage is one phase over the same transfer rows: 96 rows are 6 updates an epoch, so its 2 epochs
+    # (12 updates) are below the floor, and it takes 20: three whole epochs, then two batches of the fourth
     (hidden,) = [seen[name] for name in seen if name.endswith("-hidden")]
-    assert Counter(i for b in hidden["batches"] for i in b) == Counter({i: 2 for i in range(hidden["rows"])})
-    # and each gradual phase draws its slice of the batches that one run of the stage's epochs draws
-    for name in [n for n in seen if n.split("-")[1] in ("logits", "labels")]:
-        assert seen[name]["batches"] == _stage_plan(seen, name), name
+    assert schedule(hidden["rows"], hidden["settings"]).budget == 20 == len(hidden["batches"])
+    assert Counter(i for b in hidden["batches"][:18] for i in b) == Counter({i: 3 for i in range(hidden["rows"])})
 
 
 def _stage_plan(seen: dict, name: str) -> list[list[int]]:
-    """The batches phase `name` must draw: its slice of the batches one run of its stage's epochs draws."""
+    """The batches phase `name` must draw: its budget's worth of the stage's data stream (the epochs of
+    `length_grouped_batches`, in order), from where the phases before it planned to end."""
     stage = name.split("-")[1]
-    names = sorted(n for n in seen if n.split("-")[1] == stage)
-    k, n = names.index(name), len(names)
+    k = _stage_names(seen, stage).index(name)
     settings, lengths = seen[name]["settings"], seen[name]["lengths"]
-    per_epoch = -(-len(lengths) // settings.batch_size)
-    total = int(settings.epochs * per_epoch)
-    batches = [
-        b
-        for e in range(int(settings.epochs))
-        for b in length_grouped_batches(lengths, settings.batch_size, settings.seed, e)
-    ]
-    return batches[k * total // n : (k + 1) * total // n]
+    plan = schedule(len(lengths), settings)
+    epochs = (k + 1) * plan.budget // plan.updates_per_epoch + 1
+    stream = [b for e in range(epochs) for b in length_grouped_batches(lengths, settings.batch_size, settings.seed, e)]
+    return stream[k * plan.budget : (k + 1) * plan.budget]
 
 
 def test_a_resume_inside_the_third_phase_continues_at_its_place(tmp_path, base_params, teacher_store, monkeypatch):
     seen = _record_batches(monkeypatch)
-    params = _params(base_params, teacher_store, tmp_path / "runs", checkpoint_every=2, distill_epochs=2.0)
+    params = _params(base_params, teacher_store, tmp_path / "runs", checkpoint_every=2, distill_epochs=2.0,
+                     phase_min_updates=20)  # 20 updates a phase: under patience 20, none stops early
     cfg = Config.from_dict(params)
     recording = kd.train
 
@@ -206,16 +207,34 @@ class _Recorder(torch.nn.Module):
 
 
 @pytest.mark.parametrize("accum, parts", [(1, 1), (2, 1), (2, 3), (3, 4)])
-def test_parts_with_accumulation_see_every_row_once_per_epoch(tmp_path, accum, parts):
+def test_runs_that_start_where_the_last_planned_to_end_walk_the_data_as_one(tmp_path, accum, parts):
     """9 rows in batches of 2 (5 batches): with gradient accumulation an epoch's last update takes what is left,
-    and the parts of a run together walk its epochs as one run does."""
+    and runs of one epoch each, each starting where the one before planned to end, walk the epochs as one run."""
     from xdlib.train import LoopSettings, train
 
-    settings = LoopSettings(epochs=2.0, lr=0.1, batch_size=2, grad_accum_steps=accum, progress=False)
+    settings = LoopSettings(epochs=1.0, lr=0.1, batch_size=2, grad_accum_steps=accum, progress=False)
     module = _Recorder()
+    budget = schedule(9, settings).budget
     for k in range(parts):
         train(module, [module.w], [5] * 9, lambda idx: {"rows": list(idx)}, settings, tmp_path / f"p{k}",
-              part=(k, parts))  # fmt: skip
-    assert len(module.rows) == 18
-    for epoch in range(2):
+              start_update=k * budget)  # fmt: skip
+    assert len(module.rows) == 9 * parts
+    for epoch in range(parts):
         assert sorted(module.rows[epoch * 9 : (epoch + 1) * 9]) == list(range(9)), (accum, parts, epoch)
+
+
+def test_the_schedule_gives_every_run_its_floor_and_enough_evaluations():
+    """The schedule is computed before the loop: at least min_updates (never a few Adam steps), at least
+    patience + 1 evaluations so that early stopping can act, warmup over the whole budget."""
+    from dataclasses import replace
+
+    from xdlib.train import LoopSettings
+
+    base = LoopSettings(epochs=1.0, lr=1e-4, batch_size=32, evals_per_epoch=1, patience=5, warmup_ratio=0.1)
+    plan = schedule(100, base)  # 4 batches an epoch: 4 updates, each one evaluated
+    assert (plan.updates_per_epoch, plan.budget, plan.eval_every, plan.warmup) == (4, 4, 1, 0)
+    floored = schedule(100, replace(base, min_updates=30))
+    assert (floored.budget, floored.eval_every, floored.warmup) == (30, 4, 3)  # 7 evaluations, >= patience + 1
+    long = schedule(3200, replace(base, epochs=3.0, grad_accum_steps=2))
+    assert (long.updates_per_epoch, long.budget, long.eval_every) == (50, 150, 25)  # 6 evaluations, not 3
+    assert schedule(3200, replace(base, epochs=0.0, min_updates=30)).budget == 0  # a stage switched off

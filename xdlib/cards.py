@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from .pooling import folder_pooling
+
 CITATION = """@inproceedings{mukherjee2021xtremedistiltransformers,
   title={XtremeDistilTransformers: Task Transfer for Task-agnostic Distillation},
   author={Mukherjee, Subhabrata and Awadallah, Ahmed Hassan and Gao, Jianfeng},
@@ -267,6 +269,7 @@ def build(run_dir: str | Path, export: dict | None = None):
     if uses_source:
         lines.append(f"- source task: {cfg.get('source_task')}")
     lines.append(f"- task of its head: {task.name} ({task.kind})")
+    lines += _pooling_lines(folder_pooling(run_dir / "model") or cfg.get("pooling"), task.kind)
     scores = "Scores on the dev and test rows of the run"
     if export:
         scores = (f"Scores of the PyTorch model this export was made from (run {run_dir.name}), before export; "
@@ -308,6 +311,19 @@ def build(run_dir: str | Path, export: dict | None = None):
         "",
     ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
+
+
+def _pooling_lines(how: str | None, kind: str) -> list[str]:
+    """How the model's sequence head reads its encoder, and what that means for a user who loads it elsewhere."""
+    if kind not in ("single", "pair", "regression") or how not in ("cls", "mean"):
+        return []
+    if how == "cls":
+        return ["- pooling: [CLS] (BERT's pooler), as `AutoModelForSequenceClassification` reads it"]
+    return ["- pooling: the mean of the token vectors (padding masked), as its sentence-transformers init was "
+            "trained; the folder carries sentence-transformers' `modules.json` and `1_Pooling/config.json`. "
+            "`AutoModelForSequenceClassification` alone reads [CLS] instead: load it with xdlib "
+            "(`xdlib.models.load_with_head`, `xdlib.deploy.serve.load`) or sentence-transformers to pool as trained "
+            "(docs/parameters.md: pooling)"]  # fmt: skip
 
 
 def write(folder: str | Path, run_dir: str | Path, export: dict | None = None) -> Path:

@@ -38,13 +38,18 @@ from .fields import (
     opt,
     stages_problem,
 )
+from .pooling import POOLINGS
+from .recipe import recipe_problem, stage_specs
 from .tracking import report_to_problem
 
 OFFLINE_MINILM = "offline:all-MiniLM-L6-v2"
 # Enters every run id: raised whenever the same config trains other weights, so an old run is never reused under a
 # new meaning. 2: gradual-unfreezing phases walk their stage's data once (they replayed its first slice); losses
 # are sums divided by counts over every process (token tasks and joint mode under DDP were weighted per rank).
-ENGINE_VERSION = 2
+# 3: every run trains until dev stops improving (at least patience + 1 evaluations; each gradual phase its own
+# budget, at least phase_min_updates); the hidden stage matches the vector the head reads (pooling); projections
+# start from a PCA of the teacher's vectors; the recipe's stage specs.
+ENGINE_VERSION = 3
 SECTIONS = ("data", "train", "teacher", "student", "distill", "finetune", "diagnostics", "system")
 # What each stage reads: its own sections and its upstream stages' (a fine-tuning config can make its teacher).
 STAGE_SECTIONS = {
@@ -89,6 +94,13 @@ class Config:
     evals_per_epoch: int = opt(1, "dev evaluations per epoch (model selection on dev)", low=1, section="train")
     patience: int = opt(5, "stop after this many dev evaluations without improvement", low=1, section="train")
     seed: int = opt(0, "seed for data order, dropout and initialisation", low=0, section="train")
+    pooling: str = opt(
+        "auto",
+        "what a sequence head reads: auto (the model's own: mean for sentence-transformers models, from their "
+        "1_Pooling/config.json; else [CLS]), cls or mean",
+        choices=POOLINGS,
+        section="train",
+    )
     # teacher
     teacher_model: str = opt(OFFLINE_MINILM, "HF id, local folder, or offline:<name> packaged model", section="teacher")
     teacher_sources: list[str] = opt(
@@ -167,9 +179,30 @@ class Config:
     unfreeze_embeddings_last: bool = opt(
         True, "embeddings are the last unit unfrozen (else with the bottom layer)", section="distill"
     )
-    distill_epochs: float = opt(1.0, "epochs over the transfer set per stage", low=0.0, section="distill")
+    distill_epochs: float = opt(
+        1.0,
+        "the most epochs of each phase over the stage data (a phase stops when dev stops improving)",
+        low=0.0,
+        section="distill",
+    )
     distill_lr: float = opt(1e-4, "peak learning rate for distillation", low=0.0, high=1.0, section="distill")
     distill_batch_size: int = opt(32, "examples per optimizer step", low=1, section="distill")
+    phase_min_updates: int = opt(
+        30, "the floor of every distillation phase's updates (never a few Adam steps)", low=0, section="distill"
+    )
+    recipe: Any = opt(
+        {},
+        "per-stage overrides of the distillation recipe: {stage: {loss: {term: weight}, trains, select, lr, epochs, "
+        "patience, min_updates}} (docs/parameters.md: the recipe)",
+        check=recipe_problem,
+        section="distill",
+    )
+    projection_init: str = opt(
+        "pca",
+        "the student->teacher width projection starts from a PCA of the teacher's cached vectors, or random",
+        choices=("pca", "random"),
+        section="distill",
+    )
     cache_dtype: str = opt(
         "float16", "storage dtype of cached teacher outputs", choices=("float16", "float32"), section="distill"
     )
@@ -264,6 +297,7 @@ class Config:
                 )
             if self.student_init == "random":
                 raise ConfigError("student_layers is set but student_init='random'; allowed: a model to copy from")
+        stage_specs(self)  # the recipe's cross-field rules (e.g. attention needs attention_loss)
         if self.student_embeddings == "pca" and self.student_init != "random":
             raise ConfigError(
                 f"student_embeddings='pca' needs student_init='random' (got {self.student_init!r}): the PCA "

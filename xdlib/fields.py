@@ -30,8 +30,8 @@ def opt(
     distill, finetune or system). A stage's run id hashes the sections it declares; `system` (paths, device, progress
     bars) never changes a result and never enters one."""
     meta = {"help": help, "choices": choices, "low": low, "high": high, "section": section, "check": check}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 

@@ -13,10 +13,11 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
 from . import losses, metrics, models
+from . import pooling as pooling_
 from .data import collate, encode, eval_batches
 from .devices import autocast
 from .errors import ConfigError
-from .models import model_inputs, unit_logits
+from .models import run_model, unit_logits
 from .qa import QALoss, encode_qa, fit_threshold, predict_qa, qa_metrics
 from .tasks import Split, Task
 from .train import LoopSettings, train
@@ -38,7 +39,7 @@ class TaskLoss(nn.Module):
         self.model = model
 
     def forward(self, batch: dict) -> losses.Part:
-        logits = unit_logits(self.model(**model_inputs(batch)).logits, batch)
+        logits = unit_logits(run_model(self.model, batch).logits, batch)
         labels = batch["labels"]
         return losses.label_loss(logits if labels.dim() == 2 else logits[:, 0], labels, parts=True)
 
@@ -52,7 +53,7 @@ def predict(model: nn.Module, encoded: list[dict], task: Task, pad_id: int, devi
     for idx in eval_batches([len(e["input_ids"]) for e in encoded], batch_size):
         batch = collate([encoded[i] for i in idx], pad_id, device)
         with autocast(torch.device(device)):
-            logits = unit_logits(model(**model_inputs(batch)).logits, batch).float().cpu()  # one sync per batch
+            logits = unit_logits(run_model(model, batch).logits, batch).float().cpu()  # one sync per batch
         for row, i in enumerate(idx):
             if task.kind == "token":
                 tags = logits[row, : len(encoded[i]["units"])].argmax(-1).tolist()
@@ -159,7 +160,7 @@ def fit_task(
         scored.append(evaluate(model, tokenizer, task, data["dev"], max_length, device, dev_enc, qa))
         return scored[-1][task.metric]
 
-    frozen = set() if word_embeddings else {id(model.get_input_embeddings().weight)}
+    frozen = models.unused_parameters(model) | (set() if word_embeddings else {id(model.get_input_embeddings().weight)})
     summary = train(
         loss,
         [p for p in model.parameters() if id(p) not in frozen],
@@ -179,10 +180,12 @@ def fit_task(
     return {**summary, "dev_metrics": best[0] if best else None}
 
 
-def fresh_head_from(encoder_dir: str, head: str, num_labels: int, seed: int):
+def fresh_head_from(encoder_dir: str, head: str, num_labels: int, seed: int, pooling: str = "auto"):
     """A head model whose encoder comes from `encoder_dir` and whose task head is freshly initialised: the
-    checkpoint is task-agnostic, its source-task head is not reused."""
+    checkpoint is task-agnostic, its source-task head is not reused. It pools as `pooling` says (`auto`: as the
+    folder's pooling files say, else [CLS])."""
     model = fresh_head(models.pretrained(AutoModel, encoder_dir), head, num_labels, seed, encoder_dir)
+    models.set_pooling(model, pooling_.resolve(pooling, models.local_folder(encoder_dir)))
     return model, AutoTokenizer.from_pretrained(encoder_dir)
 
 

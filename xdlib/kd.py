@@ -1,13 +1,15 @@
 """The distillation engine: the module whose loss a phase trains, and the stage machine with gradual unfreezing.
 
-Stages (Mukherjee et al. 2021, Sec. 3; reference `run_xtreme_distil.py`):
-  hidden  - MSE between projected student hidden states and the teacher's top-aligned ones (+ attention maps)
+Stages (Mukherjee et al. 2021, Sec. 3; reference `run_xtreme_distil.py`), each a spec of the recipe (`xdlib.recipe`):
+  hidden  - MSE between projected student hidden states and the teacher's top-aligned ones (+ attention maps), at
+            the vector each side's head reads for a sequence task ([CLS] or the mean of the tokens)
   logits  - MSE (or KL) between student and teacher logits on the transfer set
   labels  - cross-entropy on the labelled source data
 In logits and labels, the student starts with only its head trainable and unfreezes one unit per phase from the
-top layer down, embeddings last. Unlike the reference code: units are single layers (not the whole encoder),
-models are selected on dev (never test), and the teacher is run once: its outputs are cached
-(`xdlib.teacher_cache`).
+top layer down, embeddings last; each phase trains until dev stops improving, as in the reference code (a Keras
+fit with EarlyStopping per unfreezing step, a fresh optimiser each). Unlike the reference code: units are single
+layers (not the whole encoder), models are selected on dev (never test), and the teacher is run once: its outputs
+are cached (`xdlib.teacher_cache`).
 """
 
 from __future__ import annotations
@@ -22,21 +24,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import dist, losses
+from . import dist, losses, pooling
 from .data import (
     collate,
     encode,
     encode_set,
     eval_batches,
-    gather_units,
     lengths_of,
     take,
     units_of,
 )
-from .models import HiddenProjection, encoder_units, model_inputs, unit_logits
+from .models import HiddenProjection, encoder_units, model_inputs, run_model, unit_logits, unused_parameters
+from .recipe import StageSpec
 from .tasks import Split, Task
 from .teacher_cache import TeacherCache, build_teacher_cache, cache_key  # noqa: F401  (the engine's names)
-from .train import LoopSettings, train
+from .train import LoopSettings, schedule, train
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ log = logging.getLogger(__name__)
 
 
 class DistillModule(nn.Module):
-    """Student + projection; forward(batch) returns the loss of the current phase's `objective`."""
+    """Student + projection; forward(batch) returns the loss terms of the current stage (`loss_weights`)."""
 
     def __init__(
         self,
@@ -54,7 +56,6 @@ class DistillModule(nn.Module):
         *,
         logit_loss: str = "mse",
         temperature: float = 1.0,
-        attention_loss: bool = False,
         teacher: nn.Module | None = None,
     ):
         super().__init__()
@@ -62,39 +63,35 @@ class DistillModule(nn.Module):
         self.projection = projection
         self.logit_loss = losses.LOGIT_LOSSES.get(logit_loss)
         self.temperature = temperature
-        self.attention_loss = attention_loss
-        self.objective = "hidden"
+        self.loss_weights: dict[str, float] = {"hidden": 1.0}  # the stage's terms (`recipe.LOSS_TERMS`) and weights
         # The live teacher is needed only for attention maps (too big to cache); not a submodule: never trained.
         self._teacher = [teacher] if teacher is not None else []
 
     def forward(self, batch: dict) -> dict[str, losses.Part]:
-        """The phase's loss terms, each as a sum and a count (the loop divides by the count over every rank); the
-        loss is the sum of the terms' means. An objective always returns the same terms: a labels term without
-        labelled rows in the batch is 0 over 0, so every rank reduces the same terms."""
-        want_hidden = self.objective in ("hidden", "joint")
-        out = self.student(
-            **model_inputs(batch),
-            output_hidden_states=want_hidden,
-            output_attentions=want_hidden and self.attention_loss,
-        )
+        """The stage's loss terms, each weighted, as a sum and a count (the loop divides by the count over every
+        rank); the loss is the sum of the weighted terms' means. A stage always returns the same terms: a labels
+        term without labelled rows in the batch is 0 over 0, so every rank reduces the same terms."""
+        weights = {term: w for term, w in self.loss_weights.items() if w > 0}
+        out = run_model(self.student, batch, hidden="hidden" in weights, attentions="attention" in weights)
         mask = batch["unit_mask"]
         terms: dict[str, losses.Part] = {}
-        if want_hidden:
-            states = [gather_units(h, batch["unit_pos"]) for h in out.hidden_states]  # L+1 x (B, U, H_s)
+        if "hidden" in weights:  # at the vector the head reads (sequence tasks) or the words' first sub-tokens
+            how = pooling.of(self.student)
+            states = [pooling.unit_states(h, batch, how) for h in out.hidden_states]  # L+1 x (B, U, H_s)
             projected = self.projection(states)
             teacher_states = batch["teacher_hidden"].unbind(2)  # L+1 x (B, U, H_t)
             terms["hidden"] = losses.hidden_mse(projected, teacher_states, mask, parts=True)
-            if self.attention_loss:
-                with torch.no_grad():
-                    t_out = self._teacher[0](**model_inputs(batch), output_attentions=True)
-                n = len(out.attentions)
-                terms["attention"] = losses.attention_mse(
-                    list(out.attentions), list(t_out.attentions[-n:]), batch["attention_mask"], parts=True
-                )
-        if self.objective in ("logits", "joint"):
+        if "attention" in weights:
+            with torch.no_grad():
+                t_out = self._teacher[0](**model_inputs(batch), output_attentions=True)
+            n = len(out.attentions)
+            terms["attention"] = losses.attention_mse(
+                list(out.attentions), list(t_out.attentions[-n:]), batch["attention_mask"], parts=True
+            )
+        if "logits" in weights:
             logits = unit_logits(out.logits, batch)
             terms["logits"] = self.logit_loss(logits, batch["teacher_logits"], mask, self.temperature, parts=True)
-        if self.objective in ("labels", "joint"):
+        if "labels" in weights:
             if "labels" in batch:
                 logits = unit_logits(out.logits, batch)
                 labels = batch["labels"]
@@ -102,42 +99,27 @@ class DistillModule(nn.Module):
             else:  # zero, but still through the graph: DDP wants every rank's output to reach the same parameters
                 zero = out.logits.sum() * 0.0
                 terms["labels"] = losses.Part(zero, zero.detach())
-        return terms
+        return {term: losses.Part(part.total * weights[term], part.count) for term, part in terms.items()}
 
 
 @dataclass(frozen=True)
 class Phase:
     name: str  # checkpoint folder name, e.g. "2-logits-u3"
-    objective: str  # hidden | logits | labels | joint
-    units: int  # how many unfreezing units (from the top) are trainable; -1 = all
-    epochs: float  # the stage's epochs: a stage's phases are the `parts` slices of one run of this many
-    teacher: str = (
-        "transfer"  # whose outputs: the fine-tuned teacher's ("transfer") or the pretrained one's ("general")
-    )
-    part: int = 0  # this phase's slice of its stage (from 0), of `parts`: where in the stage's data it trains
-    parts: int = 1
+    spec: StageSpec  # its stage: loss terms, what trains, lr, epochs, patience, floor, selection
+    units: int  # how many unfreezing units (from the top) are trainable; -1 = what the stage's terms reach
+    index: int = 0  # its place among its stage's phases: where in the stage's data it starts
 
 
-def plan_phases(stages: list[str], mode: str, gradual: bool, n_units: int, epochs: float) -> list[Phase]:
-    """The stage machine as a flat list of phases.
-
-    stagewise: hidden trains everything at once; logits and labels each run n_units phases when gradual (head
-    only, + top layer, ..., + embeddings). A stage's phases split its updates evenly and share one data position:
-    together they walk the stage's epochs once, every row once per epoch. joint: one phase, all losses.
-    general (first, when asked for): the hidden stage against the *pretrained* teacher's hidden states.
-    """
-    if mode == "joint":
-        return [Phase("joint", "joint", -1, epochs)]
+def plan_phases(specs: list[StageSpec], n_units: int) -> list[Phase]:
+    """The recipe as a flat list of phases: a stage that trains `all` is one phase; a `gradual` one is n_units
+    phases (head only, + top layer, ..., + embeddings), each trained until dev stops improving, with its own
+    budget (at least the stage's `min_updates`), starting where the phase before it planned to end in the data."""
     phases = []
-    for s, stage in enumerate(stages, start=1):
-        if stage == "general":
-            phases.append(Phase(f"{s}-general", "hidden", -1, epochs, teacher="general"))
-        elif stage == "hidden" or not gradual:
-            phases.append(Phase(f"{s}-{stage}", stage, -1, epochs))
+    for s, spec in enumerate(specs, start=1):
+        if spec.trains == "all":
+            phases.append(Phase(f"{s}-{spec.name}", spec, -1))
         else:
-            phases += [
-                Phase(f"{s}-{stage}-u{k}", stage, k, epochs, part=k - 1, parts=n_units) for k in range(1, n_units + 1)
-            ]
+            phases += [Phase(f"{s}-{spec.name}-u{k}", spec, k, index=k - 1) for k in range(1, n_units + 1)]
     return phases
 
 
@@ -155,23 +137,21 @@ def student_counts(student_enc, cache: TeacherCache) -> np.ndarray:
 
 
 def phase_parameters(module: DistillModule, embeddings_last: bool):
-    """phase -> the parameters it trains: hidden trains everything but the head (DDP wants no unused parameters);
-    a gradual phase trains its top `units`; without hidden states the projection takes no part, except in joint
-    mode. Parameters frozen before distillation (e.g. frozen word embeddings) stay frozen."""
+    """phase -> the parameters it trains: those its stage's loss terms reach (DDP wants no unused parameters): the
+    head only under logits or labels, the projection only under hidden; a gradual phase trains its top `units`.
+    Parameters frozen before distillation (e.g. frozen word embeddings) and those no loss reaches (BERT's pooler
+    under mean pooling) stay frozen."""
     frozen = {id(p) for p in module.student.parameters() if not p.requires_grad}
+    frozen |= unused_parameters(module.student)
     units = unfreezing_units(module.student, embeddings_last, frozen)
-    everything = [p for p in module.parameters() if id(p) not in frozen]
     head_ids = {id(p) for p in units[0]}
-    projection_ids = {id(p) for p in module.projection.parameters()}
+    projection = [p for p in module.projection.parameters() if id(p) not in frozen]
 
     def trainable(phase: Phase) -> list[nn.Parameter]:
-        if phase.objective == "hidden":
-            return [p for p in everything if id(p) not in head_ids]
-        if phase.units < 0 and phase.objective != "joint":
-            return [p for p in everything if id(p) not in projection_ids]
-        if phase.units < 0:
-            return everything
-        return [p for unit in units[: phase.units] for p in unit]
+        terms = {t for t, w in phase.spec.loss.items() if w > 0}
+        chosen = units if phase.units < 0 else units[: phase.units]
+        params = [p for unit in chosen for p in unit if id(p) not in head_ids or terms & {"logits", "labels"}]
+        return params + (projection if "hidden" in terms else [])
 
     return trainable
 
@@ -223,36 +203,37 @@ def distil(
 
     @torch.inference_mode()
     def dev_hidden_loss() -> float:
+        """The hidden-state loss on the source dev rows (held out of the transfer set), with the dev cache."""
         total, n = 0.0, 0
-        saved = module.objective
-        module.objective = "hidden"
+        saved = module.loss_weights
+        module.loss_weights = {"hidden": 1.0}
         for idx in eval_batches(lengths_of(dev_enc), 64):
             total += float(losses.mean_of(module(distil_batch(dev_enc, dev_counts, caches["dev"], idx)))) * len(idx)
             n += len(idx)
-        module.objective = saved
+        module.loss_weights = saved
         return total / max(n, 1)
 
+    selection = {"dev": (dev_metric, task.higher_is_better), "hidden_loss": (dev_hidden_loss, False),
+                 "none": (None, True)}  # fmt: skip
     trainable_in = phase_parameters(module, embeddings_last)
     summaries = []
     for phase in phases:
-        module.objective = phase.objective
-        if phase.objective == "labels":
+        spec = phase.spec
+        module.loss_weights = dict(spec.loss)
+        if spec.data == "labelled":
             lengths, make_batch = label_enc.lengths, lambda idx: collate(take(label_enc, idx), pad, device)
         else:
             lengths = transfer_enc.lengths
-            make_batch = functools.partial(distil_batch, transfer_enc, counts[phase.teacher], caches[phase.teacher])
-        if phase.teacher != "transfer":  # the general stage: no dev cache of the pretrained teacher, no selection
-            evaluate, higher = None, True
-        elif phase.objective == "hidden":  # scored by the dev hidden-state loss (lower is better)
-            evaluate, higher = dev_hidden_loss, False
-        else:
-            evaluate, higher = dev_metric, task.higher_is_better
+            make_batch = functools.partial(distil_batch, transfer_enc, counts[spec.teacher], caches[spec.teacher])
+        evaluate, higher = selection[spec.select]
+        settings = dataclasses.replace(base, epochs=spec.epochs, lr=spec.lr, patience=spec.patience,
+                                       min_updates=spec.min_updates)  # fmt: skip
         summary = train(
             module,
             trainable_in(phase),
             lengths,
             make_batch,
-            dataclasses.replace(base, epochs=phase.epochs),
+            settings,
             ckpt_root / phase.name,
             evaluate=evaluate,
             higher_is_better=higher,
@@ -260,8 +241,8 @@ def distil(
             desc=phase.name,
             on_update=on_update,
             select_only=not phase_dev_eval,
-            part=(phase.part, phase.parts),
+            start_update=phase.index * schedule(len(lengths), settings).budget,
         )
-        summaries.append({"phase": phase.name, **summary})
-        log.info("phase %s: dev %s", phase.name, summary["best_dev"])
+        summaries.append({"phase": phase.name, "select": spec.select, **summary})
+        log.info("phase %s: dev %s after %d updates", phase.name, summary["best_dev"], summary["updates"])
     return summaries

@@ -179,12 +179,51 @@ def best_null_threshold(answers: list[str], null_margin: list[float], references
 
 def constant_baseline(task, rows: list[dict]) -> float:
     """The best score a constant prediction gets on `rows` in the task's main metric ("chance"): the best single
-    class for classification, 0 for correlations and entity F1 (all O), answering nothing for QA."""
+    class for classification, 0 for correlations and entity F1 (all O), the labels' variance for mse (predicting
+    their mean), answering nothing for QA."""
     if task.kind == "qa":
         return squad_v2([""] * len(rows), [[a["text"] for a in r.get("answers") or []] for r in rows])[task.metric]
+    if task.metric == "mse":
+        return float(np.var(np.asarray([r["label"] for r in rows], dtype=np.float64)))
     if task.kind in ("regression", "token"):
         return 0.0
     labels = np.asarray([r["label"] for r in rows])
     return max(
         classification(np.full_like(labels, c), labels, task.num_labels)[task.metric] for c in range(task.num_labels)
     )
+
+
+# How far past the best constant prediction a dev score must be for a model to count as having learnt, in the
+# metric's own units: 2 points of a share (accuracy, F1), 0.05 of a correlation, 2 points of a percentage (QA),
+# 5% of the constant's mean squared error. Below it, a difference is within what 300 dev rows let chance give.
+LEARNING_MARGINS = {"accuracy": 0.02, "f1": 0.02, "mcc": 0.05, "pearson": 0.05, "spearman": 0.05}
+QA_MARGIN = 2.0
+MSE_MARGIN = 0.05  # a share of the constant's error
+
+
+def learning_margin(task, constant: float) -> float:
+    if task.kind == "qa":
+        return QA_MARGIN
+    if task.metric == "mse":
+        return MSE_MARGIN * constant
+    return LEARNING_MARGINS.get(task.metric, 0.02)
+
+
+def learning_check(task, dev_score: float | None, dev_rows: list[dict]) -> dict:
+    """Whether a model learnt its task: its dev score against the best constant prediction on the same rows, by the
+    metric's margin (`LEARNING_MARGINS`). Recorded in every run's metrics.json; a table marks a model that did not."""
+    constant = constant_baseline(task, dev_rows) if dev_rows else None
+    if constant is None or dev_score is None:
+        return {"dev_constant": constant, "learning_margin": None, "learnt": None}
+    margin = learning_margin(task, constant)
+    learnt = dev_score >= constant + margin if task.higher_is_better else dev_score <= constant - margin
+    return {"dev_constant": constant, "learning_margin": margin, "learnt": bool(learnt)}
+
+
+def chance_corrected_retention(student: float | None, teacher: float | None, constant: float | None) -> float | None:
+    """(student - constant) / (teacher - constant): the share of what the teacher learnt above the best constant
+    prediction that the student kept (0 for a constant predictor, 1 for the teacher's score). None where the teacher
+    did not beat the constant (nothing to keep)."""
+    if None in (student, teacher, constant) or teacher == constant:
+        return None
+    return (student - constant) / (teacher - constant)

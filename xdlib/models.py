@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import (
@@ -26,6 +27,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from . import pooling as pooling_
 from .architectures import Architecture, architecture
 from .data import gather_units
 from .errors import ConfigError
@@ -134,12 +136,98 @@ def pretrained(cls, path, **kwargs):
     return model
 
 
-def load_with_head(ref: str, head: str, num_labels: int, **extra) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Any HF encoder (id / folder / offline:<name>) with a task head; a fresh head is initialised if needed."""
+def load_with_head(
+    ref: str, head: str, num_labels: int, pooling: str = "auto", **extra
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Any HF encoder (id / folder / offline:<name>) with a task head; a fresh head is initialised if needed. Its
+    sequence head pools as `pooling` says (`auto`: as the folder's pooling files say, else [CLS])."""
     path = resolve_model(ref)
     model = pretrained(HEAD_CLASSES[head], path, ignore_mismatched_sizes=True, **head_kwargs(head, num_labels), **extra)
+    set_pooling(model, pooling_.resolve(pooling, local_folder(path)))
     tokenizer = AutoTokenizer.from_pretrained(path)
     return model, tokenizer
+
+
+def local_folder(path: str):
+    """The folder a resolved model reference lives in: itself, or the Hub cache's snapshot (None if not cached)."""
+    from pathlib import Path
+
+    if Path(path).is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(path, local_files_only=True, allow_patterns=["1_Pooling/*", "config.json"])
+    except Exception:  # not cached (yet): the model loaded from the Hub would have cached it; say nothing
+        return None
+
+
+# ---- pooling: how a sequence head reads the encoder (xdlib.pooling) ---------------------------------------------
+
+
+def set_pooling(model: PreTrainedModel, pooling: str) -> PreTrainedModel:
+    """Record how `model`'s sequence head pools (cls or mean); saved with its config. A mean-pooled BERT head does
+    not read BERT's pooler, so the pooler is frozen (`unused_parameters`)."""
+    setattr(model.config, pooling_.ATTRIBUTE, pooling)
+    if pooling == "mean" and pooling_.is_sequence_model(model):
+        sequence_head(model, None)  # a head we cannot feed a pooled vector: refused now, not mid-training
+    return model
+
+
+def unused_parameters(model: nn.Module) -> set[int]:
+    """Ids of parameters that no loss reaches: BERT's [CLS] pooler under mean pooling. Never trained (DDP wants every
+    trained parameter to get a gradient)."""
+    if pooling_.of(model) != "mean":
+        return set()
+    pooler = getattr(model.base_model, "pooler", None)
+    return {id(p) for p in pooler.parameters()} if pooler is not None else set()
+
+
+def sequence_head(model, pooled: torch.Tensor | None):
+    """Logits of a sequence head fed a pooled vector (B, H) instead of its own [CLS] read. BERT-like heads: dropout +
+    linear classifier (BERT's [CLS] pooler is skipped); RoBERTa/MPNet-like heads read features[:, 0]: they are given
+    the pooled vector as that one position. `pooled=None` only checks that the head is one of these."""
+    classifier = getattr(model, "classifier", None)
+    if isinstance(classifier, nn.Linear) and isinstance(getattr(model, "dropout", None), nn.Dropout):
+        return None if pooled is None else classifier(model.dropout(pooled))
+    if classifier is not None and hasattr(classifier, "out_proj"):
+        return None if pooled is None else classifier(pooled.unsqueeze(1))
+    raise ConfigError(
+        f"pooling='mean' is not supported for {type(model).__name__} (its head is neither BERT's nor RoBERTa's); "
+        "allowed: pooling='cls'"
+    )
+
+
+class ModelOutput(dict):
+    """What `run_model` returns: logits, hidden_states and attentions, read as attributes like an HF output."""
+
+    __getattr__ = dict.get
+
+
+def run_model(model, batch: dict, hidden: bool = False, attentions: bool = False):
+    """`model`'s forward on a batch, its sequence head reading the encoder the way the model pools: the one place
+    every training loss, prediction and teacher pass calls a model."""
+    inputs = model_inputs(batch)
+    if pooling_.of(model) != "mean":
+        return model(**inputs, output_hidden_states=hidden, output_attentions=attentions)
+    out = model.base_model(**inputs, output_hidden_states=hidden, output_attentions=attentions)
+    logits = sequence_head(model, pooling_.mean_pool(out.last_hidden_state, batch["attention_mask"]))
+    return ModelOutput(logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
+
+
+class Pooled(nn.Module):
+    """forward(**inputs) -> logits of a model as it pools: what ONNX export and serving run."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.config = model.config
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            batch["token_type_ids"] = token_type_ids
+        return run_model(self.model, batch).logits
 
 
 # ---- students --------------------------------------------------------------------------------------------------
@@ -190,8 +278,10 @@ def build_student(
     embeddings: str = "init",
     freeze_word_embeddings: bool = False,
     seed: int = 0,
+    pooling: str = "auto",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A BERT student with a task head, initialised randomly or from a layer subset of a pretrained encoder.
+    """A BERT student with a task head, initialised randomly or from a layer subset of a pretrained encoder. It pools
+    as `pooling` says (`auto`: as its init model does; a random student reads [CLS]).
 
     Tokenizer: the init model's when copying from one; otherwise the teacher's (so `pca` embeddings line up
     with the vocabulary they came from, and a random student shares the teacher's word pieces).
@@ -236,6 +326,7 @@ def build_student(
             if getattr(source_model, "pooler", None) is not None and encoder.pooler is not None:
                 encoder.pooler.load_state_dict(source_model.pooler.state_dict())
             log.info("student %s initialised from %s layers %s", arch_name, init, chosen)
+    set_pooling(model, pooling_.resolve(pooling, None if init == "random" else local_folder(resolve_model(init))))
     if freeze_word_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     return model, tokenizer
@@ -280,6 +371,24 @@ class HiddenProjection(nn.Module):
         for layer in self.proj:
             nn.init.trunc_normal_(layer[1].weight, std=0.02)
             nn.init.zeros_(layer[1].bias)
+
+    @torch.no_grad()
+    def init_pca(self, cache, layers: list[int], rows: int = 8192) -> None:
+        """Start each lift from the data: its weight the top H_s principal directions of the teacher's cached
+        vectors at that state (H_t, H_s), its bias their mean, so the student's coordinates start as coordinates
+        along the teacher's main axes of variation (sentence-transformers' distillation recipe initialises its
+        projection by PCA). Reads at most `rows` cached units per state."""
+        if self.identity:
+            return
+        width = self.proj[0][1].in_features
+        for linear, teacher_layer in zip((p[1] for p in self.proj), layers):
+            stored = cache.layers.index(teacher_layer)
+            vectors = torch.from_numpy(np.asarray(cache.hidden[:rows, stored], dtype=np.float32))  # (N, H_t)
+            mean = vectors.mean(0)
+            _, _, v_t = torch.linalg.svd(vectors - mean, full_matrices=False)  # rows of v_t: directions, descending
+            directions = v_t[:width].T  # (H_t, k), k = min(N, H_t, H_s); any missing ones stay as initialised
+            linear.weight[:, : directions.shape[1]] = directions
+            linear.bias.copy_(mean)
 
     def forward(self, states: list[torch.Tensor]) -> list[torch.Tensor]:
         if self.identity:

@@ -234,6 +234,11 @@ def save_hf(model, tokenizer, path: Path) -> None:
             hf_logging.enable_progress_bar()
     fault("save", tmp)
     tokenizer.save_pretrained(tmp)
+    how = getattr(model.config, "xdlib_pooling", None)  # xdlib.pooling.ATTRIBUTE (no torch import here)
+    if how:  # sentence-transformers' pooling files: the folder says how it pools (xdlib.pooling)
+        from .pooling import write_files
+
+        write_files(tmp, how, model.config.hidden_size)
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import runs
-from .data import collate, encode_set, eval_batches, gather_units, lengths_of, rows_digest, take, to_device, units_of
+from . import pooling, runs
+from .data import collate, encode_set, eval_batches, lengths_of, rows_digest, take, to_device, units_of
 from .devices import autocast
-from .models import model_inputs, unit_logits
+from .models import run_model, unit_logits
 from .tasks import Split, Task
 
 # ---- teacher-output cache -----------------------------------------------------------------------------------
@@ -170,8 +170,9 @@ def _write_teacher_cache(
     for idx in eval_batches(lengths_of(encoded), batch_size):
         batch = collate(take(encoded, idx), tokenizer.pad_token_id, device)
         with autocast(torch.device(device)):
-            out = teacher(**model_inputs(batch), output_hidden_states=True)
-        states = torch.stack([gather_units(out.hidden_states[i], batch["unit_pos"]) for i in layers], dim=2)
+            out = run_model(teacher, batch, hidden=True)
+        how = pooling.of(teacher)  # a sequence unit is the vector the head reads: [CLS] or the mean of the tokens
+        states = torch.stack([pooling.unit_states(out.hidden_states[i], batch, how) for i in layers], dim=2)
         unit_out = unit_logits(out.logits, batch)  # (B, U, C)
         states_np = states.to(torch.float32).cpu().numpy()  # one device->host copy per batch, not per row
         logits_np = unit_out.to(torch.float32).cpu().numpy()

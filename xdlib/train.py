@@ -10,10 +10,13 @@ sums by the counts summed over every rank, so the averaged gradient is the globa
 holds (words of a token task, labelled rows in joint mode), and N processes train the same weights as one
 (dropout aside). A module that returns a plain mean over its examples is weighted by the rank's share of them.
 
-A run can be one part of a longer one (`part=(k, n)`: gradual unfreezing's phases): it trains the k-th of n equal
-slices of the updates that `settings.epochs` make, starting at that slice's place in the data, so the n parts
-together walk the epochs once, every row once per epoch, as one run would. Rank 0 alone evaluates on dev
-and writes checkpoints; its decisions (best weights, early stopping) are broadcast, so every rank takes the same.
+Every run trains until dev stops improving, as the paper's code does (Keras EarlyStopping, patience 5): `epochs` is
+its most, it is evaluated at least `patience + 1` times (so that early stopping can act), and it gets at least
+`min_updates` updates. Its schedule (`schedule`: updates per epoch, budget, evaluation interval, warmup) is computed
+apart from the loop. A run can start at a later place in the data (`start_update`: a gradual-unfreezing phase
+continues where the phase before it planned to end, rather than replaying the stage's first batches). Rank 0
+alone evaluates on dev and writes checkpoints; its decisions (best weights, early stopping) are broadcast, so every
+rank takes the same.
 """
 
 from __future__ import annotations
@@ -53,9 +56,30 @@ class LoopSettings:
     grad_accum_steps: int = 1
     evals_per_epoch: int = 1
     patience: int = 5
+    min_updates: int = 0  # the floor of a run's budget: never a few Adam steps from a fresh optimiser
     seed: int = 0
     checkpoint_every: int = 200
     progress: bool = True
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Which updates a run takes, computed before it starts: the loop only follows it."""
+
+    updates_per_epoch: int  # every (global) batch of an epoch once, grad_accum_steps batches an update
+    budget: int  # the most updates: max(min_updates, epochs x updates_per_epoch); early stopping may end it sooner
+    eval_every: int  # updates between dev evaluations: evals_per_epoch a epoch, and at least patience + 1 a run
+    warmup: int  # linear warmup updates (0 under the constant schedule)
+
+
+def schedule(n_rows: int, settings: LoopSettings) -> Schedule:
+    batches_per_epoch = max(1, math.ceil(n_rows / settings.batch_size))  # global batches: as on 1 process
+    updates_per_epoch = math.ceil(batches_per_epoch / settings.grad_accum_steps)
+    budget = max(settings.min_updates, math.ceil(settings.epochs * updates_per_epoch)) if settings.epochs > 0 else 0
+    eval_every = max(1, updates_per_epoch // settings.evals_per_epoch)
+    eval_every = max(1, min(eval_every, budget // (settings.patience + 1)))  # often enough for patience to act
+    warmup = int(settings.warmup_ratio * budget) if settings.lr_schedule == "linear" else 0
+    return Schedule(updates_per_epoch, budget, eval_every, warmup)
 
 
 def make_scheduler(optimizer, settings: LoopSettings, total_updates: int):
@@ -113,7 +137,7 @@ def train(
     desc: str = "train",
     on_update: Callable[[int], None] | None = None,
     select_only: bool = False,
-    part: tuple[int, int] = (0, 1),
+    start_update: int = 0,
 ) -> dict:
     """Train `module` (whose forward(batch) returns a scalar loss) on examples 0..len(lengths)-1.
 
@@ -121,8 +145,8 @@ def train(
     ends with its best dev weights; without, with its final ones. With `select_only`, a run that would evaluate
     only once (at its end: no choice to make) does not evaluate at all. Returns a summary dict (also saved).
     A finished phase (`ckpt_dir/DONE`) is not retrained: its final weights are loaded and its summary returned.
-    `part=(k, n)`: train only the k-th (from 0) of n consecutive slices of the run's updates, from its place in the
-    data; its optimizer and learning-rate schedule are its own (a gradual-unfreezing phase).
+    `start_update`: the run's first update draws the data of that update of an ordinary run (a gradual-unfreezing
+    phase continues in its stage's data); its optimizer and learning-rate schedule are its own.
     """
     ckpt_dir = Path(ckpt_dir)
     rank, world = dist.rank_world()
@@ -141,16 +165,11 @@ def train(
         lr=settings.lr,
         fused=device.type in ("cuda", "cpu"),  # one kernel over all tensors: 3-5x faster than the default on CPU
     )
-    batches_per_epoch = max(1, math.ceil(len(lengths) / settings.batch_size))  # global batches: as on 1 process
-    updates_per_epoch = math.ceil(batches_per_epoch / settings.grad_accum_steps)  # every batch of an epoch, once
-    run_updates = max(1, math.ceil(settings.epochs * updates_per_epoch)) if settings.epochs > 0 else 0
-    k, n_parts = part
-    first_update = k * run_updates // n_parts  # this part's slice of the run: updates first_update..(k+1)*T//n - 1
-    total_updates = (k + 1) * run_updates // n_parts - first_update
-    if total_updates == 0 and run_updates > 0:
-        log.warning("%s: its stage has %d updates for %d parts: this part trains none", desc, run_updates, n_parts)
+    plan = schedule(len(lengths), settings)
+    updates_per_epoch, total_updates, eval_every, first_update = (
+        plan.updates_per_epoch, plan.budget, plan.eval_every, start_update
+    )  # fmt: skip
     scheduler = make_scheduler(optimizer, settings, max(total_updates, 1))
-    eval_every = max(1, updates_per_epoch // settings.evals_per_epoch)
     if select_only and math.ceil(total_updates / eval_every) < 2:
         evaluate = None  # one evaluation selects nothing: the final weights are the result either way
 
@@ -223,8 +242,8 @@ def train(
     epoch_batches: dict[int, list[list[int]]] = {}
     running = torch.zeros((), device=device)
     while state["update"] < total_updates and not state["stopped_early"]:
-        # the data position is the run's, not the part's: update u of the run is slot u % updates_per_epoch of its
-        # epoch, whose (up to) grad_accum_steps batches it accumulates; an epoch's last update may take fewer
+        # update u (from start_update) is slot u % updates_per_epoch of its epoch, whose (up to) grad_accum_steps
+        # batches it accumulates; an epoch's last update may take fewer
         epoch, slot = divmod(first_update + state["update"], updates_per_epoch)
         if epoch not in epoch_batches:
             epoch_batches = {epoch: length_grouped_batches(lengths, settings.batch_size, settings.seed, epoch)}
@@ -274,6 +293,7 @@ def train(
     summary = {
         "updates": state["update"],
         "total_updates": total_updates,
+        "schedule": asdict(plan),
         "best_dev": state["best_score"],
         "stopped_early": state["stopped_early"],
         "history": state["history"],

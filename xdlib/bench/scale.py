@@ -67,6 +67,7 @@ def measure(rows: int, work: Path, updates: int = 300, batch_size: int = 32) -> 
     from datasets import Dataset, disable_progress_bars
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
+    from .. import recipe
     from ..data import encode_set
     from ..kd import DistillModule, Phase, build_teacher_cache, distil
     from ..models import HiddenProjection, layer_map, seeded
@@ -110,7 +111,8 @@ def measure(rows: int, work: Path, updates: int = 300, batch_size: int = 32) -> 
     projection = HiddenProjection(STUDENT["num_hidden_layers"] + 1, STUDENT["hidden_size"], TEACHER["hidden_size"])
     module = DistillModule(student, projection, logit_loss="mse")
     epochs = updates * batch_size / rows
-    phases = [Phase("1-hidden", "hidden", -1, epochs), Phase("2-logits", "logits", -1, epochs)]
+    phases = [Phase("1-hidden", recipe.fixed("hidden", epochs, 1e-4), -1),
+              Phase("2-logits", recipe.fixed("logits", epochs, 1e-4), -1)]  # fmt: skip
     settings = LoopSettings(epochs=1.0, lr=1e-4, batch_size=batch_size, progress=False, checkpoint_every=10**9)
     clock = time.perf_counter()
     summaries = distil(module, tokenizer, task, transfer, {"train": small, "dev": small}, caches, index, phases,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .. import losses
+from .. import losses, recipe
 from ..data import collate, encode
 from ..devices import autocast, resolve_device
 from ..kd import DistillModule, build_teacher_cache, distil, plan_phases
@@ -118,7 +118,8 @@ def ours(dataset, tokenizer, teacher, student, batch_size: int, max_length: int,
     cache_seconds = time.perf_counter() - start
     projection = HiddenProjection(len(index), student.config.hidden_size, teacher.config.hidden_size)
     module = DistillModule(student, projection, logit_loss="mse")
-    phases = plan_phases(["hidden", "logits"], "stagewise", True, len(encoder_units(student)), 1.0)
+    specs = [recipe.fixed("hidden", 1.0, 1e-4), recipe.fixed("logits", 1.0, 1e-4, trains="gradual")]
+    phases = plan_phases(specs, len(encoder_units(student)))
     settings = LoopSettings(epochs=1.0, lr=1e-4, batch_size=batch_size, progress=False, checkpoint_every=10**9)
     summaries = distil(module, tokenizer, task, dataset, {"train": small, "dev": small}, caches, index, phases,
                        settings, work / "ckpt", torch.device(device), lambda: 0.0, max_length=max_length,

@@ -66,12 +66,14 @@ def load(path: str | Path, max_length: int = 128, batch_size: int = 32, threads:
         import torch
         from transformers import AutoModelForSequenceClassification
 
-        from ..models import pretrained  # why here: torch and transformers; an ONNX folder never needs them
+        from ..models import Pooled, pretrained, set_pooling  # why here: torch and transformers; ONNX never needs them
+        from ..pooling import resolve
 
         model = pretrained(AutoModelForSequenceClassification, path).eval()
+        model = Pooled(set_pooling(model, resolve("auto", path))).eval()  # pooled as its folder says
 
         def run(batch):
             with torch.inference_mode():
-                return model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.float().numpy()
+                return model(**{k: torch.from_numpy(v) for k, v in batch.items()}).float().numpy()
 
     return Predictor(path, tokenizer, run, regression, max_length, batch_size)

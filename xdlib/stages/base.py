@@ -17,6 +17,7 @@ from safetensors.torch import save_model
 from .. import __version__, dist, models, runs
 from ..config import Config
 from ..heads import QAOptions, evaluate_splits, fit_task
+from ..metrics import learning_check
 from ..models import build_student
 from ..train import LoopSettings
 
@@ -118,6 +119,7 @@ def fit_and_score(cfg: Config, run, model, tokenizer, task, data: dict, settings
     )
     metrics.update(run_id=run.path.name, parameters=models.count_parameters(model),
                    train_examples=len(data["train"]), xdlib_version=__version__)  # fmt: skip
+    metrics.update(learning_check(task, metrics.get(f"dev_{task.metric}"), data.get("dev") or []))
     run.write_json("train_summary.json", summary)
     return summary, metrics
 
@@ -141,6 +143,7 @@ def student_for(cfg: Config, task):
         embeddings=cfg.student_embeddings,
         freeze_word_embeddings=cfg.freeze_word_embeddings,
         seed=cfg.seed,
+        pooling=cfg.pooling,
     )
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__, models, runs
+from .. import __version__, models, pooling, runs
 from ..architectures import parse_arch
 from ..bench.timing import inference_seconds
 from ..config import Config
@@ -16,8 +16,9 @@ from ..devices import compute_precision
 from ..errors import ConfigError
 from ..heads import agreement, evaluate, evaluate_splits
 from ..kd import DistillModule, distil, plan_phases
-from ..metrics import constant_baseline
+from ..metrics import chance_corrected_retention, constant_baseline, learning_check
 from ..models import HiddenProjection, layer_map, load_with_head
+from ..recipe import stage_specs
 from ..tasks import get_task
 from ..teacher_cache import build_teacher_cache, cache_key
 from ..transfer import augment_options, held_out_text, load_source, offline_pools, transfer_set
@@ -31,7 +32,7 @@ def teacher_caches(cfg: Config, run, teacher, t_tok, task, rows: dict, index: li
     they changed (a teacher remade under the same id)."""
     caches = {}
     source = None if who else runs.weights_digest(run.upstream["teacher"] / "model")
-    who = who or run.upstream["teacher"].name
+    who = f"{who or run.upstream['teacher'].name}:{pooling.of(teacher)}"  # a sequence unit is what the head reads
     for name, part in rows.items():
         key = cache_key(who, part, cfg.max_length, cfg.cache_dtype, index, compute_precision(run.device))
         caches[name] = run.shared(
@@ -66,7 +67,6 @@ def distill_module(cfg: Config, student, s_tok, teacher, t_tok, device) -> Disti
         projection,
         logit_loss=cfg.logit_loss,
         temperature=cfg.temperature,
-        attention_loss=cfg.attention_loss,
         teacher=teacher.to(device) if cfg.attention_loss else None,
     )
 
@@ -102,6 +102,13 @@ def distill_metrics(cfg: Config, run, student, s_tok, teacher, task, source, cac
     metrics.update(teacher_inference_s=t_sec, student_inference_s=s_sec, speedup=t_sec / s_sec)
     if metrics.get(main) is not None and teacher_metrics.get(main):
         metrics["retention"] = metrics[main] / teacher_metrics[main]
+    dev = f"dev_{task.metric}"
+    metrics.update(learning_check(task, metrics.get(dev), source.get("dev") or []))
+    # the teacher's source skill the student kept, chance counted out (dev: selection and checks never read test)
+    metrics["teacher_dev"] = teacher_metrics.get(dev)
+    metrics["dev_retention_vs_chance"] = chance_corrected_retention(
+        metrics.get(dev), teacher_metrics.get(dev), metrics["dev_constant"]
+    )
     return metrics
 
 
@@ -127,6 +134,7 @@ def distil_student(cfg: Config, run, on_update=None) -> None:
         str(teacher_dir / "model"),
         task.head,
         task.num_labels,
+        cfg.pooling,
         **({"attn_implementation": "eager"} if cfg.attention_loss else {}),
     )
     s_layers = parse_arch(cfg.student_arch)[0]
@@ -135,14 +143,16 @@ def distil_student(cfg: Config, run, on_update=None) -> None:
     caches = teacher_caches(cfg, run, teacher, t_tok, task, {"transfer": transfer_rows, "dev": source["dev"]}, index)
     if "general" in cfg.distill_stages:  # the pretrained teacher's hidden states over the same text
         with models.seeded(cfg.seed):  # its head is never trained nor read: only its hidden states are
-            pretrained, _ = load_with_head(cfg.teacher_model, task.head, task.num_labels)
+            pretrained, _ = load_with_head(cfg.teacher_model, task.head, task.num_labels, cfg.pooling)
         caches["general"] = teacher_caches(cfg, run, pretrained, t_tok, task, {"general": transfer_rows}, index,
-                                            f"pretrained:{cfg.teacher_model}")["general"]  # fmt: skip
+                                            f"pretrained:{cfg.teacher_model}:{pooling.of(pretrained)}")["general"]  # fmt: skip
         del pretrained
     student, s_tok = student_for(cfg, task)
     module = distill_module(cfg, student, s_tok, teacher, t_tok, device)
+    if cfg.projection_init == "pca":  # from the data, not from noise (sentence-transformers' distillation recipe)
+        module.projection.init_pca(caches["transfer"], index)
     n_units = len(models.encoder_units(student)) - (0 if cfg.unfreeze_embeddings_last else 1)
-    phases = plan_phases(cfg.distill_stages, cfg.distill_mode, cfg.gradual_unfreezing, n_units, cfg.distill_epochs)
+    phases = plan_phases(stage_specs(cfg), n_units)
 
     dev_enc = encode(s_tok, source["dev"], task, cfg.max_length)  # once, not at every dev evaluation
 

@@ -44,7 +44,7 @@ def _teacher_with_head(cfg: Config, task, model=None, tokenizer=None):
     """The teacher with a fresh (seeded) head for `task`: teacher_model itself, or the encoder trained so far."""
     if model is None:
         torch.manual_seed(cfg.seed)
-        return load_with_head(cfg.teacher_model, task.head, task.num_labels)
+        return load_with_head(cfg.teacher_model, task.head, task.num_labels, cfg.pooling)
     return fresh_head(model.base_model, task.head, task.num_labels, cfg.seed), tokenizer
 
 

@@ -1,0 +1,149 @@
+"""Recipes that learn: pooling as the model was trained, runs that stop when dev stops improving, the recipe as
+data, and a learning check on every model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from xdlib import metrics, pooling
+from xdlib.config import Config, ConfigError
+from xdlib.recipe import stage_specs
+from xdlib.tasks import get_task
+from xdlib.train import LoopSettings, train
+
+
+def test_mean_pooling_matches_a_hand_computation_with_padding_masked():
+    hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]], [[5.0, 6.0], [7.0, 8.0], [9.0, 10.0]]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])  # the first row's third position is padding
+    pooled = pooling.mean_pool(hidden, mask)
+    assert torch.allclose(pooled, torch.tensor([[2.0, 3.0], [7.0, 8.0]]))  # (1+3)/2, (2+4)/2; (5+7+9)/3, ...
+    batch = {"attention_mask": mask, "unit_pos": torch.zeros(2, 1, dtype=torch.long)}
+    assert torch.equal(pooling.unit_states(hidden, batch, "mean"), pooled[:, None])
+    assert torch.equal(pooling.unit_states(hidden, batch, "cls"), hidden[:, :1])  # [CLS]: position 0
+
+
+def test_auto_pooling_reads_the_models_sentence_transformers_files(tmp_path):
+    assert pooling.resolve("auto", tmp_path) == "cls"  # a folder that says nothing: [CLS]
+    pooling.write_files(tmp_path, "mean", 8)
+    assert pooling.folder_pooling(tmp_path) == "mean" and pooling.resolve("auto", tmp_path) == "mean"
+    assert pooling.resolve("cls", tmp_path) == "cls"  # asked for explicitly: as asked
+    modes = json.loads((tmp_path / "1_Pooling" / "config.json").read_text())
+    assert modes["pooling_mode_mean_tokens"] and not modes["pooling_mode_cls_token"]
+    assert json.loads((tmp_path / "modules.json").read_text())[1]["path"] == "1_Pooling"
+
+
+def test_a_saved_mean_pooled_model_reloads_and_pools_as_in_training(tmp_path, tiny_encoder):
+    """A student built with mean pooling, saved as an ordinary HF folder (with sentence-transformers' pooling
+    files), reloaded by our loader with pooling=auto: the same logits as before the save, from the mean of the real
+    tokens (not [CLS]); its head never reads BERT's pooler, which is not trained."""
+    from transformers import AutoTokenizer
+
+    from xdlib import runs
+    from xdlib.data import collate, encode
+    from xdlib.heads import fresh_head_from
+    from xdlib.models import build_student, load_with_head, run_model, unused_parameters
+
+    task = get_task("toy-sentiment")
+    model, tok = build_student("l2-h64", "sequence", 2, init=str(tiny_encoder), teacher_ref=str(tiny_encoder),
+                               heads=4, pooling="mean")  # fmt: skip
+    assert pooling.of(model) == "mean" and unused_parameters(model)
+    model.eval()
+    rows = task.load()["dev"][:6]
+    batch = collate(encode(tok, rows, task, 32), tok.pad_token_id)
+    assert (batch["attention_mask"] == 0).any()  # padding is there, and masked out
+    before = run_model(model, batch, hidden=True)
+    by_hand = model.classifier(pooling.mean_pool(before.hidden_states[-1], batch["attention_mask"]))
+    assert torch.allclose(before.logits, by_hand, atol=1e-6)
+    assert not torch.allclose(before.logits, model(**{k: batch[k] for k in ("input_ids", "attention_mask")}).logits)
+    runs.save_hf(model, tok, tmp_path / "model")
+    assert pooling.folder_pooling(tmp_path / "model") == "mean"
+    again, _ = load_with_head(str(tmp_path / "model"), "sequence", 2)  # pooling=auto: as its files say
+    again.eval()
+    assert pooling.of(again) == "mean"
+    assert torch.allclose(run_model(again, batch).logits, before.logits, atol=1e-6)
+    # a fine-tuning starts from the same encoder, pooled the same way (a fresh head)
+    fresh, _ = fresh_head_from(str(tmp_path / "model"), "sequence", 2, seed=0)
+    assert pooling.of(fresh) == "mean"
+    assert AutoTokenizer.from_pretrained(tmp_path / "model")  # still an ordinary HF folder
+
+
+def test_a_run_stops_at_its_patience():
+    """A dev score that never improves: the best is the first evaluation, then `patience` worse ones, then stop."""
+    model = nn.Linear(2, 1)
+    x = torch.randn(320, 2)
+    scores = iter([0.9] + [0.5] * 100)
+
+    class Loss(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, batch):
+            return self.model(x[batch["idx"]]).pow(2).mean()
+
+    settings = LoopSettings(epochs=10.0, lr=0.01, batch_size=32, evals_per_epoch=1, patience=3, progress=False)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = train(Loss(), list(model.parameters()), [1] * 320, lambda idx: {"idx": torch.tensor(idx)},
+                        settings, tmp, evaluate=lambda: next(scores))  # fmt: skip
+    assert summary["stopped_early"] and len(summary["history"]) == 4  # 1 best + 3 without improvement
+    assert summary["updates"] == 4 * summary["schedule"]["eval_every"] < summary["total_updates"] == 100
+    assert summary["best_dev"] == 0.9
+
+
+def test_the_recipe_is_data_a_params_file_overrides():
+    cfg = Config.from_dict({"distill_lr": 5e-5, "recipe": {"logits": {"lr": "3e-4", "epochs": 4, "patience": 2,
+                            "loss": {"logits": 1.0, "labels": 0.5}, "trains": "all"}}})  # fmt: skip
+    hidden, logits, labels = stage_specs(cfg)
+    assert (hidden.lr, hidden.select, hidden.trains) == (5e-5, "hidden_loss", "all")
+    assert (logits.lr, logits.epochs, logits.patience, logits.trains) == (3e-4, 4.0, 2, "all")
+    assert logits.loss == {"logits": 1.0, "labels": 0.5} and labels.loss == {"labels": 1.0}
+    assert labels.data == "labelled" and labels.min_updates == cfg.phase_min_updates
+    assert [s.trains for s in stage_specs(cfg.replace(gradual_unfreezing=False))] == ["all"] * 3
+    assert [s.name for s in stage_specs(cfg.replace(distill_mode="joint"))] == ["joint"]
+
+
+@pytest.mark.parametrize(
+    "recipe, says",
+    [
+        ({"logits": {"loss": {"cosine": 1.0}}}, "unknown loss term 'cosine'; allowed: hidden, attention, logits, labels"),
+        ({"logits": {"momentum": 0.9}}, "recipe.logits.momentum: an unknown setting; allowed: loss, trains"),
+        ({"hidden": {"select": "test"}}, "recipe.hidden.select: one of dev, hidden_loss, none"),
+        ({"labels": {"loss": {"logits": 1.0}}}, "allowed: loss {labels: w}"),
+        ({"hidden": {"loss": {"attention": 1.0}}}, "set attention_loss: true"),
+    ],
+)
+def test_a_bad_stage_spec_is_refused_in_one_line(recipe, says):
+    with pytest.raises(ConfigError) as err:
+        Config.from_dict({"recipe": recipe})
+    assert says in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_constant_predictor_is_flagged_as_not_learnt():
+    task = get_task("toy-sentiment")
+    rows = [{"label": 1}] * 60 + [{"label": 0}] * 40
+    constant = metrics.constant_baseline(task, rows)
+    assert constant == 0.6  # the majority class
+    assert metrics.learning_check(task, 0.6, rows) == {"dev_constant": 0.6, "learning_margin": 0.02, "learnt": False}
+    assert metrics.learning_check(task, 0.61, rows)["learnt"] is False  # within the margin
+    assert metrics.learning_check(task, 0.63, rows)["learnt"] is True
+    # a student at the majority class kept none of its teacher's skill; one at the teacher's score, all of it
+    assert metrics.chance_corrected_retention(0.6, 0.8, constant) == 0.0
+    assert metrics.chance_corrected_retention(0.8, 0.8, constant) == 1.0
+    assert metrics.chance_corrected_retention(0.7, 0.8, constant) == pytest.approx(0.5)
+    assert metrics.chance_corrected_retention(0.7, 0.6, constant) is None  # a teacher at chance: nothing to keep
+
+
+def test_a_learning_check_for_a_lower_is_better_metric():
+    class Task:
+        kind, metric, higher_is_better = "regression", "mse", False
+
+    rows = [{"label": v} for v in (0.0, 1.0, 2.0, 3.0)]  # variance 1.25: the error of predicting the mean
+    check = metrics.learning_check(Task, 1.0, rows)
+    assert check["dev_constant"] == pytest.approx(1.25) and check["learnt"] is True
+    assert metrics.learning_check(Task, 1.24, rows)["learnt"] is False  # within 5% of the constant's error
