@@ -222,6 +222,13 @@ class Config:
     finetune_seed: int | None = opt(
         None, "seed of the fine-tuning alone (data order, dropout, new head); default: seed", low=0, section="finetune"
     )
+    finetune_pooling: str = opt(
+        "auto",
+        "what the target head reads: auto (as `pooling` says: the model's own), cls ([CLS], as a plain "
+        "AutoModelForSequenceClassification reads any checkpoint) or mean",
+        choices=POOLINGS,
+        section="finetune",
+    )
     save_model: bool = opt(
         False, "keep the fine-tuned model (HF folder model/ in the run): to export or serve it", section="finetune"
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .recipe import DEFAULTS
 from .tasks import check_local_tasks
 
 
@@ -66,15 +67,17 @@ def local_tasks_problem(value: Any) -> str | None:
 
 
 STAGE_NAMES = ("hidden", "logits", "labels")  # the paper's stages, in order: the default
-EXTRA_STAGES = ("general",)  # beyond the paper: hidden states of the *pretrained* teacher, before the task stages
 
 
 def stages_problem(value: list) -> str | None:
-    known = (*EXTRA_STAGES, *STAGE_NAMES)
-    general_first = "general" not in value or value.index("general") == 0
+    """distill_stages: stages of the recipe (`xdlib.recipe.DEFAULTS`; joint is `distill_mode: joint`), each once; a
+    stage that reads the pretrained teacher (general) first."""
+    known = [name for name in DEFAULTS if name != "joint"]
+    general = [name for name in value if name in DEFAULTS and DEFAULTS[name].teacher == "general"]
+    general_first = not general or value.index(general[0]) == 0
     if value and all(v in known for v in value) and len(set(value)) == len(value) and general_first:
         return None
-    return f"a non-empty list of distinct stages from {list(known)}, general first if present"
+    return f"a non-empty list of distinct stages from {known}, general first if present"
 
 
 def type_name(tp: Any) -> str:

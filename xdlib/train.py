@@ -82,9 +82,7 @@ def schedule(n_rows: int, settings: LoopSettings) -> Schedule:
     return Schedule(updates_per_epoch, budget, eval_every, warmup)
 
 
-def make_scheduler(optimizer, settings: LoopSettings, total_updates: int):
-    warmup = int(settings.warmup_ratio * total_updates) if settings.lr_schedule == "linear" else 0
-
+def make_scheduler(optimizer, settings: LoopSettings, total_updates: int, warmup: int):
     def factor(update: int) -> float:
         if settings.lr_schedule == "constant":
             return 1.0
@@ -154,22 +152,13 @@ def train(
         load_model(module, ckpt_dir / "final.safetensors", device=str(device))
         return json.loads((ckpt_dir / "summary.json").read_text())
 
-    trainable_ids = {id(p) for p in trainable}
-    for p in module.parameters():
-        p.requires_grad_(id(p) in trainable_ids)
-    params = [p for p in module.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]  # biases and LayerNorm weights: no weight decay (BERT recipe)
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=settings.lr,
-        fused=device.type in ("cuda", "cpu"),  # one kernel over all tensors: 3-5x faster than the default on CPU
-    )
+    params = _set_trainable(module, trainable)
+    optimizer = _adamw(params, settings, device)
     plan = schedule(len(lengths), settings)
     updates_per_epoch, total_updates, eval_every, first_update = (
         plan.updates_per_epoch, plan.budget, plan.eval_every, start_update
     )  # fmt: skip
-    scheduler = make_scheduler(optimizer, settings, max(total_updates, 1))
+    scheduler = make_scheduler(optimizer, settings, max(total_updates, 1), plan.warmup)
     if select_only and math.ceil(total_updates / eval_every) < 2:
         evaluate = None  # one evaluation selects nothing: the final weights are the result either way
 
@@ -177,18 +166,7 @@ def train(
     best_path = ckpt_dir / "last" / "best.safetensors"
     last = _latest_checkpoint(ckpt_dir)
     if last is not None:  # resume
-        load_model(module, last / "state.safetensors", device=str(device))
-        optim_state = torch.load(last / "optim.pt", map_location=device, weights_only=True)
-        optimizer.load_state_dict(optim_state["optimizer"])
-        scheduler.load_state_dict(optim_state["scheduler"])
-        state = json.loads((last / "trainer.json").read_text())
-        if state.get("world_size", 1) != world:
-            raise ConfigError(
-                f"{ckpt_dir} was checkpointed by {state.get('world_size', 1)} process(es) and is resumed by {world}; "
-                f"allowed: resume with the same number of processes ({state.get('world_size', 1)})"
-            )
-        rng_file = last / (f"rng-{rank}.safetensors" if world > 1 else "rng.safetensors")
-        _set_rng_states(load_file(rng_file))
+        state = _resume(last, module, optimizer, scheduler, device, (rank, world))
         best_path = last / "best.safetensors"
         log.info("%s: resuming at update %d from %s", desc, state["update"], last)
     else:  # fresh start: dropout RNG seeded per phase, so a phase's result never depends on what ran before
@@ -316,6 +294,41 @@ def train(
         _finish(ckpt_dir, summary)
     dist.barrier()
     return summary
+
+
+def _set_trainable(module: nn.Module, trainable: list[nn.Parameter]) -> list[nn.Parameter]:
+    """Only `trainable` parameters require a gradient (the rest are frozen for this run); returns them, in order."""
+    trainable_ids = {id(p) for p in trainable}
+    for p in module.parameters():
+        p.requires_grad_(id(p) in trainable_ids)
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+def _adamw(params: list[nn.Parameter], settings: LoopSettings, device: torch.device) -> torch.optim.AdamW:
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]  # biases and LayerNorm weights: no weight decay (BERT recipe)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=settings.lr,
+        fused=device.type in ("cuda", "cpu"),  # one kernel over all tensors: 3-5x faster than the default on CPU
+    )
+
+
+def _resume(last: Path, module, optimizer, scheduler, device, rank_world: tuple[int, int]) -> dict:
+    """Weights, optimiser, schedule and dropout RNG from the checkpoint `last`; returns the loop's state there."""
+    rank, world = rank_world
+    load_model(module, last / "state.safetensors", device=str(device))
+    optim_state = torch.load(last / "optim.pt", map_location=device, weights_only=True)
+    optimizer.load_state_dict(optim_state["optimizer"])
+    scheduler.load_state_dict(optim_state["scheduler"])
+    state = json.loads((last / "trainer.json").read_text())
+    if state.get("world_size", 1) != world:
+        raise ConfigError(
+            f"{last.parent} was checkpointed by {state.get('world_size', 1)} process(es) and is resumed by {world}; "
+            f"allowed: resume with the same number of processes ({state.get('world_size', 1)})"
+        )
+    _set_rng_states(load_file(last / (f"rng-{rank}.safetensors" if world > 1 else "rng.safetensors")))
+    return state
 
 
 def _rng_states() -> dict[str, torch.Tensor]:

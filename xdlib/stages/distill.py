@@ -141,7 +141,8 @@ def distil_student(cfg: Config, run, on_update=None) -> None:
     index = layer_map(cfg.layer_map, s_layers, teacher.config.num_hidden_layers)
     clock = time.perf_counter()
     caches = teacher_caches(cfg, run, teacher, t_tok, task, {"transfer": transfer_rows, "dev": source["dev"]}, index)
-    if "general" in cfg.distill_stages:  # the pretrained teacher's hidden states over the same text
+    specs = stage_specs(cfg)
+    if any(spec.teacher == "general" for spec in specs):  # the pretrained teacher's hidden states over the same text
         with models.seeded(cfg.seed):  # its head is never trained nor read: only its hidden states are
             pretrained, _ = load_with_head(cfg.teacher_model, task.head, task.num_labels, cfg.pooling)
         caches["general"] = teacher_caches(cfg, run, pretrained, t_tok, task, {"general": transfer_rows}, index,
@@ -152,7 +153,7 @@ def distil_student(cfg: Config, run, on_update=None) -> None:
     if cfg.projection_init == "pca":  # from the data, not from noise (sentence-transformers' distillation recipe)
         module.projection.init_pca(caches["transfer"], index)
     n_units = len(models.encoder_units(student)) - (0 if cfg.unfreeze_embeddings_last else 1)
-    phases = plan_phases(stage_specs(cfg), n_units)
+    phases = plan_phases(specs, n_units)
 
     dev_enc = encode(s_tok, source["dev"], task, cfg.max_length)  # once, not at every dev evaluation
 

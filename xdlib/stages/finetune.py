@@ -62,17 +62,18 @@ def finetune_student(cfg: Config, run, on_update=None) -> None:
     upstream = next(iter(run.upstream.values()), None)  # the distillation, or the STILTs intermediate model
     seed = cfg.finetune_seed if cfg.finetune_seed is not None else cfg.seed
     run.seeds["finetune_seed"] = seed
+    pooling = cfg.pooling if cfg.finetune_pooling == "auto" else cfg.finetune_pooling
     if cfg.student in ("distilled", "stilts"):
-        model, tokenizer = fresh_head_from(str(upstream / "model"), task.head, task.num_labels, seed, cfg.pooling)
+        model, tokenizer = fresh_head_from(str(upstream / "model"), task.head, task.num_labels, seed, pooling)
     elif cfg.student == "undistilled":
-        model, tokenizer = student_for(cfg, task)  # the distilled student's initialisation (seed)
+        model, tokenizer = student_for(cfg.replace(pooling=pooling), task)  # the distilled student's init (seed)
         if seed != cfg.seed:  # its head, like every other arm's fresh head, from finetune_seed
             torch.manual_seed(seed)
             for module in models.head_module(model).modules():
                 model._init_weights(module)
     else:
         ref = cfg.teacher_model if cfg.student == "teacher" else cfg.student
-        model, tokenizer = fresh_head_from(references.resolve_model(ref), task.head, task.num_labels, seed, cfg.pooling)
+        model, tokenizer = fresh_head_from(references.resolve_model(ref), task.head, task.num_labels, seed, pooling)
     settings = loop_settings(cfg, "finetune", seed)
     summary, metrics = fit_and_score(cfg, run, model, tokenizer, task, data, settings, f"finetune {task.name}",
                                      word_embeddings=cfg.finetune_word_embeddings, on_update=on_update)  # fmt: skip
