@@ -101,3 +101,23 @@ def test_a_run_that_only_kept_its_model_is_counted_once():
     plain = frame[~frame["run_id"].str.endswith("kept")]
     assert "save_model" not in without_copies(plain) and list(without_copies(plain)["run_id"]) == ["a", "d"]
     assert without_copies(frame.drop(columns="save_model")).equals(frame.drop(columns="save_model"))
+
+
+def test_a_student_whose_distillation_did_not_learn_is_marked():
+    """The distill run (`upstream_learnt`) at chance marks the row, though every fine-tuning learnt; fine-tunings
+    made before the learning check leave the twin unknown (no mark, learnt empty), never a failure."""
+    ft = pd.DataFrame(
+        _runs("distilled", "distilled", {"a": [60, 64], "b": [70, 74]}, seeds=(0, 1))
+        + _runs("twin", "undistilled", {"a": [58, 58], "b": [69, 71]}, seeds=(0, 1))
+    )
+    distilled = ft["student"] == "distilled"
+    ft.loc[distilled, "m_learnt"] = True
+    ft["upstream_learnt"] = ft["student"].map({"distilled": False})
+    table = transfer_table(ft).set_index("variant")
+    assert not table.loc["distilled", "learnt"] and pd.isna(table.loc["distilled", "undistilled_learnt"])
+    md = transfer_markdown(transfer_table(ft))
+    (row,) = [line for line in md.splitlines() if line.startswith("| distilled")]
+    assert row.startswith("| distilled †") and "did not learn" in md.split("\n\n")[-1]
+    ft["upstream_learnt"] = ft["student"].map({"distilled": True})
+    assert transfer_table(ft).set_index("variant").loc["distilled", "learnt"]
+    assert "†" not in transfer_markdown(transfer_table(ft))

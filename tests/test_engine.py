@@ -106,8 +106,9 @@ def _stage_plan(seen: dict, name: str) -> list[list[int]]:
 
 def test_a_resume_inside_the_third_phase_continues_at_its_place(tmp_path, base_params, teacher_store, monkeypatch):
     seen = _record_batches(monkeypatch)
-    params = _params(base_params, teacher_store, tmp_path / "runs", checkpoint_every=2, distill_epochs=2.0,
-                     phase_min_updates=20)  # 20 updates a phase: under patience 20, none stops early
+    params = _params(
+        base_params, teacher_store, tmp_path / "runs", checkpoint_every=2, distill_epochs=2.0, phase_min_updates=20
+    )  # 20 updates a phase: under patience 20, none stops early
     cfg = Config.from_dict(params)
     recording = kd.train
 

@@ -190,11 +190,15 @@ def test_benchmark_notebook_at_smoke_size(benchmark_smoke):
     (raw,) = benchmark_smoke.glob("*-smoke.json")
     report = json.loads(raw.read_text())
     steps = report["naive"]["updates"], report["ours"]["updates"]
-    # the same epochs; a stage's gradual phases split one run's updates (the naive loop rounds per stage)
-    assert 0 < steps[0] <= steps[1] <= steps[0] + 11, steps
+    # the same updates: one epoch a stage, no gradual phases, no selection, no floor (bench.distill_config)
+    assert 0 < steps[0] == steps[1], steps
     gap = next(r for r in report["ratios"] if "ours - naive" in r["what"])  # an accuracy difference, may be < 0
     assert abs(gap["value"] - (report["ours"]["test_accuracy"] - report["naive"]["test_accuracy"])) < 1e-12
-    assert -1 < gap["target"] < 0 and gap["met"] == (gap["value"] >= gap["target"])
+    assert -1 < gap["target"] < 0
+    if gap["note"].startswith("not tested"):  # a smoke-size teacher that did not learn: no parity is claimed
+        assert gap["met"] is False and report["ours"]["teacher_test_accuracy"] is not None
+    else:
+        assert gap["met"] == (gap["value"] >= gap["target"])
     shares = [r for r in report["ratios"] if "share of time" in r["what"]]  # dev evals may take none of it
     # an explicit "other" share holds what no part measured: the shares add up by construction, whatever the machine
     assert len(shares) == 5 and sum(r["value"] for r in shares) == pytest.approx(1, abs=1e-9)

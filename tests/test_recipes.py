@@ -111,7 +111,10 @@ def test_the_recipe_is_data_a_params_file_overrides():
 @pytest.mark.parametrize(
     "recipe, says",
     [
-        ({"logits": {"loss": {"cosine": 1.0}}}, "unknown loss term 'cosine'; allowed: hidden, attention, logits, labels"),
+        (
+            {"logits": {"loss": {"cosine": 1.0}}},
+            "unknown loss term 'cosine'; allowed: hidden, attention, logits, labels",
+        ),
         ({"logits": {"momentum": 0.9}}, "recipe.logits.momentum: an unknown setting; allowed: loss, trains"),
         ({"hidden": {"select": "test"}}, "recipe.hidden.select: one of dev, hidden_loss, none"),
         ({"labels": {"loss": {"logits": 1.0}}}, "allowed: loss {labels: w}"),

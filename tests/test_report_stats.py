@@ -378,7 +378,7 @@ def test_the_scaling_table_has_a_row_per_transfer_size_beside_the_twin_and_stilt
     """A recipe distilled over three transfer-set sizes: one row per size, its rows (the composition's, without the
     filtered count), its dev retention, its mean over targets with a 95% t interval over seeds, the twin's and
     STILTs' means and the paired difference, worked out by hand; two sizes are no curve."""
-    from xdlib.scaling import scaling_table
+    from xdlib.scaling import scaling_markdown, scaling_table
 
     runs = tmp_path / "runs"
     _source_runs(runs, 2000)
@@ -407,6 +407,15 @@ def test_the_scaling_table_has_a_row_per_transfer_size_beside_the_twin_and_stilt
     vs_twin = _t_interval([((66 - 58) + (72 - 69)) / 2, ((65 - 61) + (74 - 73)) / 2, ((70 - 60) + (73 - 70)) / 2])
     assert (big["vs_undistilled"], big["vs_undistilled_ci95_low"]) == pytest.approx(vs_twin[:2])
     assert (big["teacher_pass_s"], big["distillation_s"]) == (3.0, 7.0)
+    assert big["per_seed"] == "69.0, 69.5, 71.5"  # each seed's mean over the targets, beside the interval
+    assert table["learnt"].isna().all()  # no learning check recorded: unknown, never marked
+    _record(runs, "distill", "dbig", dev_constant=0.5, learning_margin=0.02, learnt=False)
+    frame = report.collect(runs)
+    table = scaling_table(frame, report.finetune_scores(frame, "test"), "test")
+    assert table["learnt"].tolist()[2] is False
+    md = scaling_markdown(table)
+    assert "| 8000 †" in md and "| 4000 " in md and "a size whose model did not learn" in md
+    assert "69.0, 69.5, 71.5" in md
     written = {p.name for p in build_report(runs, tmp_path / "results")}
     assert {"scaling.csv", "scaling.png"} <= written
     ft = report.finetune_scores(frame[frame["run_id"].map(lambda r: "big" not in r and r != "dbig")])
@@ -488,3 +497,81 @@ def test_the_twin_of_a_student_that_is_its_whole_initialisation_is_that_model_fi
     table = comparison.transfer_table(report.finetune_scores(report.collect(other)))
     assert table.iloc[0]["undistilled_control"].startswith("l6-h384 undistilled")
     assert table.iloc[0]["vs_undistilled"] == pytest.approx(((70 - 60) + (80 - 60)) / 2)
+
+
+def _record(runs, stage, run_id, **metrics):
+    """Add a learning check (or any metric) to a run's metrics.json, as `metrics.learning_check` writes it."""
+    path = runs / stage / run_id / "metrics.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | metrics))
+
+
+def test_a_model_that_did_not_learn_is_listed_first_and_marked_in_every_score_table(tmp_path):
+    """One fine-tuning seed at chance (learnt False): learning_check.md counts and lists it first; the matrix cell
+    and its Avg carry the mark, with a note naming the seed; the transfer row is marked and its csv says learnt
+    False; the figures' marks hold that cell. Runs made before the check stay unknown, never a failure."""
+    from xdlib.comparison import difference_matrix
+    from xdlib.figures import score_marks
+
+    runs = tmp_path / "runs"
+    _source_runs(runs, 2000)  # no learning check recorded: unknown
+    three = (0, 1, 2)
+    _finetunes(runs, "main", "distilled", "d2000", {"ta": [60, 64, 25], "tb": [70, 71, 75]}, three)
+    _finetunes(runs, "twin", "undistilled", None, {"ta": [58, 61, 60], "tb": [69, 73, 70]}, three)
+    for name, target, seed in [(n, t, s) for n in ("main", "twin") for t in ("ta", "tb") for s in three]:
+        learnt = (name, target, seed) != ("main", "ta", 2)  # its dev score 0.30: at the constant + margin
+        _record(runs, "finetune", f"{name}-{target}-{seed}-v1", dev_constant=0.25 if learnt else 0.3,
+                learning_margin=0.02, learnt=learnt)  # fmt: skip
+    _record(runs, "distill", "d2000", dev_constant=0.5, learning_margin=0.02, learnt=True, teacher_dev=0.82,
+            dev_retention_vs_chance=(0.79 - 0.5) / (0.82 - 0.5))  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(report.figures, "figures", lambda *args: [])
+        build_report(runs, tmp_path / "results")
+    tables = tmp_path / "results" / "tables"
+
+    check = (tables / "learning_check.md").read_text()
+    assert check.startswith("1 of 15 models did not learn: main-ta-2-v1 (finetune, ta).")
+    assert "2 made before the learning check: unknown" in check and "never rests on" in check.splitlines()[0]
+    rows = pd.read_csv(tables / "learning_check.csv")
+    assert rows["run_id"].iloc[0] == "main-ta-2-v1" and rows["model"].iloc[0] == MAIN
+    assert list(rows["stage"][1:3]) == ["teacher", "stilts"] and rows["learnt"][1:3].isna().all()  # then unknown
+    assert rows.set_index("run_id").loc["d2000", "dev_retention_vs_chance"] == pytest.approx(0.29 / 0.32, abs=1e-4)
+    assert not (tables / "dev" / "learning_check.csv").exists()  # once, not per split
+
+    matrix = (tables / "results_matrix.md").read_text()
+    cells = [c.strip() for c in _md_row(matrix, MAIN).split("|")[2:-1]]  # ta, tb, Avg
+    assert cells[0] == "49.7 ± 21.5 (n=3) †" and "†" not in cells[1] and cells[2].endswith("†")
+    assert "†" not in _md_row(matrix, TWIN)
+    assert "at or below the best constant prediction + the metric's margin" in matrix
+    assert f"{MAIN} on ta: seed 2." in matrix and "not a result" in matrix
+    long = pd.read_csv(tables / "results_long.csv").set_index(["variant", "target_task"])
+    assert long.loc[(MAIN, "ta"), "not_learnt"] == 1 and long.loc[(MAIN, "tb"), "not_learnt"] == 0
+
+    transfer = pd.read_csv(tables / "transfer.csv").set_index("variant")
+    assert transfer.loc[MAIN, "learnt"] == False  # noqa: E712 (read back from csv)
+    assert transfer.loc[MAIN, "undistilled_learnt"] == True  # noqa: E712
+    md = (tables / "transfer.md").read_text()
+    assert _md_row(md, MAIN).startswith(f"| {MAIN} †") and "did not learn" in md
+    arch = pd.read_csv(tables / "architectures.csv")
+    assert {"dev_retention_vs_chance", "learnt"} <= set(arch.columns) and arch["learnt"].all()
+
+    ft = report.finetune_scores(report.collect(runs))
+    _, test_matrix, _ = report.results_tables(ft)
+    marks = score_marks(test_matrix, ft)
+    assert marks.loc[MAIN, "ta"] and marks.loc[MAIN, "Avg"] and not marks.loc[MAIN, "tb"]
+    assert not marks.loc[TWIN].any()
+    transfer_marks = difference_matrix(ft, marks=True)
+    assert transfer_marks.loc[MAIN, "ta"] and not transfer_marks.loc[MAIN, "tb"]
+
+
+def test_a_run_without_a_learning_check_is_unknown_never_a_failure(tmp_path):
+    """A store made before the check: no mark anywhere, every run counted as unknown."""
+    runs = tmp_path / "runs"
+    _source_runs(runs, 2000)
+    _finetunes(runs, "main", "distilled", "d2000", {"ta": [60], "tb": [70]})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(report.figures, "figures", lambda *args: [])
+        build_report(runs, tmp_path / "results")
+    tables = tmp_path / "results" / "tables"
+    assert (tables / "learning_check.md").read_text().startswith("0 of 5 models did not learn. 5 made before")
+    for name in ("results_matrix", "transfer"):
+        assert "†" not in (tables / f"{name}.md").read_text(), name

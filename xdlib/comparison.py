@@ -35,6 +35,7 @@ NOT_A_RESULT = ("save_model",)  # keeps the weights of the same training (report
 KINDS = ("distilled", "undistilled", "stilts", "teacher")  # anything else: a model named by HF id or folder
 CONTROLS = (("undistilled", "undistilled twin"), ("stilts", "STILTs"), ("teacher", "teacher's model"))
 NO_CONTROL = "no matched control"
+NOT_LEARNT = " †"  # marks a model that did not learn (`metrics.learning_check`): never a result
 
 
 def flat(value):
@@ -159,6 +160,34 @@ def finetune_seed(frame: pd.DataFrame) -> pd.Series:
     if "finetune_seed" not in frame:
         return seed.astype(int)
     return frame["finetune_seed"].where(frame["finetune_seed"].notna(), seed).astype(int)
+
+
+def did_not_learn(frame: pd.DataFrame, column: str = "m_learnt") -> pd.Series:
+    """Where a run's recorded learning check (`metrics.learning_check`) says it did not learn. A run without one
+    (made before the check) is unknown: never counted as a failure."""
+    if column not in frame:
+        return pd.Series(False, index=frame.index)
+    return frame[column].map(lambda v: not pd.isna(v) and not bool(v)).astype(bool)
+
+
+def known_learnt(values) -> bool | None:
+    """False where any value says a run did not learn, True where every value says it learnt, None (unknown:
+    a run made before the learning check) otherwise."""
+    values = list(values)
+    known = [bool(v) for v in values if not pd.isna(v)]
+    if not all(known):
+        return False
+    return True if values and len(known) == len(values) else None
+
+
+def model_learnt(runs: pd.DataFrame) -> bool | None:
+    """Whether the model of these fine-tuning runs learnt (`known_learnt`): each fine-tuning its target and, for a
+    distilled or STILTs model, the run it came from its source (`upstream_learnt`, `report.finetune_scores`)."""
+    values = list(runs["m_learnt"]) if "m_learnt" in runs else [None]
+    sourced = _kinds(runs).isin(["distilled", "stilts"])
+    if sourced.any():
+        values += list(runs.loc[sourced, "upstream_learnt"]) if "upstream_learnt" in runs else [None]
+    return known_learnt(values)
 
 
 def _target(frame: pd.DataFrame) -> pd.Series:
@@ -302,14 +331,14 @@ def transfer_table(ft: pd.DataFrame) -> pd.DataFrame:
         targets = sorted(set(_target(mine)[~mine["target_task"].isin(excluded)]))
         mean, spread, seeds = _over_targets(mine, targets)
         row = {"variant": variant, "student": mine["student"].iloc[0], "source": source, "targets": len(targets),
-               "mean": mean, "sd_over_seeds": spread, "seeds": seeds}  # fmt: skip
+               "mean": mean, "sd_over_seeds": spread, "seeds": seeds, "learnt": model_learnt(mine)}  # fmt: skip
         for name, _ in CONTROLS:
             itself = mine["student"].iloc[0] == name
             other = mine if itself else matched(ft, keys, mine, name, fields)
             label = NO_CONTROL if other.empty else other["variant"].iloc[0]
             mean, spread, seeds = _over_targets(other, targets)
             row.update({f"{name}_control": label, f"{name}_mean": mean, f"{name}_sd_over_seeds": spread,
-                        f"{name}_seeds": seeds})  # fmt: skip
+                        f"{name}_seeds": seeds, f"{name}_learnt": None if other.empty else model_learnt(other)})  # fmt: skip
             diff = paired_difference(mine, other, targets) if not (itself or other.empty) else {}
             row.update({
                 f"vs_{name}": diff.get("mean", np.nan), f"vs_{name}_ci95_low": diff.get("low", np.nan),
@@ -369,25 +398,42 @@ TRANSFER_NOTE = (
 )
 
 
+TRANSFER_MARK_NOTE = (
+    f" {NOT_LEARNT.strip()}: a model that did not learn (`learning_check.md`): its distilled student (or STILTs "
+    "model) at or below the best constant prediction + margin on its source's dev rows, or a fine-tuning seed at "
+    "or below it on a target's. A marked row or control is not a result: no reading rests on its differences."
+)
+
+
 def transfer_markdown(table: pd.DataFrame, split: str = "test") -> str:
     """The table as a reader scans it, then a note that says what each number is."""
     if table.empty:
         return ""
+    failed = _failed(table, "learnt")
     out = {
-        "variant": table["variant"],
+        "variant": table["variant"] + failed,
         "non-source targets": table["targets"],
         "mean (± sd over seeds)": [mean_cell(*v) for v in zip(table["mean"], table["sd_over_seeds"], table["seeds"])],
     }
     for name, label in CONTROLS:
         columns = [table[f"{name}_{c}"] for c in ("control", "mean", "sd_over_seeds", "seeds")]
-        out[label] = [NO_CONTROL if c == NO_CONTROL else mean_cell(m, s, n) for c, m, s, n in zip(*columns)]
+        cells = [NO_CONTROL if c == NO_CONTROL else mean_cell(m, s, n) for c, m, s, n in zip(*columns)]
+        out[label] = cells + _failed(table, f"{name}_learnt")
+        failed += _failed(table, f"{name}_learnt")
     for name, label in CONTROLS:
         out[f"vs {label}: mean [95% t CI] (n seeds)"] = [
             _difference_cell(row, name, itself=row["student"] == name) for _, row in table.iterrows()
         ]
     out["per target vs twin"] = table["vs_undistilled_per_target"]
     scores = "test" if split == "test" else f"{split} (the split fine-tuning selects on)"
-    return pd.DataFrame(out).to_markdown(index=False) + f"\n\nScores: {scores}, x100. {TRANSFER_NOTE}"
+    note = f"Scores: {scores}, x100. {TRANSFER_NOTE}" + (TRANSFER_MARK_NOTE if failed.str.len().any() else "")
+    return pd.DataFrame(out).to_markdown(index=False) + "\n\n" + note
+
+
+def _failed(table: pd.DataFrame, column: str) -> pd.Series:
+    """The mark where `column` says the model did not learn (False; None or absent: unknown, never marked)."""
+    values = table[column] if column in table else pd.Series(None, index=table.index, dtype=object)
+    return pd.Series([NOT_LEARNT if not pd.isna(v) and not bool(v) else "" for v in values], index=table.index)
 
 
 def target_column(frame: pd.DataFrame) -> pd.Series:
@@ -395,10 +441,12 @@ def target_column(frame: pd.DataFrame) -> pd.Series:
     return frame["target"] if "target" in frame else frame["target_task"]
 
 
-def difference_matrix(ft: pd.DataFrame, control: str = "undistilled") -> pd.DataFrame:
+def difference_matrix(ft: pd.DataFrame, control: str = "undistilled", marks: bool = False) -> pd.DataFrame:
     """The paper's transfer figure as differences: one row per distilled variant (its source task in its label), one
     column per target, each cell the variant's score minus its matched `control`'s, averaged over the fine-tuning
-    seeds paired on that target (NaN: the variant's own source, or no matched control or pair)."""
+    seeds paired on that target (NaN: the variant's own source, or no matched control or pair). With `marks`, the
+    same frame of booleans instead: whether a model in the cell did not learn (the student's distillation, or a
+    fine-tuning of the student or its control on that target; `did_not_learn`)."""
     distilled = ft[_kinds(ft) == "distilled"] if not ft.empty else ft
     if distilled.empty:
         return pd.DataFrame()
@@ -410,6 +458,10 @@ def difference_matrix(ft: pd.DataFrame, control: str = "undistilled") -> pd.Data
         excluded = {mine["source_task"].iloc[0]} | _teacher_sources(mine)
         cells = {}
         for target in targets:
+            if marks:  # each side's runs on this target, and the student's distillation
+                both = pd.concat([mine[_target(mine) == target], other[_target(other) == target]])
+                cells[target] = bool(did_not_learn(both).any() or did_not_learn(mine, "upstream_learnt").any())
+                continue
             pairs = (_pairs(mine, [target]) - _pairs(other, [target])).dropna() if not other.empty else pd.Series()
             cells[target] = pairs.mean() if target not in excluded and len(pairs) else np.nan
         rows[variant] = cells

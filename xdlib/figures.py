@@ -12,10 +12,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display, before pyplot is imported
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 
-from .comparison import difference_matrix, target_column  # noqa: E402
+from .comparison import NOT_LEARNT, did_not_learn, difference_matrix, target_column  # noqa: E402
 
 
 def save(fig, path: Path) -> Path:
@@ -32,9 +34,10 @@ def figures(matrix: pd.DataFrame, ft: pd.DataFrame, arch: pd.DataFrame, out: Pat
     written = []
     differences = difference_matrix(ft) if not ft.empty else pd.DataFrame()
     if not differences.empty and differences.notna().any().any():
-        written.append(transfer_figure(differences, out / "transfer_matrix.png"))
+        marks = difference_matrix(ft, marks=True)
+        written.append(transfer_figure(differences, out / "transfer_matrix.png", marks))
     if not matrix.empty:
-        written.append(scores_figure(matrix, out / "scores_matrix.png"))
+        written.append(scores_figure(matrix, out / "scores_matrix.png", score_marks(matrix, ft)))
     if frame is not None and not ft.empty:
         points = speed_points(ft, frame)
         if not points.empty:
@@ -47,17 +50,54 @@ def figures(matrix: pd.DataFrame, ft: pd.DataFrame, arch: pd.DataFrame, out: Pat
 
 def _heatmap_size(table: pd.DataFrame) -> tuple[float, float]:
     labels = max((len(str(label)) for label in table.index), default=0)  # room for the row labels, whole
-    return 1.6 + 1.1 * table.shape[1] + 0.075 * labels, 1.2 + 0.45 * table.shape[0]
+    # at least 3.2 in high: a one-row heatmap keeps room for its two-line title, colour bar and caption
+    return 1.6 + 1.1 * table.shape[1] + 0.075 * labels, max(3.2, 1.2 + 0.45 * table.shape[0])
 
 
-def transfer_figure(differences: pd.DataFrame, path: Path) -> Path:
+def score_marks(matrix: pd.DataFrame, ft: pd.DataFrame) -> pd.DataFrame:
+    """The cells of `matrix` (variant x target, and Avg) that rest on a fine-tuning run that did not learn."""
+    if ft.empty:
+        return pd.DataFrame(False, index=matrix.index, columns=matrix.columns)
+    failed = ft.assign(failed=did_not_learn(ft)).groupby(["variant", target_column(ft)])["failed"].any().unstack()
+    marks = failed.reindex(index=matrix.index, columns=matrix.columns).eq(True)  # NaN (no run there): unmarked
+    if "Avg" in marks:
+        marks["Avg"] = marks.drop(columns="Avg").any(axis=1)
+    return marks
+
+
+def _marked_text(values: pd.DataFrame, marks: pd.DataFrame | None, fmt: str) -> tuple[np.ndarray, pd.DataFrame]:
+    """Each cell's annotation, with the mark where a model in it did not learn; and the marked cells (drawn ones)."""
+    blank = pd.DataFrame(False, index=values.index, columns=values.columns)
+    marks = (blank if marks is None else marks.reindex_like(values).eq(True)) & values.notna()
+    text = np.array([[format(v, fmt) + (NOT_LEARNT if m else "") if v == v else "" for v, m in zip(vs, ms)]
+                     for vs, ms in zip(values.to_numpy(dtype=float), marks.to_numpy())])  # fmt: skip
+    return text, marks
+
+
+def _hatch(ax, marks: pd.DataFrame) -> bool:
+    """Hatch the marked cells (a heatmap's cell (i, j) spans [j, j + 1] x [i, i + 1]): over the colours, under the
+    numbers (zorder 2 of 1 and 3); whether any is. Also keeps the row labels horizontal, as `_heatmap_size` makes
+    room for them (seaborn turns a lone row's label vertical, over the caption)."""
+    for i, j in zip(*np.nonzero(marks.to_numpy())):
+        ax.add_patch(Rectangle((j, i), 1, 1, fill=False, hatch="///", edgecolor="0.5", linewidth=0, zorder=2))
+    ax.tick_params(axis="y", labelrotation=0)
+    return bool(marks.to_numpy().any())
+
+
+MARK_CAPTION = f"{NOT_LEARNT.strip()}, hatched: a model that did not learn (learning_check.md): not a result"
+
+
+def transfer_figure(differences: pd.DataFrame, path: Path, marks: pd.DataFrame | None = None) -> Path:
     """Sources (each distilled student, its source in its label) as rows, targets as columns; each cell the student
-    minus its undistilled twin, paired by seed; blank: its own source or no pair."""
+    minus its undistilled twin, paired by seed; blank: its own source or no pair; † and hatched: the student's
+    distillation, or a fine-tuning of it or of its twin on that target, did not learn."""
     fig, ax = plt.subplots(figsize=_heatmap_size(differences))
     bound = max(1.0, float(differences.abs().max().max()))
-    sns.heatmap(differences.astype(float), annot=True, fmt="+.1f", cmap="RdBu", center=0, vmin=-bound, vmax=bound,
+    text, marks = _marked_text(differences.astype(float), marks, "+.1f")
+    sns.heatmap(differences.astype(float), annot=text, fmt="", cmap="RdBu", center=0, vmin=-bound, vmax=bound,
                 cbar_kws={"label": "difference, test x100"}, ax=ax)  # fmt: skip
-    ax.set_xlabel("target task (blank: the student's own source, or no paired twin)")
+    xlabel = "target task (blank: the student's own source, or no paired twin)"
+    ax.set_xlabel(xlabel + (f"\n{MARK_CAPTION}" if _hatch(ax, marks) else ""))
     ax.set_ylabel("distilled student (source task, recipe)")
     ax.set_title(
         "Transfer: distilled student minus its undistilled twin\n(test x100, mean over paired fine-tuning seeds)"
@@ -65,10 +105,12 @@ def transfer_figure(differences: pd.DataFrame, path: Path) -> Path:
     return save(fig, path)
 
 
-def scores_figure(matrix: pd.DataFrame, path: Path) -> Path:
+def scores_figure(matrix: pd.DataFrame, path: Path, marks: pd.DataFrame | None = None) -> Path:
+    """Each model's mean score on each target; † and hatched: a cell resting on a fine-tuning that did not learn."""
     fig, ax = plt.subplots(figsize=_heatmap_size(matrix))
-    sns.heatmap(matrix, annot=True, fmt=".1f", cmap="viridis", cbar_kws={"label": "test score x100"}, ax=ax)
-    ax.set_xlabel("target task")
+    text, marks = _marked_text(matrix.astype(float), marks, ".1f")
+    sns.heatmap(matrix, annot=text, fmt="", cmap="viridis", cbar_kws={"label": "test score x100"}, ax=ax)
+    ax.set_xlabel("target task" + (f"\n{MARK_CAPTION}" if _hatch(ax, marks) else ""))
     ax.set_ylabel("model")
     ax.set_title("Scores: each model fine-tuned on each target (mean over seeds)")
     return save(fig, path)
@@ -201,8 +243,9 @@ def scaling_figure(table: pd.DataFrame, path: Path) -> Path:
         x = rows["transfer_rows"]
         err = [(rows["mean"] - rows["ci95_low"]).fillna(0), (rows["ci95_high"] - rows["mean"]).fillna(0)]
         ax.errorbar(x, rows["mean"], yerr=err, color=color, marker="o", capsize=4, label="distilled student")
-        for xi, yi in zip(x, rows["mean"]):
-            ax.annotate(f"{yi:.1f}", (xi, yi), xytext=(7, 5), textcoords="offset points", fontsize=8, color=color,
+        failed = did_not_learn(rows, "learnt")  # a size whose model did not learn: its number marked
+        for xi, yi, mark in zip(x, rows["mean"], failed.map({True: NOT_LEARNT, False: ""})):
+            ax.annotate(f"{yi:.1f}{mark}", (xi, yi), xytext=(7, 5), textcoords="offset points", fontsize=8, color=color,
                         bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})  # fmt: skip
         controls = (
             ("undistilled_mean", (0, (6, 3)), "twin", "0.3"),
@@ -228,7 +271,10 @@ def scaling_figure(table: pd.DataFrame, path: Path) -> Path:
     ax.legend(loc="best", fontsize=7)
     seeds = sorted(set(table["seeds"]))
     over = f"{seeds[0]} seeds" if len(seeds) == 1 else "fine-tuning seeds"
-    fig.suptitle(f"Scaling: distilled students as the transfer set grows (error bars: 95% t interval over {over})")
+    title = f"Scaling: distilled students as the transfer set grows (error bars: 95% t interval over {over})"
+    if did_not_learn(table, "learnt").any():
+        title += f"\n{NOT_LEARNT.strip()}: a size whose model did not learn (scaling.md): not a result"
+    fig.suptitle(title)
     return save(fig, path)
 
 

@@ -22,6 +22,9 @@ without reading test). A row is every run whose run id is the same but for the s
 - scaling: a recipe distilled over transfer sets of several sizes, one row per size, beside its twin and STILTs
   (`scaling.py`; figure scaling.png);
 - targets_learnt: per target, its best model (two or more seeds) against chance and that model's seed spread;
+- learning_check (once, not per split): every teacher, distillation, STILTs and fine-tuning run's dev score
+  against the best constant prediction on its dev rows (`metrics.learning_check`), the runs that did not learn
+  first; every score table marks (†) a cell, row or point that rests on one of them;
 - runs: every run used, with its git sha, so each number traces back to its config.
 """
 
@@ -38,8 +41,8 @@ import pandas as pd
 import yaml
 
 from . import comparison, figures
+from .comparison import NOT_LEARNT, did_not_learn, known_learnt, target_column, transfer_markdown, transfer_table
 from .comparison import flat as _flat
-from .comparison import target_column, transfer_markdown, transfer_table
 from .config import UNHASHED, Config
 from .headline import headline_table
 from .runs import atomic_write, damage, fault
@@ -47,7 +50,7 @@ from .scaling import scaling_markdown, scaling_table
 
 log = logging.getLogger(__name__)
 CHANCE = "chance (best constant prediction)"  # its row in the score tables
-TABLES = ("results_matrix", "results_long", "augmentation", "architectures", "headline", "runs")
+TABLES = ("results_matrix", "results_long", "augmentation", "architectures", "headline", "learning_check", "runs")
 
 
 def collect(runs_dir: str | Path) -> pd.DataFrame:
@@ -133,13 +136,14 @@ LABELLED = {"student", "source_task", "student_arch", "augmentation"}
 def _with_lineage(ft: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
     """The run-id inputs that are not config fields, from the runs upstream of each fine-tuning: the precision of
     its distillation or STILTs model and of the teacher above it, and the source task's version (NaN where the
-    upstream run is not in the store)."""
+    upstream run is not in the store); beside them, whether that upstream model learnt its source
+    (`upstream_learnt`, its recorded learning check: not a run-id input)."""
     runs = frame.drop_duplicates("run_id").set_index("run_id") if "run_id" in frame else pd.DataFrame()
     ft = ft.copy()
     upstream = ft["m_upstream_run"] if "m_upstream_run" in ft else pd.Series(np.nan, index=ft.index)
     teacher = upstream.map(runs["m_teacher_run"]) if "m_teacher_run" in runs else pd.Series(np.nan, index=ft.index)
     lineage = {"upstream_precision": (upstream, "precision"), "source_version": (upstream, "m_task_version"),
-               "teacher_precision": (teacher, "precision")}  # fmt: skip
+               "teacher_precision": (teacher, "precision"), "upstream_learnt": (upstream, "m_learnt")}  # fmt: skip
     for column, (via, value) in lineage.items():
         ft[column] = via.map(runs[value]) if value in runs else np.nan
     return ft
@@ -245,8 +249,10 @@ MATRIX_NOTE = (
 
 def results_tables(ft: pd.DataFrame, split: str = "test") -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """(long table, matrix of means with Avg, markdown matrix with mean ± sd (n) and a note)."""
-    ft = ft.assign(target=ft["target"] if "target" in ft else ft["target_task"])
+    ft = ft.assign(target=ft["target"] if "target" in ft else ft["target_task"], not_learnt=did_not_learn(ft))
     long = ft.groupby(["variant", "target"])["score"].apply(_mean_std).unstack().reset_index()
+    failed = ft.groupby(["variant", "target"])["not_learnt"].sum().reset_index()  # seeds that did not learn
+    long = long.merge(failed, on=["variant", "target"], how="left")
     chance_col = f"m_{split}_chance"
     if chance_col in ft:  # the best constant prediction on the same rows: what "beats chance" means
         chance = ft.dropna(subset=[chance_col]).drop_duplicates("target").copy()
@@ -257,11 +263,28 @@ def results_tables(ft: pd.DataFrame, split: str = "test") -> tuple[pd.DataFrame,
     long = long.sort_values(["variant", "target"]).reset_index(drop=True).rename(columns={"target": "target_task"})
     matrix = long.pivot(index="variant", columns="target_task", values="mean")
     matrix["Avg"] = matrix.mean(axis=1, skipna=False)
-    md = long.assign(cell=[_cell(m, s, n) for m, s, n in zip(long["mean"], long["std"], long["n"])])
-    md = md.pivot(index="variant", columns="target_task", values="cell").fillna("n/a")
-    md["Avg"] = [f"{v:.1f}" if not pd.isna(v) else "n/a" for v in matrix["Avg"]]
+    marks = np.where(long["not_learnt"] > 0, NOT_LEARNT, "")
+    cells = [_cell(m, s, n) + mark for m, s, n, mark in zip(long["mean"], long["std"], long["n"], marks)]
+    md = long.assign(cell=cells).pivot(index="variant", columns="target_task", values="cell").fillna("n/a")
+    marked = long.groupby("variant")["not_learnt"].sum().reindex(matrix.index) > 0  # an Avg over a marked cell
+    md["Avg"] = [(f"{v:.1f}" if not pd.isna(v) else "n/a") + (NOT_LEARNT if m else "")
+                 for v, m in zip(matrix["Avg"], marked)]  # fmt: skip
     scores = "Test" if split == "test" else f"{split.capitalize()} (the split fine-tuning selects on)"
-    return long, matrix, md.to_markdown() + f"\n\n{scores} score x100. {MATRIX_NOTE}"
+    return long, matrix, md.to_markdown() + f"\n\n{scores} score x100. {MATRIX_NOTE}" + _mark_note(ft)
+
+
+def _mark_note(ft: pd.DataFrame) -> str:
+    """What the matrix's mark means, naming each marked cell's fine-tuning seeds that did not learn."""
+    failed = ft[ft["not_learnt"]]
+    if failed.empty:
+        return ""
+    seeds = failed.assign(fseed=comparison.finetune_seed(failed)).groupby(["variant", "target"])["fseed"]
+    cells = "; ".join(f"{v} on {t}: seed {', '.join(map(str, sorted(s)))}" for (v, t), s in seeds)
+    return (
+        f"\n\n{NOT_LEARNT.strip()}: a model that did not learn: the cell's fine-tuning seed(s) scored at or below the "
+        "best constant prediction + the metric's margin on dev (`learning_check.md`), so the cell is not a result, "
+        f"nor is its row's Avg. {cells}."
+    )
 
 
 def learnt_table(long: pd.DataFrame) -> pd.DataFrame:
@@ -278,6 +301,62 @@ def learnt_table(long: pd.DataFrame) -> pd.DataFrame:
                      "best_sd_over_seeds": best["std"], "seeds": int(best["n"]),
                      "learnt": bool(best["mean"] >= level + 10 and best["std"] <= 3)})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+STAGE_KINDS = {"teacher": "teacher", "distill": "distilled", "stilts": "stilts"}  # finetune: its own student
+STAGES = (*STAGE_KINDS, "finetune")
+
+
+def _learnt_rank(value) -> int:
+    """Did not learn first (0), then unknown (1: made before the check), then learnt (2)."""
+    return 1 if pd.isna(value) else 2 if value else 0
+
+
+def learning_check_table(frame: pd.DataFrame, labels: pd.Series | None = None) -> pd.DataFrame:
+    """One row per teacher, distillation, STILTs and fine-tuning run: its dev score in the main metric (its own
+    units: a share for accuracy and F1, % for QA) against the best constant prediction on the same dev rows, the
+    margin and whether it learnt (`metrics.learning_check`; None: made before the check); for a distillation, its
+    teacher's dev score and the retention with chance counted out. A fine-tuning is named by its row of the score
+    tables where `labels` (run id -> variant) holds it. Runs that did not learn first."""
+    labels = labels if labels is not None else pd.Series(dtype=object)
+    rows = []
+    for _, run in frame[frame["stage"].isin(STAGES)].iterrows():
+        stage, main = run["stage"], run.get("m_main_metric")
+        run = run.copy()
+        run["student"] = STAGE_KINDS.get(stage, run.get("student"))
+        label = labels.get(run["run_id"]) if stage == "finetune" else None
+        rows.append({"stage": stage, "run_id": run["run_id"],
+                     "task": run.get("target_task" if stage == "finetune" else "source_task"),
+                     "model": label if isinstance(label, str) else _variant(run),
+                     "dev_score": run.get(f"m_dev_{main}", np.nan), "dev_constant": run.get("m_dev_constant", np.nan),
+                     "learning_margin": run.get("m_learning_margin", np.nan),
+                     "learnt": known_learnt([run.get("m_learnt")]), "teacher_dev": run.get("m_teacher_dev", np.nan),
+                     "dev_retention_vs_chance": run.get("m_dev_retention_vs_chance", np.nan)})  # fmt: skip
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    order = table["learnt"].map(_learnt_rank) * len(STAGES) + table["stage"].map(STAGES.index)
+    return table.iloc[np.lexsort([table["run_id"], order])].reset_index(drop=True)
+
+
+def learning_check_markdown(table: pd.DataFrame) -> str:
+    """The table, after one line that counts the runs that did not learn and names them."""
+    failed = table[table["learnt"].map(_learnt_rank) == 0]
+    unknown = int(table["learnt"].isna().sum())
+    names = ", ".join(f"{r.run_id} ({r.stage}, {r.task})" for r in failed.itertuples())
+    head = f"{len(failed)} of {len(table)} models did not learn" + (f": {names}." if names else ".")
+    if unknown:
+        head += f" {unknown} made before the learning check: unknown (neither learnt nor not)."
+    return head + (
+        " A reading never rests on a model that did not learn: the score tables mark its cells and rows"
+        f" ({NOT_LEARNT.strip()}) and they are not results.\n\n"
+        + table.astype(object).where(table.notna(), None).to_markdown(index=False, floatfmt=".3f", missingval="")
+        + "\n\nDev score and the best constant prediction's (dev_constant) on the same dev rows, in the main "
+        "metric's own units (a share for accuracy and F1, % for QA); learnt: the score beats the constant by "
+        "learning_margin (`metrics.LEARNING_MARGINS`). The task: the source for a teacher, distillation or STILTs "
+        "run, the target for a fine-tuning. dev_retention_vs_chance (distillation): (student - constant) / "
+        "(teacher - constant) on the source's dev rows. A blank: not recorded (a run made before the check)."
+    )
 
 
 def augmentation_table(ft: pd.DataFrame) -> pd.DataFrame:
@@ -326,6 +405,9 @@ def architecture_table(frame: pd.DataFrame, ft: pd.DataFrame, split: str = "test
                     f"source_{split}_{main}": score,
                     f"teacher_source_{split}": teacher,
                     "retention": retention,
+                    # the share of the teacher's skill above the constant kept, on source dev (`metrics.py`)
+                    "dev_retention_vs_chance": run.get("m_dev_retention_vs_chance", np.nan),
+                    "learnt": known_learnt([run.get("m_learnt")]),
                     "finetune_variant": variant,
                     "targets": target_column(fine).nunique() if len(fine) else 0,
                     "finetunes": len(fine),
@@ -390,6 +472,11 @@ def build_report(
         written += _write(headline_table(ft, frame), where, "headline")
         if split == "test":
             written += figures.figures(matrix, ft, arch, figs, frame)
+    # once for every split: whether each model learnt is read on dev, whatever split a table reports
+    labels = ft.set_index("run_id")["variant"] if not ft.empty else None  # the last split's: dev
+    check = learning_check_table(frame, labels)
+    if not check.empty:
+        written += _write(check, tables, "learning_check", learning_check_markdown(check))
     # runs.csv: every config field, metric and provenance field of every run (the run store itself, with its
     # weights, is not committed); runs.md: the columns a reader scans
     keep = ["stage", "run_id", "source_task", "target_task", "student", "student_arch", "augmentation", "seed",

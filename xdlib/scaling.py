@@ -17,12 +17,14 @@ import numpy as np
 import pandas as pd
 
 from .comparison import (
+    NOT_LEARNT,
     _over_targets,
     _target,
     _teacher_sources,
     finetune_seed,
     key_frame,
     matched,
+    model_learnt,
     paired_difference,
     run_fields,
     t_interval,
@@ -38,13 +40,15 @@ def _recipe_name(run: pd.Series) -> str:
     return f"{teacher} teacher -> {run['student_arch']} ({init} init), {run['source_task']}"
 
 
-def _mean_interval(runs: pd.DataFrame, targets: list[str]) -> tuple[float, float, float, int]:
+def _mean_interval(runs: pd.DataFrame, targets: list[str]) -> tuple[float, float, float, int, str]:
     """Mean over targets (each weighs the same) and a 95% t interval over the per-seed means of the seeds on every
-    target, centred on their mean (with every seed on every target, the same mean)."""
+    target, centred on their mean (with every seed on every target, the same mean); the seeds, and each seed's
+    mean over targets ("41.2, 45.0, 0.0": a seed that collapsed shows, where the interval only widens)."""
     mean, _, seeds = _over_targets(runs, targets)
     runs = runs[_target(runs).isin(targets)]
     per_seed = runs.assign(s=finetune_seed(runs), t=_target(runs)).pivot_table(index="s", columns="t", values="score")
-    return (mean, *t_interval(per_seed.dropna().mean(axis=1)), seeds)
+    per_seed = per_seed.dropna().mean(axis=1)
+    return (mean, *t_interval(per_seed), seeds, ", ".join(f"{v:.1f}" for v in per_seed))
 
 
 def scaling_table(frame: pd.DataFrame, ft: pd.DataFrame, split: str = "test") -> pd.DataFrame:
@@ -71,8 +75,9 @@ def scaling_table(frame: pd.DataFrame, ft: pd.DataFrame, split: str = "test") ->
             teacher_score = teacher.get(f"m_dev_{main}", np.nan) if teacher is not None else np.nan
             excluded = {mine["source_task"].iloc[0]} | _teacher_sources(mine)
             targets = sorted(set(_target(mine)) - excluded)
-            mean, low, high, seeds = _mean_interval(mine, targets)
+            mean, low, high, seeds, per_seed = _mean_interval(mine, targets)
             row = {"recipe": name, "variant": variant, "transfer_rows": int(distill["m_transfer_rows"]),
+                   "learnt": model_learnt(mine), "per_seed": per_seed,
                    "source_dev_retention": score / teacher_score if teacher_score else np.nan,
                    "targets": "+".join(targets), "mean": mean, "ci95_low": low, "ci95_high": high, "seeds": seeds,
                    "teacher_pass_s": distill.get("m_cache_seconds", np.nan),
@@ -97,15 +102,25 @@ def _interval(mean, low, high, seeds) -> str:
     return f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]"
 
 
+SCALING_MARK_NOTE = (
+    f"\n\n{NOT_LEARNT.strip()}: a size whose model did not learn (`learning_check.md`): its distillation at or below "
+    "the best constant prediction + margin on the source's dev rows, or a fine-tuning seed on a target's. Not a "
+    "result: no reading of the curve rests on it."
+)
+
+
 def scaling_markdown(table: pd.DataFrame, split: str = "test") -> str:
     if table.empty:
         return ""
+    failed = [not pd.isna(v) and not bool(v) for v in table.get("learnt", [None] * len(table))]
     out = pd.DataFrame({
-        "recipe": table["recipe"], "transfer rows": table["transfer_rows"],
+        "recipe": table["recipe"],
+        "transfer rows": [f"{n}{NOT_LEARNT if f else ''}" for n, f in zip(table["transfer_rows"], failed)],
         "source retention": [f"{v:.1%}" if not pd.isna(v) else "n/a" for v in table["source_dev_retention"]],
         "mean over targets [95% t CI]": [
             "n/a" if pd.isna(m) else f"{m:.1f}" + ("" if pd.isna(lo) else f" [{lo:.1f}, {hi:.1f}]") + f" ({n} seeds)"
             for m, lo, hi, n in zip(table["mean"], table["ci95_low"], table["ci95_high"], table["seeds"])],
+        "per seed": table["per_seed"],
         "twin": table["undistilled_mean"].map(lambda v: "n/a" if pd.isna(v) else f"{v:.1f}"),
         "STILTs": table["stilts_mean"].map(lambda v: "n/a" if pd.isna(v) else f"{v:.1f}"),
         "vs twin [95% t CI]": [_interval(*v) for v in zip(table["vs_undistilled"], table["vs_undistilled_ci95_low"],
@@ -116,10 +131,12 @@ def scaling_markdown(table: pd.DataFrame, split: str = "test") -> str:
         "distillation s": table["distillation_s"].map(lambda v: "n/a" if pd.isna(v) else f"{v:.0f}"),
     })  # fmt: skip
     scores = "test" if split == "test" else f"{split} (the split fine-tuning selects on)"
-    return out.to_markdown(index=False) + (
+    note = (
         f"\n\nScores: {scores}, x100, over the targets that are not the source. Retention: the distilled student's "
         "source dev score over its teacher's. Differences paired by (target, fine-tuning seed), 95% t interval "
         "over seeds (each seed's difference averaged over the targets). Wall times, as each distillation run recorded them "
         "(this machine, one process): the teacher pass builds the teacher's outputs over the transfer set (opened, "
-        "not rebuilt, where an earlier run of the same teacher and rows made them); the distillation is every phase."
+        "not rebuilt, where an earlier run of the same teacher and rows made them); the distillation is every phase. "
+        "Per seed: each fine-tuning seed's mean over the targets."
     )
+    return out.to_markdown(index=False) + note + (SCALING_MARK_NOTE if any(failed) else "")
