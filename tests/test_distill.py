@@ -223,8 +223,9 @@ def test_single_evaluation_phases_are_scored_only_on_request(tmp_path):
     skipped, n_skipped, w_skipped = run(True, "a")
     scored, n_scored, w_scored = run(False, "b")
     assert n_skipped == 0 and skipped["best_dev"] is None and skipped["seconds"]["eval"] == 0
-    assert n_scored == 1 and scored["best_dev"] is not None and torch.equal(w_skipped, w_scored)
-    assert run(True, "c", epochs=2.0)[1] == 2  # two evaluations: a choice, so both happen
+    # scored: the starting weights and the final ones (evaluation draws no random numbers: the same weights)
+    assert n_scored == 2 and scored["best_dev"] is not None and torch.equal(w_skipped, w_scored)
+    assert run(True, "c", epochs=2.0)[1] == 3  # two evaluations in the run: a choice, so they happen, and the start
 
 
 def test_stilts_trains_the_twin_on_the_source_then_the_target(tmp_path, tiny_encoder):

@@ -91,9 +91,34 @@ def test_a_run_stops_at_its_patience():
     with tempfile.TemporaryDirectory() as tmp:
         summary = train(Loss(), list(model.parameters()), [1] * 320, lambda idx: {"idx": torch.tensor(idx)},
                         settings, tmp, evaluate=lambda: next(scores))  # fmt: skip
-    assert summary["stopped_early"] and len(summary["history"]) == 4  # 1 best + 3 without improvement
-    assert summary["updates"] == 4 * summary["schedule"]["eval_every"] < summary["total_updates"] == 100
+    # the starting weights are the best (update 0), then 3 evaluations without improvement
+    assert summary["stopped_early"] and [h["update"] for h in summary["history"]] == [0, 10, 20, 30]
+    assert summary["updates"] == 3 * summary["schedule"]["eval_every"] < summary["total_updates"] == 100
     assert summary["best_dev"] == 0.9
+
+
+def test_a_run_keeps_its_starting_weights_when_training_only_harms_dev(tmp_path):
+    """A later stage or unfreezing phase that only lowers dev ends with the weights it was given."""
+    model = nn.Linear(2, 1)
+    start = model.weight.detach().clone()
+    x = torch.randn(64, 2)
+
+    class Loss(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, batch):
+            return (self.model(x[batch["idx"]]) - 5).pow(2).mean()
+
+    def closeness():  # dev: how close the weights still are to where they began
+        return -float((model.weight.detach() - start).abs().sum())
+
+    settings = LoopSettings(epochs=2.0, lr=0.1, batch_size=16, progress=False)
+    summary = train(Loss(), list(model.parameters()), [1] * 64, lambda idx: {"idx": torch.tensor(idx)},
+                    settings, tmp_path / "run", evaluate=closeness)  # fmt: skip
+    assert summary["history"][0]["update"] == 0 and summary["best_dev"] == 0.0
+    assert torch.equal(model.weight.detach(), start) and summary["updates"] > 0
 
 
 def test_the_recipe_is_data_a_params_file_overrides():

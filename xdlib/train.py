@@ -140,7 +140,9 @@ def train(
     """Train `module` (whose forward(batch) returns a scalar loss) on examples 0..len(lengths)-1.
 
     Only `trainable` parameters are updated (the rest get requires_grad=False). With `evaluate`, the module
-    ends with its best dev weights; without, with its final ones. With `select_only`, a run that would evaluate
+    ends with its best dev weights, the weights it started from included (evaluated before the first update: a
+    later stage or unfreezing phase that only harms dev keeps what the one before it chose); without, with its
+    final ones. With `select_only`, a run that would evaluate
     only once (at its end: no choice to make) does not evaluate at all. Returns a summary dict (also saved).
     A finished phase (`ckpt_dir/DONE`) is not retrained: its final weights are loaded and its summary returned.
     `start_update`: the run's first update draws the data of that update of an ordinary run (a gradual-unfreezing
@@ -215,6 +217,8 @@ def train(
             state["bad_evals"] += 1
         seconds["eval"] += time.perf_counter() - clock
 
+    if last is None and total_updates > 0:
+        run_eval()  # the weights it starts from are a candidate too: a run never ends worse on dev than it began
     module.train()
     bar = tqdm(total=total_updates, initial=state["update"], desc=desc, disable=not settings.progress or rank != 0)
     epoch_batches: dict[int, list[list[int]]] = {}
