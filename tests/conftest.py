@@ -188,6 +188,7 @@ def smoke_params(tmp_path: Path, encoder: Path) -> dict:
         "warmup_ratio": 0.0,
         "evals_per_epoch": 2,
         "patience": 20,
+        "phase_min_updates": 10,  # toy sets: 2 epochs are 12-26 updates; the default floor (30) would double them
     }
 
 
