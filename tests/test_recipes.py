@@ -175,3 +175,65 @@ def test_a_learning_check_for_a_lower_is_better_metric():
     check = metrics.learning_check(Task, 1.0, rows)
     assert check["dev_constant"] == pytest.approx(1.25) and check["learnt"] is True
     assert metrics.learning_check(Task, 1.24, rows)["learnt"] is False  # within 5% of the constant's error
+
+
+def test_a_mean_pooled_distillation_caches_and_matches_the_pooled_vectors(tmp_path, tiny_encoder):
+    """pooling: mean end to end on the toy task: the teacher cache holds each layer's mean-pooled vector (not
+    [CLS]), the student's folder says mean, and every run records the pooling it resolved to."""
+    import numpy as np
+    from conftest import smoke_params
+
+    from xdlib import runs
+    from xdlib.data import collate, encode
+    from xdlib.kd import TeacherCache
+    from xdlib.models import load_with_head, run_model
+    from xdlib.stages import ensure
+    from xdlib.transfer import load_source
+
+    params = smoke_params(tmp_path, tiny_encoder) | {"pooling": "mean", "max_train_samples": 64,
+                                                     "max_eval_samples": 32, "distill_epochs": 1.0}  # fmt: skip
+    path = ensure("distill", Config.from_dict(params))
+    metrics = runs.read_metrics(path)
+    assert metrics["pooling"] == "mean" and pooling.folder_pooling(path / "model") == "mean"
+    teacher_dir = runs.run_dir(params["runs_dir"], "teacher", metrics["teacher_run"])
+    assert runs.read_metrics(teacher_dir)["pooling"] == "mean"
+    # the dev cache against the teacher's mean-pooled hidden states, computed here
+    (dev_cache,) = [p for p in (tmp_path / "cache" / "teacher-outputs").iterdir() if (p / "DONE").is_file()
+                    and TeacherCache.open(p).offsets[-1] == 32]  # fmt: skip
+    cache = TeacherCache.open(dev_cache)
+    teacher, tok = load_with_head(str(teacher_dir / "model"), "sequence", 2)
+    teacher.eval()
+    task = get_task("toy-sentiment")
+    cfg = Config.from_dict(params)
+    dev = load_source(cfg, "toy-sentiment", cfg.max_train_samples)["dev"]  # the dev rows the run read
+    batch = collate(encode(tok, dev[:4], task, params["max_length"]), tok.pad_token_id)
+    with torch.no_grad():
+        out = run_model(teacher, batch, hidden=True)
+    top = cache.layers[-1]
+    expected = pooling.mean_pool(out.hidden_states[top], batch["attention_mask"]).numpy()
+    stored = np.asarray(cache.hidden[:4, -1], dtype=np.float32)
+    assert np.allclose(stored, expected, atol=2e-3)  # fp16 storage
+    cls = out.hidden_states[top][:, 0].numpy()
+    assert not np.allclose(stored, cls, atol=2e-3)  # not [CLS]
+
+
+def test_each_phase_trains_what_its_loss_terms_reach(tiny_encoder):
+    """hidden: the encoder and the projection, not the head; logits/labels: the head and (gradual) the top units, not
+    the projection; mean pooling: BERT's pooler never."""
+    from xdlib.kd import DistillModule, Phase, phase_parameters
+    from xdlib.models import HiddenProjection, build_student
+    from xdlib.recipe import DEFAULTS
+
+    student, _ = build_student("l2-h64", "sequence", 2, init=str(tiny_encoder), teacher_ref=str(tiny_encoder),
+                               heads=4, pooling="mean")  # fmt: skip
+    module = DistillModule(student, HiddenProjection(3, 64, 128))
+    trainable = phase_parameters(module, embeddings_last=True)
+    ids = lambda params: {id(p) for p in params}  # noqa: E731
+    head, pooler = ids(student.classifier.parameters()), ids(student.bert.pooler.parameters())
+    projection, top = ids(module.projection.parameters()), ids(student.bert.encoder.layer[-1].parameters())
+    hidden = ids(trainable(Phase("1-hidden", DEFAULTS["hidden"], -1)))
+    assert projection <= hidden and top <= hidden and not hidden & head and not hidden & pooler
+    first = ids(trainable(Phase("2-logits-u1", DEFAULTS["logits"], 1)))
+    assert first == head  # the head alone
+    second = ids(trainable(Phase("2-logits-u2", DEFAULTS["logits"], 2)))
+    assert second == head | top and not second & projection and not second & pooler

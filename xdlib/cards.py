@@ -16,7 +16,12 @@ from typing import Any
 
 import yaml
 
+from .config import Config, fields_of
+from .errors import ConfigError
 from .pooling import folder_pooling
+from .recipe import stage_specs
+
+CONFIG_FIELDS = {f.name for f in fields_of("distill")}
 
 CITATION = """@inproceedings{mukherjee2021xtremedistiltransformers,
   title={XtremeDistilTransformers: Task Transfer for Task-agnostic Distillation},
@@ -95,7 +100,7 @@ def _recipe(stage: str, lineage: str, cfg: dict) -> list[str]:
     first = cfg.get("teacher_sources") or []
     teacher = (f"- teacher: `{cfg.get('teacher_model')}` fine-tuned "
                + (f"on {', '.join(first)} in turn, then " if first else "")
-               + f"on {cfg.get('source_task')}, {cfg.get('teacher_epochs')} epochs{' each' if first else ''} at "
+               + f"on {cfg.get('source_task')}, at most {cfg.get('teacher_epochs')} epochs{' each' if first else ''} at "
                "learning rate "
                f"{cfg.get('teacher_lr')}")  # fmt: skip
     if lineage == "distilled" or (lineage == "teacher" and stage != "finetune"):
@@ -105,10 +110,9 @@ def _recipe(stage: str, lineage: str, cfg: dict) -> list[str]:
         if cfg.get("distill_mode") == "joint":  # one phase: every loss at once, every layer trainable
             student += f"in one joint phase (all losses, all layers), {cfg.get('distill_epochs')} epochs"
         else:
-            unfreeze = "with gradual unfreezing" if cfg.get("gradual_unfreezing") else "all layers at once"
-            student += (f"in the stages {', '.join(cfg.get('distill_stages') or [])} in turn ({unfreeze}), "
-                        f"{cfg.get('distill_epochs')} epochs per stage")  # fmt: skip
-        lines.append(f"{student}, at learning rate {cfg.get('distill_lr')}, logit loss {cfg.get('logit_loss')}")
+            student += f"in the stages {', '.join(cfg.get('distill_stages') or [])} in turn"
+        lines.append(f"{student}, logit loss {cfg.get('logit_loss')}; each phase stops when dev stops improving")
+        lines += _stage_lines(cfg)
         resources = cfg.get("augmentation") or []
         caps = [
             f"at most {cfg['augment_max_examples']} rows from each" if cfg.get("augment_max_examples") else "",
@@ -120,7 +124,7 @@ def _recipe(stage: str, lineage: str, cfg: dict) -> list[str]:
     if lineage == "stilts":
         lines.append(f"- student: {cfg.get('student_arch')} initialised from `{cfg.get('student_init')}`, not "
                      f"distilled: fine-tuned on the source task {cfg.get('source_task')} first (STILTs), "
-                     f"{cfg.get('teacher_epochs')} epochs at learning rate {cfg.get('teacher_lr')}")  # fmt: skip
+                     f"at most {cfg.get('teacher_epochs')} epochs at learning rate {cfg.get('teacher_lr')}")  # fmt: skip
     if lineage == "undistilled":
         lines.append(f"- student: {cfg.get('student_arch')} initialised from `{cfg.get('student_init')}`, not "
                      "distilled (the distilled student's control)")  # fmt: skip
@@ -129,10 +133,22 @@ def _recipe(stage: str, lineage: str, cfg: dict) -> list[str]:
     if lineage == "pretrained":
         lines.append(f"- the pretrained model `{cfg.get('student')}`")
     if stage == "finetune":
-        lines.append(f"- fine-tuned on {cfg.get('target_task')} for {cfg.get('finetune_epochs')} epochs at learning "
+        lines.append(f"- fine-tuned on {cfg.get('target_task')} for at most {cfg.get('finetune_epochs')} epochs at learning "
                      f"rate {cfg.get('finetune_lr')}")  # fmt: skip
     lines.append(f"- seed {cfg.get('seed')}, max_length {cfg.get('max_length')}; every value: `config.yaml` of the run")
     return lines
+
+
+def _stage_lines(cfg: dict) -> list[str]:
+    """One line per stage of the recipe the run used (`xdlib.recipe`): its loss terms, what trained, and when it
+    stopped. Nothing for a config this version cannot read (a run made by another version: its config.yaml has it)."""
+    try:
+        specs = stage_specs(Config.from_dict({k: v for k, v in cfg.items() if k in CONFIG_FIELDS}, "distill"))
+    except (ConfigError, TypeError):
+        return []
+    return [f"  - {s.name}: loss {' + '.join(f'{w:g} x {t}' for t, w in s.loss.items())}, trains {s.trains}, "
+            f"lr {s.lr:g}, at most {s.epochs:g} epochs a phase, patience {s.patience}, at least {s.min_updates} "
+            f"updates, selects on {s.select}" for s in specs]  # fmt: skip
 
 
 CORPUS_TERMS = {  # an augmentation corpus -> the terms of its text

@@ -188,7 +188,10 @@ class Config:
     distill_lr: float = opt(1e-4, "peak learning rate for distillation", low=0.0, high=1.0, section="distill")
     distill_batch_size: int = opt(32, "examples per optimizer step", low=1, section="distill")
     phase_min_updates: int = opt(
-        30, "the floor of every distillation phase's updates (never a few Adam steps)", low=0, section="distill"
+        30,
+        "the floor of every distillation phase's updates: its budget, and early stopping waits for it",
+        low=0,
+        section="distill",
     )
     recipe: Any = opt(
         {},

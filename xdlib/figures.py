@@ -58,7 +58,9 @@ def score_marks(matrix: pd.DataFrame, ft: pd.DataFrame) -> pd.DataFrame:
     """The cells of `matrix` (variant x target, and Avg) that rest on a fine-tuning run that did not learn."""
     if ft.empty:
         return pd.DataFrame(False, index=matrix.index, columns=matrix.columns)
-    failed = ft.assign(failed=did_not_learn(ft)).groupby(["variant", target_column(ft)])["failed"].any().unstack()
+    upstream = did_not_learn(ft, "upstream_learnt")  # the model it started from did not learn its source
+    failed = ft.assign(failed=did_not_learn(ft) | upstream).groupby(["variant", target_column(ft)])["failed"]
+    failed = failed.any().unstack()
     marks = failed.reindex(index=matrix.index, columns=matrix.columns).eq(True)  # NaN (no run there): unmarked
     if "Avg" in marks:
         marks["Avg"] = marks.drop(columns="Avg").any(axis=1)
@@ -261,12 +263,16 @@ def scaling_figure(table: pd.DataFrame, path: Path) -> Path:
         ax.set_title(recipe.replace(" -> ", " ->\n", 1), fontsize=10)
         ax.legend(loc="lower left", fontsize=8)
     ax = axes[-1]
+    corrected = "source_dev_retention_vs_chance" in table and table["source_dev_retention_vs_chance"].notna().any()
+    column = "source_dev_retention_vs_chance" if corrected else "source_dev_retention"  # runs made before the check
     for recipe in recipes:
         rows = table[table["recipe"] == recipe]
-        ax.plot(rows["transfer_rows"], 100 * rows["source_dev_retention"], color=colors[recipe], marker="o",
+        ax.plot(rows["transfer_rows"], 100 * rows[column], color=colors[recipe], marker="o",
                 label=recipe.split(",")[0])  # fmt: skip
+    if corrected:
+        ax.axhline(0, color="grey", linestyle=":", linewidth=1.2, label="chance (a constant prediction)")
     _size_axis(ax, table["transfer_rows"])
-    ax.set_ylabel("source dev score, % of the teacher's")
+    ax.set_ylabel("teacher's gain over chance kept, %" if corrected else "source dev score, % of the teacher's")
     ax.set_title("Source retention (dev)", fontsize=10)
     ax.legend(loc="best", fontsize=7)
     seeds = sorted(set(table["seeds"]))

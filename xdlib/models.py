@@ -149,16 +149,18 @@ def load_with_head(
 
 
 def local_folder(path: str):
-    """The folder a resolved model reference lives in: itself, or the Hub cache's snapshot (None if not cached)."""
+    """A folder holding what a resolved model reference says of its pooling: itself when it is a folder; for a Hub
+    id, its snapshot with sentence-transformers' `1_Pooling/config.json` fetched (from_pretrained does not fetch
+    it; offline, from the cache). None when the Hub model has no such file (it pools at [CLS])."""
     from pathlib import Path
 
     if Path(path).is_dir():
         return path
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import hf_hub_download
 
-        return snapshot_download(path, local_files_only=True, allow_patterns=["1_Pooling/*", "config.json"])
-    except Exception:  # not cached (yet): the model loaded from the Hub would have cached it; say nothing
+        return str(Path(hf_hub_download(path, "1_Pooling/config.json")).parent.parent)
+    except Exception:  # no pooling file in the repo (or not reachable and not cached): nothing says mean
         return None
 
 
@@ -183,14 +185,22 @@ def unused_parameters(model: nn.Module) -> set[int]:
     return {id(p) for p in pooler.parameters()} if pooler is not None else set()
 
 
+# Sequence heads that can read a pooled vector, by model type: dropout + linear classifier after a [CLS] pooler that
+# mean pooling skips (BERT, ALBERT), or a classification head over features[:, 0] (RoBERTa-likes, MPNet, ELECTRA).
+# Others (DistilBERT's pre_classifier, DeBERTa's ContextPooler) would lose a trained layer: refused.
+LINEAR_HEADS = ("bert", "albert")
+FEATURE_HEADS = ("roberta", "xlm-roberta", "camembert", "mpnet", "electra")
+
+
 def sequence_head(model, pooled: torch.Tensor | None):
     """Logits of a sequence head fed a pooled vector (B, H) instead of its own [CLS] read. BERT-like heads: dropout +
     linear classifier (BERT's [CLS] pooler is skipped); RoBERTa/MPNet-like heads read features[:, 0]: they are given
     the pooled vector as that one position. `pooled=None` only checks that the head is one of these."""
     classifier = getattr(model, "classifier", None)
-    if isinstance(classifier, nn.Linear) and isinstance(getattr(model, "dropout", None), nn.Dropout):
+    kind = model.config.model_type
+    if kind in LINEAR_HEADS and isinstance(classifier, nn.Linear):
         return None if pooled is None else classifier(model.dropout(pooled))
-    if classifier is not None and hasattr(classifier, "out_proj"):
+    if kind in FEATURE_HEADS and hasattr(classifier, "out_proj"):
         return None if pooled is None else classifier(pooled.unsqueeze(1))
     raise ConfigError(
         f"pooling='mean' is not supported for {type(model).__name__} (its head is neither BERT's nor RoBERTa's); "
@@ -376,8 +386,7 @@ class HiddenProjection(nn.Module):
     def init_pca(self, cache, layers: list[int], rows: int = 8192) -> None:
         """Start each lift from the data: its weight the top H_s principal directions of the teacher's cached
         vectors at that state (H_t, H_s), its bias their mean, so the student's coordinates start as coordinates
-        along the teacher's main axes of variation (sentence-transformers' distillation recipe initialises its
-        projection by PCA). Reads at most `rows` cached units per state."""
+        along the teacher's main axes of variation. Reads at most `rows` cached units per state."""
         if self.identity:
             return
         width = self.proj[0][1].in_features

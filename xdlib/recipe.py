@@ -72,7 +72,7 @@ def recipe_problem(value: Any) -> str | None:
         return f"a mapping of stage -> settings; stages: {', '.join(STAGES)}"
     for stage, spec in value.items():
         if stage not in DEFAULTS:
-            return f"stages from {list(STAGES)} (got {stage!r})"
+            return f"stages from {', '.join(STAGES)} (got {stage!r})"
         if not isinstance(spec, dict):
             return f"recipe.{stage} as a mapping of settings from {list(OVERRIDABLE)}"
         for key, setting in spec.items():

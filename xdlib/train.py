@@ -251,7 +251,7 @@ def train(
         running = torch.zeros((), device=device)
         if state["update"] % eval_every == 0 or state["update"] == total_updates:
             run_eval()
-            if state["bad_evals"] >= settings.patience:
+            if state["bad_evals"] >= settings.patience and state["update"] >= settings.min_updates:  # the floor
                 state["stopped_early"] = True
         if state["update"] % settings.checkpoint_every == 0:
             flush_losses()

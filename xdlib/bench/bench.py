@@ -149,7 +149,7 @@ def _teacher_run(work: Path, size: dict, device: str) -> Path:
     cfg = Config(source_task="rt-polarity", max_train_samples=size["teacher_rows"],
                  max_eval_samples=size["dev_rows"], max_length=size["max_length"], teacher_lr=1e-4,
                  runs_dir=str(work / "runs"), cache_dir=str(work / "cache"), progress=False,
-                 device=device)  # fmt: skip
+                 device=device, pooling="cls")  # fmt: skip  # cls: the naive loop reads the models' own [CLS] head
     return ensure("teacher", cfg)
 
 
@@ -160,7 +160,7 @@ def distill_config(work: Path, size: dict, rows: int, device: str, tag: str) -> 
                          progress=False, device=device, student_arch="l3-h384", distill_lr=2e-4,
                          augmentation=["plot-sentences"], augment_max_examples=rows, evals_per_epoch=1,
                          # the naive loop's updates, like for like: one epoch a stage, no selection, no floor
-                         gradual_unfreezing=False, phase_min_updates=0,
+                         gradual_unfreezing=False, phase_min_updates=0, pooling="cls",  # as the naive loop
                          recipe={stage: {"select": "none"} for stage in ("hidden", "logits", "labels")})  # fmt: skip
 
 

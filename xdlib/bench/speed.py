@@ -118,8 +118,9 @@ def ours(dataset, tokenizer, teacher, student, batch_size: int, max_length: int,
     cache_seconds = time.perf_counter() - start
     projection = HiddenProjection(len(index), student.config.hidden_size, teacher.config.hidden_size)
     module = DistillModule(student, projection, logit_loss="mse")
-    specs = [recipe.fixed("hidden", 1.0, 1e-4), recipe.fixed("logits", 1.0, 1e-4, trains="gradual")]
-    phases = plan_phases(specs, len(encoder_units(student)))
+    n_units = len(encoder_units(student))  # the gradual phases walk one epoch together, as the naive loop's stage
+    specs = [recipe.fixed("hidden", 1.0, 1e-4), recipe.fixed("logits", 1.0 / n_units, 1e-4, trains="gradual")]
+    phases = plan_phases(specs, n_units)
     settings = LoopSettings(epochs=1.0, lr=1e-4, batch_size=batch_size, progress=False, checkpoint_every=10**9)
     summaries = distil(module, tokenizer, task, dataset, {"train": small, "dev": small}, caches, index, phases,
                        settings, work / "ckpt", torch.device(device), lambda: 0.0, max_length=max_length,

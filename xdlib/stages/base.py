@@ -14,7 +14,7 @@ from typing import Any
 
 from safetensors.torch import save_model
 
-from .. import __version__, dist, models, runs
+from .. import __version__, dist, models, pooling, runs
 from ..config import Config
 from ..heads import QAOptions, evaluate_splits, fit_task
 from ..metrics import learning_check
@@ -120,6 +120,7 @@ def fit_and_score(cfg: Config, run, model, tokenizer, task, data: dict, settings
     metrics.update(run_id=run.path.name, parameters=models.count_parameters(model),
                    train_examples=len(data["train"]), xdlib_version=__version__)  # fmt: skip
     metrics.update(learning_check(task, metrics.get(f"dev_{task.metric}"), data.get("dev") or []))
+    metrics["pooling"] = pooling.of(model)  # as resolved: `auto` reads the model's files, online or offline
     run.write_json("train_summary.json", summary)
     return summary, metrics
 

@@ -107,8 +107,9 @@ def distill_metrics(cfg: Config, run, student, s_tok, teacher, task, source, cac
     # the teacher's source skill the student kept, chance counted out (dev: selection and checks never read test)
     metrics["teacher_dev"] = teacher_metrics.get(dev)
     metrics["dev_retention_vs_chance"] = chance_corrected_retention(
-        metrics.get(dev), teacher_metrics.get(dev), metrics["dev_constant"]
+        metrics.get(dev), teacher_metrics.get(dev), metrics["dev_constant"], task.higher_is_better
     )
+    metrics["pooling"] = pooling.of(student)  # as resolved: `auto` reads the init's files, online or offline
     return metrics
 
 
@@ -146,7 +147,7 @@ def distil_student(cfg: Config, run, on_update=None) -> None:
         with models.seeded(cfg.seed):  # its head is never trained nor read: only its hidden states are
             pretrained, _ = load_with_head(cfg.teacher_model, task.head, task.num_labels, cfg.pooling)
         caches["general"] = teacher_caches(cfg, run, pretrained, t_tok, task, {"general": transfer_rows}, index,
-                                            f"pretrained:{cfg.teacher_model}:{pooling.of(pretrained)}")["general"]  # fmt: skip
+                                            f"pretrained:{cfg.teacher_model}")["general"]  # fmt: skip
         del pretrained
     student, s_tok = student_for(cfg, task)
     module = distill_module(cfg, student, s_tok, teacher, t_tok, device)
