@@ -146,7 +146,9 @@ def _stage_lines(cfg: dict) -> list[str]:
         specs = stage_specs(Config.from_dict({k: v for k, v in cfg.items() if k in CONFIG_FIELDS}, "distill"))
     except (ConfigError, TypeError):
         return []
-    return [f"  - {s.name}: loss {' + '.join(f'{w:g} x {t}' for t, w in s.loss.items())}, trains {s.trains}, "
+    trains = {"all": "trains all its layers at once", "gradual": "gradual unfreezing (head first, then one more layer "
+              "a phase, top down)"}  # fmt: skip
+    return [f"  - {s.name}: loss {' + '.join(f'{w:g} x {t}' for t, w in s.loss.items())}, {trains[s.trains]}, "
             f"lr {s.lr:g}, at most {s.epochs:g} epochs a phase, patience {s.patience}, at least {s.min_updates} "
             f"updates, selects on {s.select}" for s in specs]  # fmt: skip
 

@@ -68,7 +68,7 @@ class Schedule:
 
     updates_per_epoch: int  # every (global) batch of an epoch once, grad_accum_steps batches an update
     budget: int  # the most updates: max(min_updates, epochs x updates_per_epoch); early stopping may end it sooner
-    eval_every: int  # updates between dev evaluations: evals_per_epoch a epoch, and at least patience + 1 a run
+    eval_every: int  # updates between dev evaluations: evals_per_epoch an epoch, and at least min(patience, 5) + 1
     warmup: int  # linear warmup updates (0 under the constant schedule)
 
 
@@ -77,7 +77,9 @@ def schedule(n_rows: int, settings: LoopSettings) -> Schedule:
     updates_per_epoch = math.ceil(batches_per_epoch / settings.grad_accum_steps)
     budget = max(settings.min_updates, math.ceil(settings.epochs * updates_per_epoch)) if settings.epochs > 0 else 0
     eval_every = max(1, updates_per_epoch // settings.evals_per_epoch)
-    eval_every = max(1, min(eval_every, budget // (settings.patience + 1)))  # often enough for patience to act
+    # often enough for early stopping to act: patience + 1 evaluations, capped at the paper's patience 5 + 1 (a
+    # larger patience asks for longer runs, not for an evaluation every few updates)
+    eval_every = max(1, min(eval_every, budget // (min(settings.patience, 5) + 1)))
     warmup = int(settings.warmup_ratio * budget) if settings.lr_schedule == "linear" else 0
     return Schedule(updates_per_epoch, budget, eval_every, warmup)
 
