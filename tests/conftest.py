@@ -175,7 +175,7 @@ def smoke_params(tmp_path: Path, encoder: Path) -> dict:
         "student_arch": "l2-h32",
         "student_init": "random",
         "student_heads": 2,
-        "distill_epochs": 2.0,
+        "distill_epochs": 0.5,  # a phase's most: 14 updates (each gradual phase has its own budget, floor 10)
         "distill_lr": 3e-3,
         "distill_batch_size": 16,
         "finetune_epochs": 3.0,

@@ -23,6 +23,7 @@ def overrides(folder: Path) -> dict:
         "teacher_lr": 3e-4,
         "augment_max_examples": 300,
         "distill_lr": 2e-4,
+        "gradual_unfreezing": False,  # the recipe that learns at this size (docs/history.md, engine 3): 3 phases, not 11
         "target_max_train_samples": 500,
         "max_eval_samples": 300,
         "max_length": 48,

@@ -23,7 +23,7 @@ def distilled(tmp_path_factory, tiny_encoder):
     tmp = tmp_path_factory.mktemp("distill")
     from conftest import smoke_params
 
-    params = smoke_params(tmp, tiny_encoder)
+    params = smoke_params(tmp, tiny_encoder) | {"distill_epochs": 2.0}  # the quality checks: phases of 2 epochs
     path = ensure("distill", Config.from_dict(params))
     return params, path
 
@@ -126,6 +126,7 @@ def test_joint_mode_with_kl_and_attention_loss(tmp_path, tiny_encoder):
 
     params = smoke_params(tmp_path, tiny_encoder) | {
         "distill_mode": "joint",
+        "distill_epochs": 2.0,  # one phase: the whole run
         "logit_loss": "kl",
         "temperature": 2.0,
         "attention_loss": True,
