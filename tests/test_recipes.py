@@ -71,26 +71,28 @@ def test_a_saved_mean_pooled_model_reloads_and_pools_as_in_training(tmp_path, ti
     assert AutoTokenizer.from_pretrained(tmp_path / "model")  # still an ordinary HF folder
 
 
-def test_a_run_stops_at_its_patience():
+class SquaredError(nn.Module):
+    """forward(batch) -> mean of (model(x[rows]) - target)^2: a loss for the loop on a tiny linear model."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, target: float = 0.0):
+        super().__init__()
+        self.model, self.x, self.target = model, x, target
+
+    def forward(self, batch):
+        return (self.model(self.x[batch["idx"]]) - self.target).pow(2).mean()
+
+
+def _rows(idx):
+    return {"idx": torch.tensor(idx)}
+
+
+def test_a_run_stops_at_its_patience(tmp_path):
     """A dev score that never improves: the best is the first evaluation, then `patience` worse ones, then stop."""
     model = nn.Linear(2, 1)
-    x = torch.randn(320, 2)
     scores = iter([0.9] + [0.5] * 100)
-
-    class Loss(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, batch):
-            return self.model(x[batch["idx"]]).pow(2).mean()
-
     settings = LoopSettings(epochs=10.0, lr=0.01, batch_size=32, evals_per_epoch=1, patience=3, progress=False)
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        summary = train(Loss(), list(model.parameters()), [1] * 320, lambda idx: {"idx": torch.tensor(idx)},
-                        settings, tmp, evaluate=lambda: next(scores))  # fmt: skip
+    summary = train(SquaredError(model, torch.randn(320, 2)), list(model.parameters()), [1] * 320, _rows, settings,
+                    tmp_path / "run", evaluate=lambda: next(scores))  # fmt: skip
     # the starting weights are the best (update 0), then 3 evaluations without improvement
     assert summary["stopped_early"] and [h["update"] for h in summary["history"]] == [0, 10, 20, 30]
     assert summary["updates"] == 3 * summary["schedule"]["eval_every"] < summary["total_updates"] == 100
@@ -101,21 +103,12 @@ def test_a_run_keeps_its_starting_weights_when_training_only_harms_dev(tmp_path)
     """A later stage or unfreezing phase that only lowers dev ends with the weights it was given."""
     model = nn.Linear(2, 1)
     start = model.weight.detach().clone()
-    x = torch.randn(64, 2)
-
-    class Loss(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, batch):
-            return (self.model(x[batch["idx"]]) - 5).pow(2).mean()
 
     def closeness():  # dev: how close the weights still are to where they began
         return -float((model.weight.detach() - start).abs().sum())
 
     settings = LoopSettings(epochs=2.0, lr=0.1, batch_size=16, progress=False)
-    summary = train(Loss(), list(model.parameters()), [1] * 64, lambda idx: {"idx": torch.tensor(idx)},
+    summary = train(SquaredError(model, torch.randn(64, 2), target=5.0), list(model.parameters()), [1] * 64, _rows,
                     settings, tmp_path / "run", evaluate=closeness)  # fmt: skip
     assert summary["history"][0]["update"] == 0 and summary["best_dev"] == 0.0
     assert torch.equal(model.weight.detach(), start) and summary["updates"] > 0
