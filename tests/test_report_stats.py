@@ -551,6 +551,8 @@ def test_a_model_that_did_not_learn_is_listed_first_and_marked_in_every_score_ta
     assert transfer.loc[MAIN, "undistilled_learnt"] == True  # noqa: E712
     md = (tables / "transfer.md").read_text()
     assert _md_row(md, MAIN).startswith(f"| {MAIN} †") and "did not learn" in md
+    headline = (tables / "headline.md").read_text()  # the headline row of a model that did not learn says so
+    assert "† did not learn: not a result" in [line for line in headline.splitlines() if "ours:" in line][0]
     arch = pd.read_csv(tables / "architectures.csv")
     assert {"dev_retention_vs_chance", "learnt"} <= set(arch.columns) and arch["learnt"].all()
 

@@ -64,11 +64,15 @@ def headline_table(ft: pd.DataFrame, frame: pd.DataFrame | None = None) -> pd.Da
                 continue
             ours.append(scores.mean())
             delta = f" ({scores.mean() - paper[2 + i]:+.1f})" if paper else ""
-            cells[col] = f"{scores.mean():.1f}{delta}"
+            runs = mine[target_column(mine) == task]
+            failed = comparison.did_not_learn(runs).any() or comparison.did_not_learn(runs, "upstream_learnt").any()
+            cells[col] = f"{scores.mean():.1f}{delta}" + (comparison.NOT_LEARNT if failed else "")
         avg = f"{np.mean(ours):.1f}" if len(ours) == len(cols) else "n/a"
         seeds = comparison.finetune_seed(mine).nunique()
         label = f"ours: {variant}; mean over {seeds} seed{'s' if seeds > 1 else ''}"
         label += "" if comparable else " (toy size: not comparable)"
+        if comparison.model_learnt(mine) is False:  # † on a cell: a seed, or the student itself, did not learn
+            label += "; † did not learn: not a result"
         rows.append({"model": label, "params": f"{mine['m_parameters'].iloc[0] / 1e6:.0f}M",
                      "speedup": "see architectures", **cells, "Avg": avg})  # fmt: skip
     return pd.DataFrame(rows)
