@@ -11,6 +11,7 @@ from torch import nn
 
 from xdlib import metrics, pooling
 from xdlib.config import Config, ConfigError
+from xdlib.models import unit_states
 from xdlib.recipe import stage_specs
 from xdlib.tasks import get_task
 from xdlib.train import LoopSettings, train
@@ -22,8 +23,8 @@ def test_mean_pooling_matches_a_hand_computation_with_padding_masked():
     pooled = pooling.mean_pool(hidden, mask)
     assert torch.allclose(pooled, torch.tensor([[2.0, 3.0], [7.0, 8.0]]))  # (1+3)/2, (2+4)/2; (5+7+9)/3, ...
     batch = {"attention_mask": mask, "unit_pos": torch.zeros(2, 1, dtype=torch.long)}
-    assert torch.equal(pooling.unit_states(hidden, batch, "mean"), pooled[:, None])
-    assert torch.equal(pooling.unit_states(hidden, batch, "cls"), hidden[:, :1])  # [CLS]: position 0
+    assert torch.equal(unit_states(hidden, batch, "mean"), pooled[:, None])
+    assert torch.equal(unit_states(hidden, batch, "cls"), hidden[:, :1])  # [CLS]: position 0
 
 
 def test_auto_pooling_reads_the_models_sentence_transformers_files(tmp_path):

@@ -170,6 +170,12 @@ def did_not_learn(frame: pd.DataFrame, column: str = "m_learnt") -> pd.Series:
     return frame[column].map(lambda v: not pd.isna(v) and not bool(v)).astype(bool)
 
 
+def seed_did_not_learn(ft: pd.DataFrame) -> pd.Series:
+    """Where a fine-tuning run did not learn its target, or the model it started from did not learn its source
+    (`upstream_learnt`, `report.finetune_scores`): a score that is not a result."""
+    return did_not_learn(ft) | did_not_learn(ft, "upstream_learnt")
+
+
 def known_learnt(values) -> bool | None:
     """False where any value says a run did not learn, True where every value says it learnt, None (unknown:
     a run made before the learning check) otherwise."""
@@ -432,8 +438,7 @@ def transfer_markdown(table: pd.DataFrame, split: str = "test") -> str:
 
 def _failed(table: pd.DataFrame, column: str) -> pd.Series:
     """The mark where `column` says the model did not learn (False; None or absent: unknown, never marked)."""
-    values = table[column] if column in table else pd.Series(None, index=table.index, dtype=object)
-    return pd.Series([NOT_LEARNT if not pd.isna(v) and not bool(v) else "" for v in values], index=table.index)
+    return did_not_learn(table, column).map({True: NOT_LEARNT, False: ""})
 
 
 def target_column(frame: pd.DataFrame) -> pd.Series:
@@ -460,7 +465,7 @@ def difference_matrix(ft: pd.DataFrame, control: str = "undistilled", marks: boo
         for target in targets:
             if marks:  # each side's runs on this target, and the student's distillation
                 both = pd.concat([mine[_target(mine) == target], other[_target(other) == target]])
-                cells[target] = bool(did_not_learn(both).any() or did_not_learn(mine, "upstream_learnt").any())
+                cells[target] = bool(seed_did_not_learn(both).any())
                 continue
             pairs = (_pairs(mine, [target]) - _pairs(other, [target])).dropna() if not other.empty else pd.Series()
             cells[target] = pairs.mean() if target not in excluded and len(pairs) else np.nan

@@ -29,17 +29,15 @@ import yaml
 from .architectures import arch_problem, parse_arch
 from .errors import ConfigError
 from .fields import (
-    STAGE_NAMES,
     coerce,
     device_problem,
     folder_problem,
     layer_map_problem,
     local_tasks_problem,
     opt,
-    stages_problem,
 )
 from .pooling import POOLINGS
-from .recipe import recipe_problem, stage_specs
+from .recipe import STAGE_NAMES, recipe_problem, stage_specs, stages_problem
 from .tracking import report_to_problem
 
 OFFLINE_MINILM = "offline:all-MiniLM-L6-v2"

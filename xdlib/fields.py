@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .recipe import DEFAULTS
 from .tasks import check_local_tasks
 
 
@@ -66,18 +65,14 @@ def local_tasks_problem(value: Any) -> str | None:
     return check_local_tasks(value)
 
 
-STAGE_NAMES = ("hidden", "logits", "labels")  # the paper's stages, in order: the default
-
-
-def stages_problem(value: list) -> str | None:
-    """distill_stages: stages of the recipe (`xdlib.recipe.DEFAULTS`; joint is `distill_mode: joint`), each once; a
-    stage that reads the pretrained teacher (general) first."""
-    known = [name for name in DEFAULTS if name != "joint"]
-    general = [name for name in value if name in DEFAULTS and DEFAULTS[name].teacher == "general"]
-    general_first = not general or value.index(general[0]) == 0
-    if value and all(v in known for v in value) and len(set(value)) == len(value) and general_first:
+def finite_number(value: Any) -> float | None:
+    """`value` as a float when it is a finite number (YAML 1.1 reads 3e-4, without a dot, as a string: read as the
+    number it is); None when it is not one."""
+    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
-    return f"a non-empty list of distinct stages from {known}, general first if present"
+    return float(value)
 
 
 def type_name(tp: Any) -> str:
@@ -112,11 +107,9 @@ def coerce(key: str, value: Any, tp: Any, meta: typing.Mapping[str, Any]) -> Any
             fail("an integer" + range_text(meta))
         clean = value
     elif tp is float:
-        if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
-            value = float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        clean = finite_number(value)
+        if clean is None:
             fail("a finite number" + range_text(meta))
-        clean = float(value)
     elif tp is str:
         if not isinstance(value, str):
             fail("a string" + (f" from {list(meta['choices'])}" if meta.get("choices") else ""))

@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from .comparison import NOT_LEARNT, did_not_learn, difference_matrix, target_column  # noqa: E402
+from .comparison import NOT_LEARNT, did_not_learn, difference_matrix, seed_did_not_learn, target_column  # noqa: E402
 
 
 def save(fig, path: Path) -> Path:
@@ -58,9 +58,7 @@ def score_marks(matrix: pd.DataFrame, ft: pd.DataFrame) -> pd.DataFrame:
     """The cells of `matrix` (variant x target, and Avg) that rest on a fine-tuning run that did not learn."""
     if ft.empty:
         return pd.DataFrame(False, index=matrix.index, columns=matrix.columns)
-    upstream = did_not_learn(ft, "upstream_learnt")  # the model it started from did not learn its source
-    failed = ft.assign(failed=did_not_learn(ft) | upstream).groupby(["variant", target_column(ft)])["failed"]
-    failed = failed.any().unstack()
+    failed = ft.assign(failed=seed_did_not_learn(ft)).groupby(["variant", target_column(ft)])["failed"].any().unstack()
     marks = failed.reindex(index=matrix.index, columns=matrix.columns).eq(True)  # NaN (no run there): unmarked
     if "Avg" in marks:
         marks["Avg"] = marks.drop(columns="Avg").any(axis=1)

@@ -65,7 +65,7 @@ def headline_table(ft: pd.DataFrame, frame: pd.DataFrame | None = None) -> pd.Da
             ours.append(scores.mean())
             delta = f" ({scores.mean() - paper[2 + i]:+.1f})" if paper else ""
             runs = mine[target_column(mine) == task]
-            failed = comparison.did_not_learn(runs).any() or comparison.did_not_learn(runs, "upstream_learnt").any()
+            failed = comparison.seed_did_not_learn(runs).any()
             cells[col] = f"{scores.mean():.1f}{delta}" + (comparison.NOT_LEARNT if failed else "")
         avg = f"{np.mean(ours):.1f}" if len(ours) == len(cols) else "n/a"
         seeds = comparison.finetune_seed(mine).nunique()

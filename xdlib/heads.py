@@ -13,7 +13,6 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
 from . import losses, metrics, models
-from . import pooling as pooling_
 from .data import collate, encode, eval_batches
 from .devices import autocast
 from .errors import ConfigError
@@ -185,7 +184,7 @@ def fresh_head_from(encoder_dir: str, head: str, num_labels: int, seed: int, poo
     checkpoint is task-agnostic, its source-task head is not reused. It pools as `pooling` says (`auto`: as the
     folder's pooling files say, else [CLS])."""
     model = fresh_head(models.pretrained(AutoModel, encoder_dir), head, num_labels, seed, encoder_dir)
-    models.set_pooling(model, pooling_.resolve(pooling, models.local_folder(encoder_dir)))
+    models.set_pooling(model, models.resolve_pooling(pooling, encoder_dir))
     return model, AutoTokenizer.from_pretrained(encoder_dir)
 
 

@@ -34,7 +34,15 @@ from .data import (
     take,
     units_of,
 )
-from .models import HiddenProjection, encoder_units, model_inputs, run_model, unit_logits, unused_parameters
+from .models import (
+    HiddenProjection,
+    encoder_units,
+    model_inputs,
+    run_model,
+    unit_logits,
+    unit_states,
+    unused_parameters,
+)
 from .recipe import StageSpec
 from .tasks import Split, Task
 from .teacher_cache import TeacherCache, build_teacher_cache, cache_key  # noqa: F401  (the engine's names)
@@ -77,7 +85,7 @@ class DistillModule(nn.Module):
         terms: dict[str, losses.Part] = {}
         if "hidden" in weights:  # at the vector the head reads (sequence tasks) or the words' first sub-tokens
             how = pooling.of(self.student)
-            states = [pooling.unit_states(h, batch, how) for h in out.hidden_states]  # L+1 x (B, U, H_s)
+            states = [unit_states(h, batch, how) for h in out.hidden_states]  # L+1 x (B, U, H_s)
             projected = self.projection(states)
             teacher_states = batch["teacher_hidden"].unbind(2)  # L+1 x (B, U, H_t)
             terms["hidden"] = losses.hidden_mse(projected, teacher_states, mask, parts=True)

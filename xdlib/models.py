@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -143,17 +144,21 @@ def load_with_head(
     sequence head pools as `pooling` says (`auto`: as the folder's pooling files say, else [CLS])."""
     path = resolve_model(ref)
     model = pretrained(HEAD_CLASSES[head], path, ignore_mismatched_sizes=True, **head_kwargs(head, num_labels), **extra)
-    set_pooling(model, pooling_.resolve(pooling, local_folder(path)))
+    set_pooling(model, resolve_pooling(pooling, path))
     tokenizer = AutoTokenizer.from_pretrained(path)
     return model, tokenizer
+
+
+def resolve_pooling(setting: str, path: str | None) -> str:
+    """`auto`: as the model at `path` (a folder, or a Hub id) says it pools, else [CLS]; `cls` or `mean`: as asked,
+    without looking the model up."""
+    return pooling_.resolve(setting, local_folder(path) if setting == "auto" and path else None)
 
 
 def local_folder(path: str):
     """A folder holding what a resolved model reference says of its pooling: itself when it is a folder; for a Hub
     id, its snapshot with sentence-transformers' `1_Pooling/config.json` fetched (from_pretrained does not fetch
     it; offline, from the cache). None when the Hub model has no such file (it pools at [CLS])."""
-    from pathlib import Path
-
     if Path(path).is_dir():
         return path
     try:
@@ -223,6 +228,14 @@ def run_model(model, batch: dict, hidden: bool = False, attentions: bool = False
     out = model.base_model(**inputs, output_hidden_states=hidden, output_attentions=attentions)
     logits = sequence_head(model, pooling_.mean_pool(out.last_hidden_state, batch["attention_mask"]))
     return ModelOutput(logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
+
+
+def unit_states(hidden: torch.Tensor, batch: dict, pooling: str) -> torch.Tensor:
+    """(B, T, H) -> (B, U, H): a hidden state at the loss units; under mean pooling a sequence example's one unit is
+    its mean-pooled vector (what the head reads), else the state at each unit's position ([CLS] for sequences)."""
+    if pooling == "mean":
+        return pooling_.mean_pool(hidden, batch["attention_mask"]).unsqueeze(1)
+    return gather_units(hidden, batch["unit_pos"])
 
 
 class Pooled(nn.Module):
@@ -336,7 +349,7 @@ def build_student(
             if getattr(source_model, "pooler", None) is not None and encoder.pooler is not None:
                 encoder.pooler.load_state_dict(source_model.pooler.state_dict())
             log.info("student %s initialised from %s layers %s", arch_name, init, chosen)
-    set_pooling(model, pooling_.resolve(pooling, None if init == "random" else local_folder(resolve_model(init))))
+    set_pooling(model, resolve_pooling(pooling, None if init == "random" else resolve_model(init)))
     if freeze_word_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     return model, tokenizer

@@ -61,15 +61,6 @@ def mean_pool(hidden, attention_mask):
     return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
 
 
-def unit_states(hidden, batch: dict, pooling: str):
-    """(B, T, H) -> (B, U, H): a hidden state at the loss units; under mean pooling a sequence example's one unit is
-    its mean-pooled vector (what the head reads), else the state at each unit's position ([CLS] for sequences)."""
-    if pooling == "mean":
-        return mean_pool(hidden, batch["attention_mask"]).unsqueeze(1)
-    index = batch["unit_pos"].unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
-    return hidden.gather(1, index)
-
-
 def write_files(folder: str | Path, pooling: str, width: int) -> None:
     """sentence-transformers' description of a saved encoder (Transformer, then Pooling), so that
     `SentenceTransformer(folder)` pools it as it was trained and our loader reads the same."""

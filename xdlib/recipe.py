@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import ConfigError
+from .fields import finite_number
 
 # Loss terms a stage can weigh (what `kd.DistillModule` computes): hidden states (through the projection, at the
 # vector each side's head reads for a sequence task, at the words' first sub-tokens for a token task), attention
@@ -64,6 +65,18 @@ DEFAULTS = {
     "joint": StageSpec("joint", {"hidden": 1.0, "logits": 1.0, "labels": 1.0}, "all", "dev"),
 }
 STAGES = tuple(DEFAULTS)
+STAGE_NAMES = ("hidden", "logits", "labels")  # the paper's stages, in order: distill_stages' default
+
+
+def stages_problem(value: list) -> str | None:
+    """distill_stages: stages of the recipe (joint is `distill_mode: joint`), each once; a stage that reads the
+    pretrained teacher (general) first."""
+    known = [name for name in DEFAULTS if name != "joint"]
+    general = [name for name in value if name in DEFAULTS and DEFAULTS[name].teacher == "general"]
+    general_first = not general or value.index(general[0]) == 0
+    if value and all(v in known for v in value) and len(set(value)) == len(value) and general_first:
+        return None
+    return f"a non-empty list of distinct stages from {known}, general first if present"
 
 
 def recipe_problem(value: Any) -> str | None:
@@ -82,24 +95,6 @@ def recipe_problem(value: Any) -> str | None:
     return None
 
 
-def _number(value: Any) -> bool:
-    return isinstance(_float(value), float)
-
-
-def _float(value: Any) -> Any:
-    """A number as a float (YAML 1.1 reads 3e-4, without a dot, as a string); anything else unchanged."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
 def _setting_problem(key: str, value: Any) -> str | None:
     if key not in OVERRIDABLE:
         return f"an unknown setting; allowed: {', '.join(OVERRIDABLE)}"
@@ -109,16 +104,17 @@ def _setting_problem(key: str, value: Any) -> str | None:
         unknown = [t for t in value if t not in LOSS_TERMS]
         if unknown:
             return f"unknown loss term {unknown[0]!r}; allowed: {', '.join(LOSS_TERMS)}"
-        if not all(_number(w) and _float(w) >= 0 for w in value.values()) or not any(map(_float, value.values())):
-            return "weights are numbers >= 0, at least one above 0"
+        weights = [finite_number(w) for w in value.values()]
+        if not all(w is not None and w >= 0 for w in weights) or not any(weights):
+            return "weights are finite numbers >= 0, at least one above 0"
     elif key == "trains" and value not in TRAINS:
         return f"one of {', '.join(TRAINS)}"
     elif key == "select" and value not in SELECTS:
         return f"one of {', '.join(SELECTS)}"
-    elif key == "lr" and not (_number(value) and 0 < _float(value) <= 1):
+    elif key == "lr" and not (finite_number(value) is not None and 0 < finite_number(value) <= 1):
         return "a number in (0, 1]"
-    elif key == "epochs" and not (_number(value) and _float(value) >= 0):
-        return "a number >= 0"
+    elif key == "epochs" and not (finite_number(value) is not None and finite_number(value) >= 0):
+        return "a finite number >= 0"
     elif key in ("patience", "min_updates") and not (isinstance(value, int) and not isinstance(value, bool)
                                                      and value >= (1 if key == "patience" else 0)):  # fmt: skip
         return "an integer >= 1" if key == "patience" else "an integer >= 0"
@@ -148,19 +144,19 @@ def stage_specs(cfg) -> list[StageSpec]:
         overrides = dict((cfg.recipe or {}).get(name, {}))
         for key in ("lr", "epochs"):
             if key in overrides:
-                overrides[key] = _float(overrides[key])
+                overrides[key] = finite_number(overrides[key])
         if "loss" in overrides:
-            overrides["loss"] = {term: _float(w) for term, w in overrides["loss"].items()}
+            overrides["loss"] = {term: finite_number(w) for term, w in overrides["loss"].items()}
         specs.append(replace(spec, **overrides))
     for spec in specs:
         if "attention" in spec.loss and not cfg.attention_loss:
-            raise_config(f"recipe.{spec.name}.loss names 'attention' but attention_loss is false; allowed: set "
+            raise ConfigError(f"recipe.{spec.name}.loss names 'attention' but attention_loss is false; allowed: set "
                          "attention_loss: true (the teacher is then loaded with eager attention)")  # fmt: skip
         if spec.teacher == "general" and (set(spec.loss) - {"hidden"} or spec.select != "none"):
-            raise_config(f"recipe.{spec.name}: the pretrained teacher has no task head nor dev outputs; allowed: loss "
+            raise ConfigError(f"recipe.{spec.name}: the pretrained teacher has no task head nor dev outputs; allowed: loss "
                          "{hidden: w} and select: none")  # fmt: skip
         if spec.data == "labelled" and set(spec.loss) - {"labels"}:
-            raise_config(f"recipe.{spec.name}.loss: its rows are the labelled source rows, without teacher outputs; "
+            raise ConfigError(f"recipe.{spec.name}.loss: its rows are the labelled source rows, without teacher outputs; "
                          "allowed: loss {labels: w}")  # fmt: skip
     return specs
 
@@ -168,7 +164,3 @@ def stage_specs(cfg) -> list[StageSpec]:
 def fixed(name: str, epochs: float, lr: float, trains: str = "all") -> StageSpec:
     """A stage of `epochs` exactly, without selection (benchmarks time a fixed number of updates)."""
     return replace(DEFAULTS[name], trains=trains, select="none", lr=lr, epochs=epochs, patience=1, min_updates=0)
-
-
-def raise_config(message: str):
-    raise ConfigError(message)

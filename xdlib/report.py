@@ -41,7 +41,7 @@ import pandas as pd
 import yaml
 
 from . import comparison, figures
-from .comparison import NOT_LEARNT, did_not_learn, known_learnt, target_column, transfer_markdown, transfer_table
+from .comparison import NOT_LEARNT, known_learnt, seed_did_not_learn, target_column, transfer_markdown, transfer_table
 from .comparison import flat as _flat
 from .config import UNHASHED, Config
 from .headline import headline_table
@@ -249,11 +249,7 @@ MATRIX_NOTE = (
 
 def results_tables(ft: pd.DataFrame, split: str = "test") -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """(long table, matrix of means with Avg, markdown matrix with mean ± sd (n) and a note)."""
-    # a seed did not learn when its fine-tuning did not, or the model it started from did not learn its source
-    upstream = did_not_learn(ft, "upstream_learnt") if "upstream_learnt" in ft else False
-    ft = ft.assign(
-        target=ft["target"] if "target" in ft else ft["target_task"], not_learnt=did_not_learn(ft) | upstream
-    )
+    ft = ft.assign(target=ft["target"] if "target" in ft else ft["target_task"], not_learnt=seed_did_not_learn(ft))
     long = ft.groupby(["variant", "target"])["score"].apply(_mean_std).unstack().reset_index()
     failed = ft.groupby(["variant", "target"])["not_learnt"].sum().reset_index()  # seeds that did not learn
     long = long.merge(failed, on=["variant", "target"], how="left")

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import yaml
 
-from . import git_state
+from . import git_state, pooling
 
 PACKAGES = ("torch", "transformers", "datasets", "safetensors", "tokenizers", "numpy", "pandas", "papermill")
 
@@ -234,11 +234,9 @@ def save_hf(model, tokenizer, path: Path) -> None:
             hf_logging.enable_progress_bar()
     fault("save", tmp)
     tokenizer.save_pretrained(tmp)
-    how = getattr(model.config, "xdlib_pooling", None)  # xdlib.pooling.ATTRIBUTE (no torch import here)
+    how = getattr(model.config, pooling.ATTRIBUTE, None)
     if how:  # sentence-transformers' pooling files: the folder says how it pools (xdlib.pooling)
-        from .pooling import write_files
-
-        write_files(tmp, how, model.config.hidden_size)
+        pooling.write_files(tmp, how, model.config.hidden_size)
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
 

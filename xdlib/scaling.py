@@ -21,6 +21,7 @@ from .comparison import (
     _over_targets,
     _target,
     _teacher_sources,
+    did_not_learn,
     finetune_seed,
     key_frame,
     matched,
@@ -114,7 +115,7 @@ SCALING_MARK_NOTE = (
 def scaling_markdown(table: pd.DataFrame, split: str = "test") -> str:
     if table.empty:
         return ""
-    failed = [not pd.isna(v) and not bool(v) for v in table.get("learnt", [None] * len(table))]
+    failed = did_not_learn(table, "learnt")
     out = pd.DataFrame({
         "recipe": table["recipe"],
         "transfer rows": [f"{n}{NOT_LEARNT if f else ''}" for n, f in zip(table["transfer_rows"], failed)],

@@ -21,7 +21,7 @@ import torch
 from . import pooling, runs
 from .data import collate, encode_set, eval_batches, lengths_of, rows_digest, take, to_device, units_of
 from .devices import autocast
-from .models import run_model, unit_logits
+from .models import run_model, unit_logits, unit_states
 from .tasks import Split, Task
 
 # ---- teacher-output cache -----------------------------------------------------------------------------------
@@ -167,12 +167,12 @@ def _write_teacher_cache(
     np_dtype = np.float16 if dtype == "float16" else np.float32
     hidden = np.lib.format.open_memmap(tmp / "hidden.npy", "w+", np_dtype, (int(offsets[-1]), n_states, width))
     logits = np.lib.format.open_memmap(tmp / "logits.npy", "w+", np_dtype, (int(offsets[-1]), n_labels))
+    how = pooling.of(teacher)  # a sequence unit is the vector the head reads: [CLS] or the mean of the tokens
     for idx in eval_batches(lengths_of(encoded), batch_size):
         batch = collate(take(encoded, idx), tokenizer.pad_token_id, device)
         with autocast(torch.device(device)):
             out = run_model(teacher, batch, hidden=True)
-        how = pooling.of(teacher)  # a sequence unit is the vector the head reads: [CLS] or the mean of the tokens
-        states = torch.stack([pooling.unit_states(out.hidden_states[i], batch, how) for i in layers], dim=2)
+        states = torch.stack([unit_states(out.hidden_states[i], batch, how) for i in layers], dim=2)
         unit_out = unit_logits(out.logits, batch)  # (B, U, C)
         states_np = states.to(torch.float32).cpu().numpy()  # one device->host copy per batch, not per row
         logits_np = unit_out.to(torch.float32).cpu().numpy()

@@ -11,7 +11,7 @@ holds (words of a token task, labelled rows in joint mode), and N processes trai
 (dropout aside). A module that returns a plain mean over its examples is weighted by the rank's share of them.
 
 Every run trains until dev stops improving, as the paper's code does (Keras EarlyStopping, patience 5): `epochs` is
-its most, it is evaluated at least `patience + 1` times (so that early stopping can act), and it gets at least
+its most, it is evaluated at least min(patience, 5) + 1 times (so that early stopping can act), and it gets at least
 `min_updates` updates. Its schedule (`schedule`: updates per epoch, budget, evaluation interval, warmup) is computed
 apart from the loop. A run can start at a later place in the data (`start_update`: a gradual-unfreezing phase
 continues where the phase before it planned to end, rather than replaying the stage's first batches). Rank 0
@@ -159,9 +159,7 @@ def train(
     params = _set_trainable(module, trainable)
     optimizer = _adamw(params, settings, device)
     plan = schedule(len(lengths), settings)
-    updates_per_epoch, total_updates, eval_every, first_update = (
-        plan.updates_per_epoch, plan.budget, plan.eval_every, start_update
-    )  # fmt: skip
+    updates_per_epoch, total_updates, eval_every = plan.updates_per_epoch, plan.budget, plan.eval_every
     scheduler = make_scheduler(optimizer, settings, max(total_updates, 1), plan.warmup)
     if select_only and math.ceil(total_updates / eval_every) < 2:
         evaluate = None  # one evaluation selects nothing: the final weights are the result either way
@@ -228,7 +226,7 @@ def train(
     while state["update"] < total_updates and not state["stopped_early"]:
         # update u (from start_update) is slot u % updates_per_epoch of its epoch, whose (up to) grad_accum_steps
         # batches it accumulates; an epoch's last update may take fewer
-        epoch, slot = divmod(first_update + state["update"], updates_per_epoch)
+        epoch, slot = divmod(start_update + state["update"], updates_per_epoch)
         if epoch not in epoch_batches:
             epoch_batches = {epoch: length_grouped_batches(lengths, settings.batch_size, settings.seed, epoch)}
         group = epoch_batches[epoch][slot * settings.grad_accum_steps : (slot + 1) * settings.grad_accum_steps]

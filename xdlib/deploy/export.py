@@ -186,13 +186,19 @@ def export(run_dir: str | Path, out: str | Path | None = None, int8: bool = Fals
                           "pip install -e '.[deploy]'") from None  # fmt: skip
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from ..models import Pooled, pretrained, set_pooling  # why here: torch and transformers, once the run is checked
-    from ..pooling import resolve
+    from ..models import (  # why here: torch and transformers, once the run is checked
+        Pooled,
+        pretrained,
+        resolve_pooling,
+        set_pooling,
+    )
     from ..runs import weights_digest
 
     weights = weights_digest(model_dir)  # before reading them: an export never records newer weights than its own
     model = pretrained(AutoModelForSequenceClassification, model_dir).eval()
-    model = Pooled(set_pooling(model, resolve("auto", model_dir))).eval()  # the graph pools as the model was trained
+    model = Pooled(
+        set_pooling(model, resolve_pooling("auto", model_dir))
+    ).eval()  # the graph pools as the model was trained
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     example = tokenizer(["a short one", "and a longer second example sentence"], padding=True, return_tensors="pt")
     names = [n for n in INPUTS if n in example]

@@ -66,11 +66,15 @@ def load(path: str | Path, max_length: int = 128, batch_size: int = 32, threads:
         import torch
         from transformers import AutoModelForSequenceClassification
 
-        from ..models import Pooled, pretrained, set_pooling  # why here: torch and transformers; ONNX never needs them
-        from ..pooling import resolve
+        from ..models import (  # why here: torch and transformers; ONNX never needs them
+            Pooled,
+            pretrained,
+            resolve_pooling,
+            set_pooling,
+        )
 
         model = pretrained(AutoModelForSequenceClassification, path).eval()
-        model = Pooled(set_pooling(model, resolve("auto", path))).eval()  # pooled as its folder says
+        model = Pooled(set_pooling(model, resolve_pooling("auto", path))).eval()  # pooled as its folder says
 
         def run(batch):
             with torch.inference_mode():

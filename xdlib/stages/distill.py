@@ -151,7 +151,7 @@ def distil_student(cfg: Config, run, on_update=None) -> None:
         del pretrained
     student, s_tok = student_for(cfg, task)
     module = distill_module(cfg, student, s_tok, teacher, t_tok, device)
-    if cfg.projection_init == "pca":  # from the data, not from noise (sentence-transformers' distillation recipe)
+    if cfg.projection_init == "pca":  # from the data (a PCA of the teacher's vectors), not from noise
         module.projection.init_pca(caches["transfer"], index)
     n_units = len(models.encoder_units(student)) - (0 if cfg.unfreeze_embeddings_last else 1)
     phases = plan_phases(specs, n_units)
